@@ -1,0 +1,243 @@
+"""The public facade: create an aggregator, add feeds, update, query clusters, change settings."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from aggregator import opml
+from aggregator.fetch import Fetcher, FetchLimits, is_local, local_path
+from aggregator.models import ClusterDetail, ClusterSummary, Feed, FetchResult, UpdateReport
+from aggregator.pipeline import Pipeline
+from aggregator.settings import Settings, load_settings
+from aggregator.storage import clusters as clusters_store
+from aggregator.storage import feeds as feeds_store
+from aggregator.storage import items as items_store
+from aggregator.storage import open_database, write_transaction
+
+__all__ = ["Aggregator", "FeedError"]
+
+Progress = Callable[[int, int], None]
+
+
+class FeedError(ValueError):
+    """A feed URL cannot be added or found."""
+
+
+class Aggregator:
+    """A deduplicating feed aggregator on one SQLite database.
+
+    >>> agg = Aggregator.open()                    # config.toml, its database
+    >>> agg.add_feed("https://example.org/feed.xml")
+    >>> agg.update()                               # poll every due feed once
+    >>> agg.clusters(limit=10)                     # the latest stories
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        db_path: str | Path | None = None,
+        clock: Callable[[], float] = time.time,
+        migrate: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.db_path = Path(db_path) if db_path is not None else settings.db_path
+        self.db = open_database(self.db_path, migrate=migrate)
+        self.clock = clock
+        self.pipeline = Pipeline(self.db, settings, clock)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(
+        cls, config: str | Path | None = None, db: str | Path | None = None, **overrides: Any
+    ) -> Aggregator:
+        """Open with settings from ``config`` (default ``config.toml``) and an optional database path."""
+        return cls(load_settings(config, overrides or None), db_path=db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Aggregator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- feeds -------------------------------------------------------------------------
+
+    def add_feed(self, url: str, title: str | None = None) -> tuple[Feed, bool]:
+        """Subscribe to a feed URL (or a local file, when allowed); returns it and whether it is new."""
+        url = self._check_url(url)
+        with self._lock:
+            return feeds_store.add(self.db, url, self.clock(), title)
+
+    def _check_url(self, url: str) -> str:
+        url = url.strip()
+        if not url:
+            raise FeedError("empty feed URL")
+        if is_local(url):
+            if not self.settings.feeds.allow_local_files:
+                raise FeedError(f"local files are not allowed by the configuration: {url}")
+            path = local_path(url)
+            if not path.is_absolute():
+                path = Path.cwd() / path
+            if not path.is_file():
+                raise FeedError(f"no such file: {path}")
+            return path.resolve().as_uri()
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise FeedError(f"not an http(s) URL or a file: {url}")
+        return url
+
+    def remove_feed(self, url_or_id: str | int) -> bool:
+        feed = self.feed(url_or_id)
+        if feed is None:
+            return False
+        with self._lock, write_transaction(self.db):
+            touched = feeds_store.remove(self.db, feed.id)
+            self.pipeline.refresh_clusters(set(touched), self.clock())
+            self.pipeline.invalidate()
+        return True
+
+    def feed(self, url_or_id: str | int) -> Feed | None:
+        if isinstance(url_or_id, int):
+            return feeds_store.get(self.db, url_or_id)
+        found = feeds_store.get_by_url(self.db, url_or_id)
+        if found is None and is_local(url_or_id):
+            try:
+                found = feeds_store.get_by_url(self.db, self._check_url(url_or_id))
+            except FeedError:
+                return None
+        return found
+
+    def feeds(self) -> list[Feed]:
+        return feeds_store.all_feeds(self.db)
+
+    def pause_feed(self, feed_id: int, paused: bool = True) -> None:
+        feeds_store.set_paused(self.db, feed_id, paused)
+
+    def import_opml(self, source: str | Path | bytes) -> tuple[list[Feed], list[str]]:
+        """Subscribe to every feed of an OPML file; returns (new feeds, problems)."""
+        base = None
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            data = path.read_bytes()
+            base = path.resolve().parent
+        else:
+            data = source
+        added: list[Feed] = []
+        problems: list[str] = []
+        for entry in opml.read(data):
+            url = entry.url
+            if base is not None and is_local(url) and not local_path(url).is_absolute():
+                url = str(base / local_path(url))
+            try:
+                feed, new = self.add_feed(url, entry.title)
+            except FeedError as exc:
+                problems.append(str(exc))
+                continue
+            if new:
+                added.append(feed)
+        return added, problems
+
+    def export_opml(self) -> str:
+        return opml.write([(f.url, f.title, f.site_url) for f in self.feeds()], title="the aggregator")
+
+    def subscribe_defaults(self) -> int:
+        """Subscribe to the configured OPML (the demo feeds) if there are no feeds yet."""
+        name = self.settings.feeds.opml
+        if not name or feeds_store.count(self.db):
+            return 0
+        path = self.settings.path(name)
+        if not path.is_file():
+            return 0
+        added, _ = self.import_opml(path)
+        return len(added)
+
+    # -- updating ----------------------------------------------------------------------
+
+    def update(
+        self,
+        feeds: Iterable[Feed] | None = None,
+        *,
+        progress: Callable[[UpdateReport], None] | None = None,
+    ) -> list[UpdateReport]:
+        """Poll feeds (default: every due feed) once.
+
+        Fetches run concurrently, within overall and per-host limits; each result
+        is parsed, clustered and stored as soon as it arrives, one feed at a time.
+        """
+        todo = list(feeds) if feeds is not None else feeds_store.due(self.db, self.clock())
+        if not todo:
+            return []
+        fs = self.settings.fetch
+        hosts: dict[str, threading.Semaphore] = {}
+
+        def fetch(feed: Feed, fetcher: Fetcher) -> FetchResult:
+            host = urlsplit(feed.url).hostname or ""
+            with hosts.setdefault(host, threading.Semaphore(fs.per_host_concurrency)):
+                return fetcher.fetch(feed.url, feed.etag, feed.last_modified)
+
+        reports: list[UpdateReport] = []
+        with (
+            Fetcher(
+                FetchLimits.from_settings(fs), allow_local_files=self.settings.feeds.allow_local_files
+            ) as fetcher,
+            ThreadPoolExecutor(max_workers=min(fs.max_concurrency, len(todo))) as pool,
+        ):
+            futures: dict[Future[FetchResult], Feed] = {pool.submit(fetch, f, fetcher): f for f in todo}
+            for fut in as_completed(futures):
+                with self._lock:
+                    report = self.pipeline.process(futures[fut], fut.result())
+                reports.append(report)
+                if progress:
+                    progress(report)
+        return reports
+
+    def update_feed(self, url_or_id: str | int) -> UpdateReport:
+        feed = self.feed(url_or_id)
+        if feed is None:
+            raise FeedError(f"no such feed: {url_or_id}")
+        return self.update([feed])[0]
+
+    def recluster(self, progress: Progress | None = None) -> int:
+        with self._lock:
+            return self.pipeline.recluster(progress)
+
+    def rebuild_index(self) -> int:
+        with self._lock:
+            return self.pipeline.rebuild_index()
+
+    # -- queries -----------------------------------------------------------------------
+
+    def clusters(
+        self, *, sort: str = "latest", limit: int = 20, offset: int = 0, min_outlets: int = 1
+    ) -> list[ClusterSummary]:
+        return clusters_store.listing(self.db, sort=sort, limit=limit, offset=offset, min_outlets=min_outlets)
+
+    def cluster(self, cluster_id: int) -> ClusterDetail | None:
+        return clusters_store.detail(self.db, cluster_id)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "feeds": feeds_store.count(self.db),
+            "items": items_store.count(self.db),
+            "clusters": clusters_store.count(self.db),
+        }
+
+    def export_rows(self) -> Iterator[dict[str, Any]]:
+        return items_store.export_rows(self.db)
+
+    def export_jsonl(self, out: IO[str]) -> int:
+        n = 0
+        for row in self.export_rows():
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+        return n

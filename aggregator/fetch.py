@@ -1,0 +1,236 @@
+"""Fetching feed documents: HTTP(S) through httpx, and local files for offline demos.
+
+Every request has connect/read timeouts, an overall deadline and a cap on the
+decompressed body size.  Redirects are followed here, one hop at a time, so that
+permanent moves can be told from temporary ones and loops are caught.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
+
+import httpx
+
+from aggregator.models import FetchResult
+from aggregator.settings import FetchSettings
+
+__all__ = ["FetchLimits", "Fetcher", "is_local", "local_path"]
+
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/feed+json, application/rdf+xml, "
+    "application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5"
+)
+_PERMANENT = {301, 308}
+_REDIRECT = {301, 302, 303, 307, 308}
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    connect_timeout: float
+    read_timeout: float
+    total_timeout: float
+    max_bytes: int
+    max_redirects: int
+    user_agent: str
+
+    @classmethod
+    def from_settings(cls, s: FetchSettings) -> FetchLimits:
+        return cls(
+            s.connect_timeout, s.read_timeout, s.total_timeout, s.max_bytes, s.max_redirects, s.user_agent
+        )
+
+
+def is_local(url: str) -> bool:
+    """A ``file:`` URL or a plain filesystem path (no scheme)."""
+    scheme = urlsplit(url).scheme.lower()
+    return scheme == "file" or scheme == "" or (len(scheme) == 1 and os.name == "nt")
+
+
+def local_path(url: str) -> Path:
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "file":
+        return Path(unquote(parts.path))
+    return Path(url)
+
+
+class Fetcher:
+    """Fetches feeds.  One instance holds one connection pool; close it when done."""
+
+    def __init__(self, limits: FetchLimits, *, allow_local_files: bool = True) -> None:
+        self.limits = limits
+        self.allow_local_files = allow_local_files
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(
+                connect=limits.connect_timeout,
+                read=limits.read_timeout,
+                write=limits.read_timeout,
+                pool=limits.total_timeout,
+            ),
+            follow_redirects=False,
+            headers={"User-Agent": limits.user_agent, "Accept": ACCEPT},
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fetch(self, url: str, etag: str | None = None, last_modified: str | None = None) -> FetchResult:
+        """Fetch ``url``; never raises for network or server trouble."""
+        started = time.monotonic()
+        try:
+            if is_local(url):
+                result = self._fetch_file(url, last_modified)
+            else:
+                result = self._fetch_http(url, etag, last_modified, started)
+        except Exception as exc:
+            result = FetchResult(url, "error", error=f"{type(exc).__name__}: {exc}")
+        elapsed = (time.monotonic() - started) * 1000
+        return FetchResult(**{**result.__dict__, "elapsed_ms": elapsed})
+
+    # -- local files -------------------------------------------------------------------
+
+    def _fetch_file(self, url: str, last_modified: str | None) -> FetchResult:
+        if not self.allow_local_files:
+            return FetchResult(url, "error", error="local files are not allowed by the configuration")
+        path = local_path(url)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            return FetchResult(url, "error", error=f"cannot read file: {exc.strerror or exc}")
+        if not path.is_file():
+            return FetchResult(url, "error", error=f"not a file: {path}")
+        stamp = email.utils.formatdate(st.st_mtime, usegmt=True) + f" ({st.st_size})"
+        if last_modified == stamp:
+            return FetchResult(url, "not_modified", last_modified=stamp)
+        if st.st_size > self.limits.max_bytes:
+            return FetchResult(url, "error", error=_too_big(self.limits.max_bytes))
+        with path.open("rb") as fh:
+            body = fh.read(self.limits.max_bytes + 1)
+        if len(body) > self.limits.max_bytes:
+            return FetchResult(url, "error", error=_too_big(self.limits.max_bytes))
+        return FetchResult(url, "ok", body=body, last_modified=stamp, final_url=url)
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def _fetch_http(
+        self, url: str, etag: str | None, last_modified: str | None, started: float
+    ) -> FetchResult:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("http", "https"):
+            return FetchResult(url, "error", error=f"unsupported URL scheme {scheme!r}")
+        headers: dict[str, str] = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        current = url
+        seen = {url}
+        all_permanent = True
+        for _hop in range(self.limits.max_redirects + 1):
+            with self._client.stream("GET", current, headers=headers) as resp:
+                if resp.status_code in _REDIRECT and "location" in resp.headers:
+                    target = urljoin(current, resp.headers["location"])
+                    all_permanent = all_permanent and resp.status_code in _PERMANENT
+                    if target in seen:
+                        return FetchResult(
+                            url, "error", http_status=resp.status_code, error=f"redirect loop at {target}"
+                        )
+                    if urlsplit(target).scheme.lower() not in ("http", "https"):
+                        return FetchResult(
+                            url,
+                            "error",
+                            http_status=resp.status_code,
+                            error=f"redirect to unsupported URL {target}",
+                        )
+                    seen.add(target)
+                    current = target
+                    continue
+                return self._response(url, current, resp, all_permanent and current != url, started)
+        return FetchResult(url, "error", error=f"too many redirects (more than {self.limits.max_redirects})")
+
+    def _response(
+        self, url: str, final: str, resp: httpx.Response, moved: bool, started: float
+    ) -> FetchResult:
+        hdrs = {k.lower(): v for k, v in resp.headers.items()}
+
+        def out(status: str, **kw: Any) -> FetchResult:
+            return FetchResult(
+                url,
+                status,
+                http_status=resp.status_code,
+                headers=hdrs,
+                final_url=final,
+                permanent_url=final if moved else None,
+                retry_after=_retry_after(hdrs.get("retry-after")),
+                max_age=_max_age(hdrs),
+                **kw,
+            )
+
+        if resp.status_code == 304:
+            return out("not_modified", etag=hdrs.get("etag"), last_modified=hdrs.get("last-modified"))
+        if resp.status_code == 410:
+            return out("gone", error="410 Gone: the publisher removed this feed")
+        if resp.status_code >= 400:
+            return out("error", error=f"HTTP {resp.status_code} {resp.reason_phrase or ''}".strip())
+        declared = hdrs.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limits.max_bytes and "content-encoding" not in hdrs:
+            return out("error", error=_too_big(self.limits.max_bytes))
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in resp.iter_bytes():
+            size += len(chunk)
+            if size > self.limits.max_bytes:
+                return out("error", error=_too_big(self.limits.max_bytes))
+            if time.monotonic() - started > self.limits.total_timeout:
+                return out(
+                    "error", error=f"too slow: no complete response within {self.limits.total_timeout:g} s"
+                )
+            chunks.append(chunk)
+        return out(
+            "ok", body=b"".join(chunks), etag=hdrs.get("etag"), last_modified=hdrs.get("last-modified")
+        )
+
+
+def _too_big(limit: int) -> str:
+    return f"feed larger than the {limit:,} byte limit"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _max_age(headers: dict[str, str]) -> float | None:
+    cc = headers.get("cache-control", "")
+    for part in cc.split(","):
+        name, _, val = part.strip().partition("=")
+        if name.lower() in ("max-age", "s-maxage") and val.strip().isdigit():
+            return float(val.strip())
+    expires = headers.get("expires")
+    if expires:
+        try:
+            when = email.utils.parsedate_to_datetime(expires)
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError, IndexError):
+            return None
+    return None

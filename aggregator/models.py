@@ -1,0 +1,189 @@
+"""Typed records passed between the pipeline stages and returned by the facade."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One feed entry as parsed, before normalisation. HTML fields are raw and unsafe."""
+
+    guid: str | None
+    link: str | None
+    title: str
+    summary_html: str
+    content_html: str
+    author: str | None = None
+    published: float | None = None  # Unix seconds
+    updated: float | None = None
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    """What the parser made of a feed document."""
+
+    title: str | None
+    link: str | None
+    entries: list[Entry]
+    ttl_minutes: int | None = None
+    warning: str | None = None  # the document was broken but entries were recovered
+    error: str | None = None  # nothing usable came out
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """Outcome of one fetch of one feed URL."""
+
+    url: str
+    status: str  # "ok", "not_modified", "gone", "error"
+    http_status: int | None = None
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    final_url: str | None = None
+    permanent_url: str | None = None  # set when every redirect on the way was permanent
+    etag: str | None = None
+    last_modified: str | None = None
+    error: str | None = None
+    elapsed_ms: float = 0.0
+    retry_after: float | None = None  # seconds, from a Retry-After header
+    max_age: float | None = None  # seconds, from Cache-Control max-age or Expires
+
+
+@dataclass(frozen=True)
+class Item:
+    """A normalised entry: plain text for matching, sanitised-later HTML for display."""
+
+    identity: str  # unique per feed: guid, else canonical link, else title + date
+    guid: str | None
+    link: str | None
+    canonical_link: str | None
+    title: str
+    summary: str  # plain text
+    text: str  # plain text of the fullest body available
+    content_html: str  # raw HTML, sanitised at display time
+    author: str | None
+    published: float | None
+    updated: float | None
+    categories: tuple[str, ...]
+    content_hash: str  # hash of title + text, detects changed items and exact copies
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where the clusterer put an item, and why."""
+
+    cluster_id: int
+    score: float
+    signal: str  # "new", "same-link", "exact-copy", "similar", "manual", ...
+    matched_item_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A subscription and its polling state."""
+
+    id: int
+    url: str
+    title: str | None
+    site_url: str | None
+    added_at: float
+    paused: bool
+    status: str  # "new", "ok", "not_modified", "error", "broken", "gone"
+    last_error: str | None
+    last_polled_at: float | None
+    next_poll_at: float | None
+    failures: int
+    items_total: int
+    etag: str | None = None
+    last_modified: str | None = None
+    interval_minutes: float | None = None
+    error_since: float | None = None
+    polls: int = 0
+    not_modified: int = 0
+    fetch_ms_total: float = 0.0
+    last_items_added: int = 0
+
+    @property
+    def display_name(self) -> str:
+        return self.title or self.url
+
+    @property
+    def avg_fetch_ms(self) -> float | None:
+        return self.fetch_ms_total / self.polls if self.polls else None
+
+    @property
+    def not_modified_ratio(self) -> float | None:
+        return self.not_modified / self.polls if self.polls else None
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An item as stored, with its cluster membership."""
+
+    id: int
+    feed_id: int
+    feed_title: str | None
+    feed_url: str
+    link: str | None
+    title: str
+    summary: str
+    text: str
+    content_html: str
+    author: str | None
+    published: float | None
+    first_seen: float
+    sort_time: float  # published, clamped to when we first saw it
+    cluster_id: int | None
+    score: float | None
+    signal: str | None
+    matched_item_id: int | None = None
+
+    @property
+    def outlet(self) -> str:
+        return self.feed_title or self.feed_url
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    """One story: its canonical item and coverage."""
+
+    id: int
+    canonical: StoredItem
+    size: int
+    outlets: tuple[str, ...]
+    first_seen: float
+    last_seen: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class ClusterDetail:
+    summary: ClusterSummary
+    members: list[StoredItem]
+
+
+@dataclass
+class UpdateReport:
+    """What one update of one feed did."""
+
+    feed_url: str
+    status: str
+    new_items: int = 0
+    updated_items: int = 0
+    error: str | None = None
+    warning: str | None = None
+    elapsed_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """What a canonical policy may look at."""
+
+    item_id: int
+    feed_id: int
+    feed_title: str | None
+    feed_url: str
+    sort_time: float
+    text_length: int

@@ -1,0 +1,179 @@
+"""Pure normalisation: HTML to text, Unicode, canonical links, item identity.
+
+No I/O here.  Every function accepts any string and never raises on content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from selectolax.lexbor import LexborHTMLParser
+
+from aggregator.models import Entry, Item
+
+__all__ = [
+    "canonical_link",
+    "clean_text",
+    "content_hash",
+    "html_to_text",
+    "item_identity",
+    "normalize_entry",
+    "summarize",
+]
+
+_WS = re.compile(r"\s+")
+# C0/C1 controls except tab/newline, lone surrogates, noncharacters and bidi overrides
+_JUNK = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff\u202a-\u202e\u2066-\u2069]"
+)
+_DROP_TAGS = ("script", "style", "noscript", "template", "iframe", "object", "embed", "svg", "math")
+
+# Query parameters that only track who clicked where; removing them never changes the page.
+_TRACKING_PREFIXES = ("utm_", "mc_", "pk_", "piwik_", "mtm_", "hsa_", "_hs", "vero_", "oly_")
+_TRACKING_NAMES = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "igshid",
+        "twclid",
+        "ttclid",
+        "li_fat_id",
+        "_ga",
+        "_gl",
+        "ref_src",
+        "ref_url",
+        "cmpid",
+        "ocid",
+        "smid",
+        "sr_share",
+        "ito",
+        "itm_source",
+        "itm_medium",
+        "itm_campaign",
+        "rss",
+        "feed",
+        "ns_mchannel",
+        "ns_source",
+        "ns_campaign",
+        "at_medium",
+        "at_campaign",
+        "__twitter_impression",
+        "spm",
+        "share",
+        "s_cid",
+        "wt.mc_id",
+    }
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def clean_text(text: str) -> str:
+    """Unicode NFKC, control characters removed, whitespace collapsed."""
+    if not text:
+        return ""
+    text = unicodedata.normalize("NFKC", text)
+    text = _JUNK.sub(" ", text)
+    return _WS.sub(" ", text).strip()
+
+
+def html_to_text(html: str) -> str:
+    """Visible text of an HTML fragment, cleaned.  Scripts, styles and the like are dropped."""
+    if not html:
+        return ""
+    if "<" not in html and "&" not in html:
+        return clean_text(html)
+    try:
+        tree = LexborHTMLParser(html)
+        tree.strip_tags(list(_DROP_TAGS))
+        root = tree.body or tree.root
+        text = root.text(separator=" ") if root is not None else ""
+    except Exception:
+        text = re.sub(r"<[^>]*>", " ", html)
+    return clean_text(text)
+
+
+def summarize(text: str, words: int = 60) -> str:
+    """The first ``words`` words of ``text``, with an ellipsis when cut."""
+    parts = text.split()
+    if len(parts) <= words:
+        return " ".join(parts)
+    return " ".join(parts[:words]) + " …"
+
+
+def canonical_link(url: str | None) -> str | None:
+    """A link stripped of tracking parameters and fragments, with a lowercase host.
+
+    Returns ``None`` for anything that is not an absolute http(s) URL.
+    """
+    if not url:
+        return None
+    url = clean_text(url)
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS or not parts.hostname:
+            return None
+        host = parts.hostname.lower().rstrip(".")
+        port = parts.port
+    except ValueError:
+        return None
+    netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)]
+    path = parts.path or "/"
+    return urlunsplit((scheme, netloc, path, urlencode(query, doseq=True), ""))
+
+
+def _is_tracking(name: str) -> bool:
+    low = name.lower()
+    return low in _TRACKING_NAMES or low.startswith(_TRACKING_PREFIXES)
+
+
+def content_hash(title: str, text: str) -> str:
+    """Identity of an item's words: equal for exact copies, changes when an outlet edits."""
+    key = f"{title.casefold()}\n{text.casefold()}"
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def item_identity(guid: str | None, link: str | None, title: str, published: float | None) -> str:
+    """Unique key of an item within its feed: GUID, else canonical link, else title + date."""
+    if guid:
+        return "guid:" + clean_text(guid)[:1000]
+    if link:
+        return "link:" + link
+    stamp = "" if published is None else repr(published)
+    digest = hashlib.blake2b(f"{title}\n{stamp}".encode("utf-8", "surrogatepass"), digest_size=16)
+    return "title:" + digest.hexdigest()
+
+
+def normalize_entry(entry: Entry) -> Item:
+    """Turn a parsed entry into an :class:`Item`."""
+    title = html_to_text(entry.title)
+    summary_text = html_to_text(entry.summary_html)
+    content_text = html_to_text(entry.content_html)
+    text = content_text if len(content_text) >= len(summary_text) else summary_text
+    link = canonical_link(entry.link)
+    if not title:
+        title = summarize(text, 12) or "(untitled)"
+    return Item(
+        identity=item_identity(entry.guid, link, title, entry.published),
+        guid=entry.guid,
+        link=entry.link if link else None,
+        canonical_link=link,
+        title=title,
+        summary=summarize(summary_text or text),
+        text=text,
+        content_html=entry.content_html or entry.summary_html,
+        author=clean_text(entry.author or "") or None,
+        published=entry.published,
+        updated=entry.updated,
+        categories=tuple(c for c in (clean_text(c) for c in entry.categories) if c),
+        content_hash=content_hash(title, text),
+    )

@@ -1,0 +1,220 @@
+"""Feed documents to typed records.
+
+This is the only module that imports feedparser.  It is given bytes, never a
+string feedparser could take for a URL or a path, and its loosely typed result
+becomes :class:`~aggregator.models.ParsedFeed` here.  JSON Feed (which feedparser
+6 does not read) goes through a small adapter.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import feedparser
+
+from aggregator.models import Entry, ParsedFeed
+
+__all__ = ["parse_feed"]
+
+JSON_FEED_PREFIX = "https://jsonfeed.org/version/"
+
+
+def parse_feed(body: bytes, url: str, headers: Mapping[str, str] | None = None) -> ParsedFeed:
+    """Parse a fetched feed body.  Never raises: problems come back as ``error``/``warning``."""
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    try:
+        if _looks_like_json(body, headers.get("content-type", "")):
+            return _parse_json_feed(body, url)
+        return _parse_xml_feed(body, url, headers)
+    except Exception as exc:
+        return ParsedFeed(None, None, [], error=f"parser failed: {type(exc).__name__}: {exc}")
+
+
+def _looks_like_json(body: bytes, content_type: str) -> bool:
+    head = body[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"{") or ("json" in content_type.lower() and not head.startswith(b"<"))
+
+
+# --- RSS / Atom through feedparser ---------------------------------------------------
+
+
+def _parse_xml_feed(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed:
+    # Local files come without a content type; feedparser would flag that as an error.
+    response_headers = {"content-location": url, "content-type": "application/xml", **headers}
+    d = feedparser.parse(
+        body,
+        response_headers=response_headers,
+        sanitize_html=False,  # sanitised with nh3 at display time, once
+        resolve_relative_uris=False,  # links are resolved below; content HTML at display
+    )
+    feed = d.get("feed", {}) or {}
+    base = feed.get("link") if isinstance(feed.get("link"), str) else None
+    base = urljoin(url, base) if base else url
+    entries = [_entry_from_feedparser(e, url) for e in d.get("entries", [])]
+    version = d.get("version", "")
+    problem = None
+    if d.get("bozo"):
+        exc = d.get("bozo_exception")
+        problem = _describe_bozo(exc)
+    if not version and not entries and not feed.get("title"):
+        detail = f" ({problem})" if problem else ""
+        return ParsedFeed(
+            None, None, [], error=f"not a feed: no RSS, Atom or JSON Feed content found{detail}"
+        )
+    ttl = _int_or_none(feed.get("ttl"))
+    return ParsedFeed(
+        title=_text(feed.get("title")) or None,
+        link=base if feed.get("link") else None,
+        entries=entries,
+        ttl_minutes=ttl,
+        warning=problem,
+    )
+
+
+def _describe_bozo(exc: object) -> str:
+    name = type(exc).__name__
+    if name == "CharacterEncodingOverride":
+        return f"declared encoding was wrong; decoded another way ({exc})"
+    if name == "NonXMLContentType":
+        return f"served with a non-XML content type ({exc})"
+    return f"malformed feed, read leniently: {exc}"
+
+
+def _entry_from_feedparser(e: dict[str, Any], url: str) -> Entry:
+    link = e.get("link")
+    link = urljoin(url, link.strip()) if isinstance(link, str) and link.strip() else None
+    contents = [c.get("value", "") for c in e.get("content", []) or [] if isinstance(c, Mapping)]
+    content_html = max(contents, key=len) if contents else ""
+    summary = _text(e.get("summary"))
+    if summary == content_html:
+        summary = ""
+    tags = tuple(
+        t.get("term") or t.get("label") or ""
+        for t in e.get("tags", []) or []
+        if isinstance(t, Mapping) and (t.get("term") or t.get("label"))
+    )
+    guid = e.get("id")
+    return Entry(
+        guid=guid.strip() if isinstance(guid, str) and guid.strip() else None,
+        link=link,
+        title=_text(e.get("title")),
+        summary_html=summary,
+        content_html=content_html,
+        author=_text(e.get("author")) or None,
+        published=_struct_to_ts(dict.get(e, "published_parsed") or dict.get(e, "created_parsed"))
+        or _struct_to_ts(dict.get(e, "updated_parsed")),
+        # dict.get: feedparser's own get() maps a missing "updated" to "published" with a warning
+        updated=_struct_to_ts(dict.get(e, "updated_parsed")),
+        categories=tuple(t.strip() for t in tags if isinstance(t, str))[:20],
+    )
+
+
+def _struct_to_ts(value: object) -> float | None:
+    if not isinstance(value, time.struct_time):
+        return None
+    try:
+        return float(calendar.timegm(value))
+    except (OverflowError, ValueError):
+        return None
+
+
+# --- JSON Feed 1.0 / 1.1 ----------------------------------------------------------------
+
+
+def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:
+    try:
+        data = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return ParsedFeed(None, None, [], error=f"JSON Feed is not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        return ParsedFeed(None, None, [], error="JSON Feed must be a JSON object")
+    version = data.get("version")
+    warning = None
+    if not (isinstance(version, str) and version.startswith(JSON_FEED_PREFIX)):
+        warning = f"JSON document without a JSON Feed version ({version!r}); read as JSON Feed"
+    items = data.get("items")
+    if not isinstance(items, list):
+        return ParsedFeed(_text(data.get("title")) or None, None, [], error="JSON Feed has no items list")
+    entries: list[Entry] = []
+    skipped = 0
+    for raw in items:
+        if not isinstance(raw, dict):
+            skipped += 1
+            continue
+        entries.append(_entry_from_json(raw, url))
+    if skipped:
+        warning = f"{skipped} JSON Feed item(s) were not objects and were skipped"
+    home = data.get("home_page_url")
+    return ParsedFeed(
+        title=_text(data.get("title")) or None,
+        link=urljoin(url, home) if isinstance(home, str) else None,
+        entries=entries,
+        warning=warning,
+    )
+
+
+def _entry_from_json(raw: Mapping[str, Any], url: str) -> Entry:
+    link = raw.get("url") or raw.get("external_url")
+    link = urljoin(url, link) if isinstance(link, str) and link.strip() else None
+    content = raw.get("content_html")
+    if not isinstance(content, str) or not content:
+        text = raw.get("content_text")
+        content = _escape_text(text) if isinstance(text, str) else ""
+    authors = raw.get("authors")
+    author = None
+    if isinstance(authors, list) and authors and isinstance(authors[0], dict):
+        author = _text(authors[0].get("name")) or None
+    elif isinstance(raw.get("author"), dict):
+        author = _text(raw["author"].get("name")) or None
+    tags = raw.get("tags")
+    guid = raw.get("id")
+    return Entry(
+        guid=str(guid).strip() if isinstance(guid, (str, int)) and str(guid).strip() else None,
+        link=link,
+        title=_text(raw.get("title")),
+        summary_html=_text(raw.get("summary")),
+        content_html=content,
+        author=author,
+        published=_iso_to_ts(raw.get("date_published")) or _iso_to_ts(raw.get("date_modified")),
+        updated=_iso_to_ts(raw.get("date_modified")),
+        categories=tuple(t for t in tags if isinstance(t, str))[:20] if isinstance(tags, list) else (),
+    )
+
+
+def _escape_text(text: str) -> str:
+    from html import escape
+
+    return "".join(f"<p>{escape(p)}</p>" for p in text.split("\n\n") if p.strip())
+
+
+def _iso_to_ts(value: object) -> float | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        dt = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    try:
+        return dt.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        n = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return n if n > 0 else None

@@ -1,0 +1,129 @@
+"""Long-running processes: the poller (APScheduler), the web server, and both together."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from aggregator.core import Aggregator
+from aggregator.settings import Settings
+
+__all__ = ["run_all", "run_poller", "serve_web"]
+
+log = logging.getLogger("aggregator.runner")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signum)
+
+
+def run_poller(settings: Settings, db_path: Path) -> None:
+    """Poll due feeds on a short periodic tick until SIGINT or SIGTERM.
+
+    The schedule itself (each feed's next poll time) lives in the database, so a
+    restart loses nothing; APScheduler only drives the tick.
+    """
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aggregator").setLevel(logging.INFO)
+    agg = Aggregator(settings, db_path=db_path)
+    added = agg.subscribe_defaults()
+    if added:
+        log.info("subscribed to %d feed(s) from %s", added, settings.feeds.opml)
+    indexed = agg.rebuild_index()
+    log.info("index rebuilt: %d item(s) in the time window", indexed)
+
+    def tick() -> None:
+        try:
+            reports = agg.update()
+            if reports:
+                log.info(
+                    "tick: polled %d feed(s), %d new item(s)", len(reports), sum(r.new_items for r in reports)
+                )
+        except Exception:
+            log.exception("tick failed")
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(
+        tick,
+        "interval",
+        seconds=settings.schedule.tick_seconds,
+        id="tick",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=_now_dt(),
+    )
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    scheduler.start()
+    log.info("poller started: tick every %d s", settings.schedule.tick_seconds)
+    try:
+        while True:
+            time.sleep(3600)
+    except (_Stop, KeyboardInterrupt):
+        log.info("poller stopping")
+    finally:
+        scheduler.shutdown(wait=True)
+        agg.close()
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _now_dt() -> datetime:
+    return datetime.now(UTC)
+
+
+def serve_web(settings: Settings, db_path: Path, host: str, port: int) -> None:
+    """Serve the site with waitress, a production WSGI server."""
+    import waitress
+
+    from web import create_app
+
+    app = create_app(settings=settings, db_path=db_path)
+    print(f"serving on http://{host}:{port}", flush=True)
+    waitress.serve(app, host=host, port=port, threads=8, ident="aggregator", _quiet=True)
+
+
+def run_all(config_path: Path | None, db_path: Path, host: str, port: int) -> int:
+    """Start the poller and the web server as two processes; stop both on Ctrl-C/SIGTERM."""
+    base = [sys.executable, "-m", "aggregator"]
+    opts = ["--db", str(db_path)]
+    if config_path is not None:
+        opts += ["--config", str(config_path)]
+    poller = subprocess.Popen([*base, "poll", *opts])
+    web = subprocess.Popen([*base, "serve", *opts, "--host", host, "--port", str(port)])
+    children = [poller, web]
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
+    try:
+        while all(c.poll() is None for c in children):
+            time.sleep(0.2)
+        code = next(c.returncode for c in children if c.returncode is not None) or 1
+        print("a process stopped unexpectedly; stopping the other", file=sys.stderr)
+    except (_Stop, KeyboardInterrupt):
+        code = 0
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for c in children:
+            try:
+                c.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.kill()
+                c.wait()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return code

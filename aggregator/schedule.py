@@ -1,0 +1,71 @@
+"""Pure polling policy: when to poll a feed next, given how its last poll went."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from aggregator.settings import ScheduleSettings
+
+__all__ = ["PollOutcome", "next_poll"]
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    status: str  # "ok", "not_modified", "error", "gone"
+    ttl_minutes: int | None = None  # RSS <ttl>
+    max_age: float | None = None  # seconds, Cache-Control / Expires
+    retry_after: float | None = None  # seconds, Retry-After (429, 503)
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    status: str  # stored feed status: ok, not_modified, error, broken, gone
+    next_poll_at: float | None
+    interval_minutes: float
+    failures: int
+    error_since: float | None
+
+
+def next_poll(
+    outcome: PollOutcome,
+    *,
+    failures: int,
+    error_since: float | None,
+    now: float,
+    settings: ScheduleSettings,
+    rng: random.Random | None = None,
+) -> PollPlan:
+    """Plan the next poll.
+
+    Success: the feed's own hint (``ttl``, ``max-age``) or the default interval,
+    clamped to [min, max].  Failure: exponential back-off from the default interval,
+    capped; ``Retry-After`` is honoured within the cap; failing for longer than
+    ``broken_after_hours`` marks the feed broken (polled only at the cap).
+    410 Gone stops polling.
+    """
+    rng = rng or random.Random()
+    lo, hi = settings.min_interval_minutes, settings.max_interval_minutes
+    if outcome.status == "gone":
+        return PollPlan("gone", None, 0.0, failures + 1, error_since or now)
+    if outcome.status in ("ok", "not_modified"):
+        hint = None
+        if outcome.ttl_minutes:
+            hint = float(outcome.ttl_minutes)
+        if outcome.max_age is not None:
+            hint = max(hint or 0.0, outcome.max_age / 60.0)
+        interval = min(max(hint if hint is not None else settings.default_interval_minutes, lo), hi)
+        jittered = interval * (1 + rng.uniform(0, settings.jitter))
+        return PollPlan(outcome.status, now + jittered * 60, interval, 0, None)
+    failures += 1
+    since = error_since if error_since is not None else now
+    cap = settings.backoff_max_minutes
+    backoff = min(settings.default_interval_minutes * (2 ** min(failures - 1, 30)), cap)
+    if outcome.retry_after is not None:
+        backoff = min(max(backoff, outcome.retry_after / 60.0), max(cap, lo))
+    broken = now - since >= settings.broken_after_hours * 3600
+    if broken:
+        backoff = cap
+    interval = max(backoff, lo)
+    jittered = interval * (1 + rng.uniform(0, settings.jitter))
+    return PollPlan("broken" if broken else "error", now + jittered * 60, interval, failures, since)

@@ -1,0 +1,472 @@
+"""Settings as data: one definition per setting, read from ``config.toml`` in one place.
+
+Every setting is a field of a frozen section dataclass below.  The field's
+metadata carries its documentation, its range or choices, and whether admins may
+change it at run time.  The same definitions drive ``config.toml`` validation,
+the admin settings form and ``docs/settings.md`` (``aggregator settings --markdown``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SettingDef",
+    "Settings",
+    "SettingsError",
+    "default_config_path",
+    "definitions",
+    "load_settings",
+]
+
+PROJECT_URL = "https://github.com/the-aggregator/aggregator"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    admin: bool = False,
+    path: bool = False,
+) -> Any:
+    """Declare one setting: its default, documentation and constraints."""
+    meta = {"doc": doc, "min": min, "max": max, "choices": choices, "admin": admin, "path": path}
+    if isinstance(default, list):
+        frozen = tuple(default)
+        return field(default_factory=lambda: frozen, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    db_path: str = setting(
+        "data/aggregator.db",
+        "SQLite database file. Relative paths are taken from the config file's folder.",
+        path=True,
+    )
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    opml: str = setting(
+        "examples/demo.opml",
+        "OPML file whose feeds are subscribed when the database has no feeds yet "
+        "(the bundled demo). Empty string: start with no feeds.",
+        path=True,
+    )
+    allow_private_addresses: bool = setting(
+        False,
+        "Allow feeds added through the site to point at loopback, link-local or "
+        "private network addresses. Leave off on a public server.",
+    )
+    allow_local_files: bool = setting(
+        True,
+        "Allow feeds that are local files or file: URLs (the bundled demo uses them). "
+        "Only the command line may add them, never the site.",
+    )
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    connect_timeout: float = setting(10.0, "Seconds to wait for a TCP/TLS connection.", min=0.1, max=120)
+    read_timeout: float = setting(
+        20.0, "Seconds to wait for each chunk of a response body.", min=0.1, max=300
+    )
+    total_timeout: float = setting(
+        60.0,
+        "Seconds one fetch may take in all, however slowly bytes trickle in.",
+        min=1,
+        max=600,
+    )
+    max_bytes: int = setting(
+        10_000_000,
+        "Largest feed body accepted, after decompression, in bytes.",
+        min=1_000,
+        max=500_000_000,
+    )
+    max_redirects: int = setting(5, "Redirects followed before giving up.", min=0, max=20)
+    user_agent: str = setting(
+        f"the-aggregator/0.1 (+{PROJECT_URL})",
+        "User-Agent header sent with every request; names the project and its URL.",
+    )
+    max_concurrency: int = setting(8, "Feeds fetched at the same time, overall.", min=1, max=256)
+    per_host_concurrency: int = setting(2, "Feeds fetched at the same time from one host.", min=1, max=64)
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    tick_seconds: int = setting(30, "How often the poller looks for feeds that are due.", min=1, max=3600)
+    default_interval_minutes: float = setting(
+        30.0, "Polling interval for a feed that says nothing about its own.", min=1, max=10080
+    )
+    min_interval_minutes: float = setting(
+        5.0,
+        "Shortest interval, whatever a feed's ttl or Cache-Control asks for.",
+        min=1,
+        max=10080,
+    )
+    max_interval_minutes: float = setting(
+        1440.0, "Longest interval between two polls of a working feed.", min=1, max=43200
+    )
+    jitter: float = setting(
+        0.1,
+        "Random spread added to each interval, as a fraction of it, so polls do not bunch.",
+        min=0,
+        max=1,
+    )
+    backoff_max_minutes: float = setting(
+        720.0, "Cap of the exponential back-off after failures.", min=1, max=43200
+    )
+    broken_after_hours: float = setting(
+        72.0,
+        "A feed failing without a break for this long is marked broken and polled only at the back-off cap.",
+        min=0.1,
+        max=8760,
+    )
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    num_perm: int = setting(
+        128,
+        "MinHash permutations per signature. More is more accurate and slower; "
+        "changing it re-fingerprints every item on the next recluster.",
+        min=16,
+        max=512,
+        admin=True,
+    )
+    lsh_threshold: float = setting(
+        0.2,
+        "Jaccard similarity of feature sets at which the LSH index starts returning "
+        "candidates. Lower finds more candidates (recall) at more verification cost.",
+        min=0.05,
+        max=0.95,
+        admin=True,
+    )
+    title_weight: float = setting(
+        2.0,
+        "How much more a headline word counts than a body word in the verification score.",
+        min=0,
+        max=10,
+        admin=True,
+    )
+    body_words: int = setting(
+        120,
+        "Body words (after the headline) used for fingerprints and similarity. "
+        "Leads carry the story; page furniture further down adds noise.",
+        min=0,
+        max=5000,
+        admin=True,
+    )
+    verify_threshold: float = setting(
+        0.3,
+        "IDF-weighted cosine between an item and a cluster's profile needed to join it. "
+        "Higher gives fewer false merges and more missed ones.",
+        min=0.01,
+        max=1.0,
+        admin=True,
+    )
+    time_window_hours: float = setting(
+        72.0,
+        "Only items published within this many hours of a cluster's latest item may join "
+        "it; older items leave the LSH index.",
+        min=1,
+        max=8760,
+        admin=True,
+    )
+    canonical_policy: str = setting(
+        "most_complete",
+        "Which member represents a cluster: earliest (first published), most_complete "
+        "(longest text), or preferred (first of preferred_sources, else most_complete).",
+        choices=("earliest", "most_complete", "preferred"),
+        admin=True,
+    )
+    preferred_sources: tuple[str, ...] = setting(
+        [],
+        "Feed titles or URLs in order of preference, for canonical_policy = preferred.",
+        admin=True,
+    )
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = setting("127.0.0.1", "Address the site listens on.")
+    port: int = setting(8000, "Port the site listens on.", min=1, max=65535)
+    page_size: int = setting(20, "Stories per page on the site.", min=1, max=200)
+    feed_size: int = setting(50, "Stories per merged feed (RSS, Atom, JSON Feed).", min=1, max=500)
+
+
+SECTIONS: dict[str, type] = {
+    "storage": StorageSettings,
+    "feeds": FeedSettings,
+    "fetch": FetchSettings,
+    "schedule": ScheduleSettings,
+    "cluster": ClusterSettings,
+    "web": WebSettings,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings, grouped by section. Build it with :func:`load_settings`."""
+
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    feeds: FeedSettings = field(default_factory=FeedSettings)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def path(self, value: str) -> Path:
+        """Resolve a path-valued setting against the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def db_path(self) -> Path:
+        return self.path(self.storage.db_path)
+
+    def get(self, key: str) -> Any:
+        section, name = key.split(".", 1)
+        return getattr(getattr(self, section), name)
+
+    def replace(self, changes: Mapping[str, Any]) -> Settings:
+        """Return a copy with ``{"section.name": value}`` changes validated and applied."""
+        grouped: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            d = _lookup(key)
+            grouped.setdefault(d.section, {})[d.name] = d.coerce(value)
+        sections = {name: dataclasses.replace(getattr(self, name), **vals) for name, vals in grouped.items()}
+        return dataclasses.replace(self, **sections)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {d.key: self.get(d.key) for d in definitions()}
+
+
+@dataclass(frozen=True)
+class SettingDef:
+    """The definition of one setting, as read off its section dataclass."""
+
+    section: str
+    name: str
+    type: Any
+    default: Any
+    doc: str
+    min: float | None
+    max: float | None
+    choices: tuple[str, ...] | None
+    admin: bool
+    path: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def type_name(self) -> str:
+        return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
+            self.type, "list of strings"
+        )
+
+    @property
+    def _a_type(self) -> str:
+        return ("an " if self.type_name[0] in "aeiou" else "a ") + self.type_name
+
+    def coerce(self, value: Any) -> Any:
+        """Check ``value`` against this definition; return it in the declared type."""
+        t = self.type
+        where = f"setting {self.key}"
+        if t is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "on", "off", "1", "0"):
+                return value.lower() in ("true", "on", "1")
+            raise SettingsError(f"{where}: expected true or false, got {value!r}")
+        if t in (int, float):
+            if isinstance(value, bool):
+                raise SettingsError(f"{where}: expected {self._a_type}, got {value!r}")
+            try:
+                number = t(value) if isinstance(value, (int, float)) else t(str(value).strip())
+            except (TypeError, ValueError):
+                raise SettingsError(f"{where}: expected {self._a_type}, got {value!r}") from None
+            if t is int and isinstance(value, float) and not value.is_integer():
+                raise SettingsError(f"{where}: expected a whole number, got {value!r}")
+            if number != number or number in (float("inf"), float("-inf")):
+                raise SettingsError(f"{where}: expected a finite number, got {value!r}")
+            if self.min is not None and number < self.min:
+                raise SettingsError(f"{where}: {number} is below the minimum {self.min:g}")
+            if self.max is not None and number > self.max:
+                raise SettingsError(f"{where}: {number} is above the maximum {self.max:g}")
+            return number
+        if t is str:
+            if not isinstance(value, str):
+                raise SettingsError(f"{where}: expected a string, got {value!r}")
+            if self.choices and value not in self.choices:
+                raise SettingsError(f"{where}: {value!r} is not one of {', '.join(self.choices)}")
+            return value
+        # list of strings
+        if isinstance(value, str):
+            value = [v.strip() for v in value.splitlines() if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise SettingsError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+
+
+def _section_defs(section: str, cls: type) -> Iterator[SettingDef]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+        yield SettingDef(
+            section=section,
+            name=f.name,
+            type=t if t in (bool, int, float, str) else list,
+            default=default,
+            doc=f.metadata["doc"],
+            min=f.metadata["min"],
+            max=f.metadata["max"],
+            choices=f.metadata["choices"],
+            admin=f.metadata["admin"],
+            path=f.metadata["path"],
+        )
+
+
+def definitions() -> list[SettingDef]:
+    """Every setting, in section order."""
+    return [d for section, cls in SECTIONS.items() for d in _section_defs(section, cls)]
+
+
+def _lookup(key: str) -> SettingDef:
+    for d in definitions():
+        if d.key == key:
+            return d
+    raise SettingsError(f"unknown setting {key!r}")
+
+
+def default_config_path() -> Path:
+    """``config.toml`` in the current folder, else the one shipped beside the package."""
+    here = Path.cwd() / "config.toml"
+    if here.exists():
+        return here
+    return Path(__file__).resolve().parent.parent / "config.toml"
+
+
+def load_settings(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read and validate a config file into a frozen :class:`Settings`.
+
+    A missing file given explicitly is an error; with no path, a missing default
+    file means "all defaults".  Unknown sections or keys are errors, so typos
+    never pass silently.
+    """
+    explicit = path is not None
+    cfg_path = Path(path) if path is not None else default_config_path()
+    data: dict[str, Any] = {}
+    if cfg_path.exists():
+        try:
+            data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{cfg_path}: not valid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{cfg_path}: cannot read: {exc}") from None
+    elif explicit:
+        raise SettingsError(f"{cfg_path}: config file not found")
+    changes: dict[str, Any] = {}
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise SettingsError(f"{cfg_path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+        if not isinstance(values, dict):
+            raise SettingsError(f"{cfg_path}: [{section}] must be a table")
+        for name, value in values.items():
+            changes[f"{section}.{name}"] = value
+    if overrides:
+        changes.update(overrides)
+    base = Settings(base_dir=cfg_path.resolve().parent)
+    try:
+        return base.replace(changes)
+    except SettingsError as exc:
+        raise SettingsError(f"{cfg_path}: {exc}") from None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def _num(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def _constraint(d: SettingDef) -> str:
+    if d.choices:
+        return "one of " + ", ".join(f"`{c}`" for c in d.choices)
+    if d.min is not None and d.max is not None:
+        return f"{_num(d.min)} to {_num(d.max)}"
+    return ""
+
+
+def markdown_reference() -> str:
+    """The settings reference, generated from the definitions (``docs/settings.md``)."""
+    out = [
+        "# Settings",
+        "",
+        "Generated by `aggregator settings --markdown` from `aggregator/settings.py`; "
+        "`config.toml` sets them, admins may change those marked *admin* at run time.",
+        "",
+    ]
+    for section in SECTIONS:
+        out += [
+            f"## [{section}]",
+            "",
+            "| setting | type | default | range | admin | meaning |",
+            "|---|---|---|---|---|---|",
+        ]
+        for d in definitions():
+            if d.section == section:
+                out.append(
+                    f"| `{d.name}` | {d.type_name} | `{_toml_value(d.default)}` | {_constraint(d)} | "
+                    f"{'yes' if d.admin else ''} | {d.doc} |"
+                )
+        out.append("")
+    return "\n".join(out)
+
+
+def toml_template() -> str:
+    """A complete ``config.toml`` with every setting at its default and its documentation."""
+    import textwrap
+
+    out = [
+        "# Settings of the aggregator. Every setting is listed with its default and meaning;",
+        "# `aggregator settings --markdown` prints the same as a reference (docs/settings.md).",
+        "# Relative paths are taken from this file's folder.",
+    ]
+    for section in SECTIONS:
+        out += ["", f"[{section}]"]
+        for d in definitions():
+            if d.section != section:
+                continue
+            doc = d.doc + (f" ({_constraint(d)})" if _constraint(d) else "")
+            out += [
+                "#" + line[1:] if line.startswith("  ") else line
+                for line in textwrap.wrap(doc, 86, initial_indent="# ", subsequent_indent="# ")
+            ]
+            out.append(f"{d.name} = {_toml_value(d.default)}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,62 @@
+"""SQLite storage: one module per domain (feeds, items, clusters, meta).
+
+All SQL of the project lives in this package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlite_utils import Database
+
+import migrations
+
+__all__ = ["Database", "open_database", "write_transaction"]
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def open_database(path: str | Path, *, migrate: bool = True, fast_unsafe: bool = False) -> Database:
+    """Open (creating if needed) the database at ``path`` and apply pending migrations.
+
+    ``fast_unsafe`` turns off fsync for throw-away databases (evaluation, previews).
+    """
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    # Autocommit outside explicit transactions: every multi-statement write goes
+    # through ``db.atomic()``, so nothing is left pending in an implicit transaction.
+    conn.isolation_level = None
+    db = Database(conn)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("PRAGMA synchronous = OFF" if fast_unsafe else "PRAGMA synchronous = NORMAL")
+    if migrate:
+        migrations.apply(db)
+    return db
+
+
+@contextlib.contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """A transaction that takes the write lock at once (``BEGIN IMMEDIATE``).
+
+    Reads made inside it cannot go stale before its writes, which matters for the
+    pipeline: it reads the latest items, then writes new ones after them.  Nested
+    use falls back to a savepoint.
+    """
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    else:
+        db.execute("COMMIT")

@@ -1,0 +1,159 @@
+"""Feeds: subscriptions and their polling state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlite_utils import Database
+
+from aggregator.models import Feed
+
+__all__ = [
+    "add",
+    "all_feeds",
+    "count",
+    "due",
+    "get",
+    "get_by_url",
+    "remove",
+    "set_paused",
+    "update_state",
+]
+
+_COLUMNS = (
+    "id, url, title, site_url, added_at, paused, status, last_error, last_polled_at, "
+    "next_poll_at, failures, items_total, etag, last_modified, interval_minutes, "
+    "error_since, polls, not_modified, fetch_ms_total, last_items_added"
+)
+
+
+def _feed(row: tuple[Any, ...]) -> Feed:
+    return Feed(
+        id=row[0],
+        url=row[1],
+        title=row[2],
+        site_url=row[3],
+        added_at=row[4],
+        paused=bool(row[5]),
+        status=row[6],
+        last_error=row[7],
+        last_polled_at=row[8],
+        next_poll_at=row[9],
+        failures=row[10],
+        items_total=row[11],
+        etag=row[12],
+        last_modified=row[13],
+        interval_minutes=row[14],
+        error_since=row[15],
+        polls=row[16],
+        not_modified=row[17],
+        fetch_ms_total=row[18],
+        last_items_added=row[19],
+    )
+
+
+def add(db: Database, url: str, now: float, title: str | None = None) -> tuple[Feed, bool]:
+    """Subscribe to ``url``; returns the feed and whether it was new."""
+    existing = get_by_url(db, url)
+    if existing is not None:
+        return existing, False
+    with db.atomic():
+        cur = db.execute(
+            "INSERT INTO feeds (url, title, added_at, next_poll_at) VALUES (?, ?, ?, ?)",
+            [url, title, now, now],
+        )
+    feed = get(db, int(cur.lastrowid or 0))
+    assert feed is not None
+    return feed, True
+
+
+def get(db: Database, feed_id: int) -> Feed | None:
+    row = db.execute(f"SELECT {_COLUMNS} FROM feeds WHERE id = ?", [feed_id]).fetchone()
+    return _feed(row) if row else None
+
+
+def get_by_url(db: Database, url: str) -> Feed | None:
+    row = db.execute(f"SELECT {_COLUMNS} FROM feeds WHERE url = ?", [url]).fetchone()
+    return _feed(row) if row else None
+
+
+def all_feeds(db: Database) -> list[Feed]:
+    rows = db.execute(f"SELECT {_COLUMNS} FROM feeds ORDER BY lower(coalesce(title, url))").fetchall()
+    return [_feed(r) for r in rows]
+
+
+def count(db: Database) -> int:
+    return int(db.execute("SELECT count(*) FROM feeds").fetchone()[0])
+
+
+def due(db: Database, now: float) -> list[Feed]:
+    """Feeds whose next poll time has come, not paused and not gone, oldest first."""
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM feeds WHERE paused = 0 AND status != 'gone' "
+        "AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at",
+        [now],
+    ).fetchall()
+    return [_feed(r) for r in rows]
+
+
+def set_paused(db: Database, feed_id: int, paused: bool) -> None:
+    with db.atomic():
+        db.execute("UPDATE feeds SET paused = ? WHERE id = ?", [int(paused), feed_id])
+
+
+def update_state(db: Database, feed_id: int, fields: Mapping[str, Any]) -> None:
+    """Write polling state.  ``fields`` keys are column names; counters use ``+=`` names."""
+    sets: list[str] = []
+    params: list[Any] = []
+    for key, value in fields.items():
+        if key.endswith("+"):
+            column = key[:-1]
+            sets.append(f"{column} = {column} + ?")
+        else:
+            column = key
+            sets.append(f"{column} = ?")
+        if column not in _WRITABLE:
+            raise ValueError(f"not a feed state column: {column}")
+        params.append(value)
+    if not sets:
+        return
+    params.append(feed_id)
+    db.execute(f"UPDATE feeds SET {', '.join(sets)} WHERE id = ?", params)
+
+
+_WRITABLE = frozenset(
+    {
+        "url",
+        "title",
+        "site_url",
+        "status",
+        "last_error",
+        "warning",
+        "etag",
+        "last_modified",
+        "last_polled_at",
+        "last_ok_at",
+        "next_poll_at",
+        "interval_minutes",
+        "failures",
+        "error_since",
+        "polls",
+        "not_modified",
+        "fetch_ms_total",
+        "items_total",
+        "last_items_added",
+        "paused",
+    }
+)
+
+
+def remove(db: Database, feed_id: int) -> list[int]:
+    """Delete a feed and its items; returns the clusters that lost members."""
+    rows = db.execute(
+        "SELECT DISTINCT m.cluster_id FROM memberships m JOIN items i ON i.id = m.item_id "
+        "WHERE i.feed_id = ?",
+        [feed_id],
+    ).fetchall()
+    db.execute("DELETE FROM feeds WHERE id = ?", [feed_id])
+    return [r[0] for r in rows]

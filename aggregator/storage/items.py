@@ -1,0 +1,255 @@
+"""Items: normalised entries, their signatures, lookups by link and content."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlite_utils import Database
+
+from aggregator.models import Item, StoredItem
+
+__all__ = [
+    "IndexRow",
+    "count",
+    "existing",
+    "export_rows",
+    "find_by_content_hash",
+    "find_by_link",
+    "get_many",
+    "index_rows",
+    "insert",
+    "save_signatures",
+    "update",
+]
+
+
+def existing(db: Database, feed_id: int, identities: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """``identity -> (item id, content hash)`` for the identities this feed already has."""
+    found: dict[str, tuple[int, str]] = {}
+    for chunk in _chunks(list(identities), 500):
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(
+            f"SELECT identity, id, content_hash FROM items WHERE feed_id = ? AND identity IN ({marks})",
+            [feed_id, *chunk],
+        ).fetchall()
+        found.update({r[0]: (r[1], r[2]) for r in rows})
+    return found
+
+
+def insert(db: Database, feed_id: int, item: Item, now: float, sort_time: float) -> int:
+    cur = db.execute(
+        "INSERT INTO items (feed_id, identity, guid, link, canonical_link, title, summary, text, "
+        "content_html, author, categories, published, updated, first_seen, last_seen, sort_time, "
+        "content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            feed_id,
+            item.identity,
+            item.guid,
+            item.link,
+            item.canonical_link,
+            item.title,
+            item.summary,
+            item.text,
+            item.content_html,
+            item.author,
+            json.dumps(list(item.categories)),
+            item.published,
+            item.updated,
+            now,
+            now,
+            sort_time,
+            item.content_hash,
+        ],
+    )
+    return int(cur.lastrowid or 0)
+
+
+def update(db: Database, item_id: int, item: Item, now: float) -> None:
+    """An outlet edited an item: keep its identity, first-seen time and cluster."""
+    db.execute(
+        "UPDATE items SET guid = ?, link = ?, canonical_link = ?, title = ?, summary = ?, text = ?, "
+        "content_html = ?, author = ?, categories = ?, published = coalesce(?, published), "
+        "updated = ?, last_seen = ?, content_hash = ? WHERE id = ?",
+        [
+            item.guid,
+            item.link,
+            item.canonical_link,
+            item.title,
+            item.summary,
+            item.text,
+            item.content_html,
+            item.author,
+            json.dumps(list(item.categories)),
+            item.published,
+            item.updated,
+            now,
+            item.content_hash,
+            item_id,
+        ],
+    )
+
+
+def save_signatures(db: Database, rows: Iterable[tuple[int, np.ndarray]]) -> None:
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO signatures (item_id, num_perm, sig) VALUES (?, ?, ?)",
+        [(item_id, int(sig.shape[0]), sig.astype("<u4").tobytes()) for item_id, sig in rows],
+    )
+
+
+def find_by_link(db: Database, canonical_link: str, exclude_feed: int) -> tuple[int, int] | None:
+    """An item of another feed with the same canonical link: ``(item id, cluster id)``."""
+    row = db.execute(
+        "SELECT i.id, m.cluster_id FROM items i JOIN memberships m ON m.item_id = i.id "
+        "WHERE i.canonical_link = ? AND i.feed_id != ? ORDER BY i.id LIMIT 1",
+        [canonical_link, exclude_feed],
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def find_by_content_hash(
+    db: Database, content_hash: str, since: float, exclude_item: int
+) -> tuple[int, int] | None:
+    """An earlier clustered item with exactly the same words, dated since ``since``."""
+    row = db.execute(
+        "SELECT i.id, m.cluster_id FROM items i JOIN memberships m ON m.item_id = i.id "
+        "WHERE i.content_hash = ? AND i.sort_time >= ? AND i.id != ? ORDER BY i.id LIMIT 1",
+        [content_hash, since, exclude_item],
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """What the clusterer needs of a stored item to put it back in its index."""
+
+    item_id: int
+    cluster_id: int | None
+    title: str
+    text: str
+    sort_time: float
+    signature: np.ndarray | None  # None when missing or made with another num_perm
+    signal: str | None
+    feed_id: int
+    canonical_link: str | None
+    content_hash: str
+
+
+def index_rows(db: Database, since: float, num_perm: int, after_id: int = 0) -> Iterator[IndexRow]:
+    """Items with ``sort_time >= since`` (and ``id > after_id``) in time order."""
+    cur = db.execute(
+        f"SELECT {_INDEX_COLUMNS} {_INDEX_FROM} WHERE i.sort_time >= ? AND i.id > ? "
+        "ORDER BY i.sort_time, i.id",
+        [since, after_id],
+    )
+    for r in cur.fetchall():
+        yield _index_row(r, num_perm)
+
+
+def index_rows_for(db: Database, ids: Sequence[int], num_perm: int) -> list[IndexRow]:
+    """:class:`IndexRow` of the given items, in the order of ``ids``."""
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(f"SELECT {_INDEX_COLUMNS} {_INDEX_FROM} WHERE i.id IN ({marks})", list(ids)).fetchall()
+    by_id = {r[0]: _index_row(r, num_perm) for r in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+_INDEX_COLUMNS = (
+    "i.id, m.cluster_id, i.title, i.text, i.sort_time, s.num_perm, s.sig, m.signal, i.feed_id, "
+    "i.canonical_link, i.content_hash"
+)
+_INDEX_FROM = (
+    "FROM items i LEFT JOIN memberships m ON m.item_id = i.id LEFT JOIN signatures s ON s.item_id = i.id"
+)
+
+
+def _index_row(r: Sequence[Any], num_perm: int) -> IndexRow:
+    sig = None
+    if r[6] is not None and r[5] == num_perm:
+        sig = np.frombuffer(r[6], dtype="<u4").astype(np.uint32)
+    return IndexRow(r[0], r[1], r[2], r[3], r[4], sig, r[7], r[8], r[9], r[10])
+
+
+def all_item_ids(db: Database) -> list[int]:
+    return [r[0] for r in db.execute("SELECT id FROM items ORDER BY sort_time, id")]
+
+
+def count(db: Database) -> int:
+    return int(db.execute("SELECT count(*) FROM items").fetchone()[0])
+
+
+_STORED_COLUMNS = (
+    "i.id, i.feed_id, f.title, f.url, i.link, i.title, i.summary, i.text, i.content_html, "
+    "i.author, i.published, i.first_seen, i.sort_time, m.cluster_id, m.score, m.signal, "
+    "m.matched_item_id"
+)
+_STORED_FROM = "FROM items i JOIN feeds f ON f.id = i.feed_id LEFT JOIN memberships m ON m.item_id = i.id"
+
+
+def stored_item(row: Sequence[Any]) -> StoredItem:
+    return StoredItem(*row)
+
+
+def get_many(db: Database, ids: Sequence[int]) -> list[StoredItem]:
+    out: list[StoredItem] = []
+    for chunk in _chunks(list(ids), 500):
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(
+            f"SELECT {_STORED_COLUMNS} {_STORED_FROM} WHERE i.id IN ({marks})", chunk
+        ).fetchall()
+        out.extend(stored_item(r) for r in rows)
+    order = {item_id: n for n, item_id in enumerate(ids)}
+    out.sort(key=lambda s: order[s.id])
+    return out
+
+
+def for_feed(db: Database, feed_id: int, limit: int, offset: int = 0) -> list[StoredItem]:
+    rows = db.execute(
+        f"SELECT {_STORED_COLUMNS} {_STORED_FROM} WHERE i.feed_id = ? "
+        "ORDER BY i.sort_time DESC, i.id DESC LIMIT ? OFFSET ?",
+        [feed_id, limit, offset],
+    ).fetchall()
+    return [stored_item(r) for r in rows]
+
+
+def export_rows(db: Database) -> Iterator[dict[str, Any]]:
+    """Every stored item with its cluster, for ``aggregator export``."""
+    cur = db.execute(
+        "SELECT i.id, f.url, f.title, i.link, i.title, i.published, i.sort_time, m.cluster_id, "
+        "coalesce(c.canonical_item_id = i.id, 0), m.score, m.signal, i.guid "
+        "FROM items i JOIN feeds f ON f.id = i.feed_id "
+        "LEFT JOIN memberships m ON m.item_id = i.id LEFT JOIN clusters c ON c.id = m.cluster_id "
+        "ORDER BY i.sort_time, i.id"
+    )
+    for r in cur:
+        yield {
+            "item_id": r[0],
+            "feed": r[1],
+            "feed_title": r[2],
+            "link": r[3],
+            "title": r[4],
+            "published": r[5],
+            "sort_time": r[6],
+            "cluster_id": r[7],
+            "canonical": bool(r[8]),
+            "score": r[9],
+            "signal": r[10],
+            "guid": r[11],
+        }
+
+
+def _chunks(seq: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def latest_time(db: Database) -> float | None:
+    row = db.execute("SELECT max(sort_time) FROM items").fetchone()
+    return row[0] if row else None
+
+
+def max_id(db: Database) -> int:
+    return int(db.execute("SELECT coalesce(max(id), 0) FROM items").fetchone()[0])

@@ -1,0 +1,119 @@
+"""Database schema, as sqlite-utils migrations applied in order at start-up.
+
+Never edit a migration that has shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("aggregator")
+
+__all__ = ["apply", "migrations"]
+
+
+def apply(db: Database) -> list[str]:
+    """Apply pending migrations; return the names applied."""
+    pending = [m.name for m in migrations.pending(db)]
+    migrations.apply(db)
+    return pending
+
+
+@migrations(name="0001_wal", transactional=False)
+def m0001_wal(db: Database) -> None:
+    # WAL lets the site read while the poller writes; it cannot change inside a transaction.
+    if not db.memory:
+        db.enable_wal()
+
+
+@migrations(name="0002_core")
+def m0002_core(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE feeds (
+            id INTEGER PRIMARY KEY,
+            url TEXT NOT NULL UNIQUE,
+            title TEXT,
+            site_url TEXT,
+            added_at REAL NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'new',
+            last_error TEXT,
+            warning TEXT,
+            etag TEXT,
+            last_modified TEXT,
+            last_polled_at REAL,
+            last_ok_at REAL,
+            next_poll_at REAL,
+            interval_minutes REAL,
+            failures INTEGER NOT NULL DEFAULT 0,
+            error_since REAL,
+            polls INTEGER NOT NULL DEFAULT 0,
+            not_modified INTEGER NOT NULL DEFAULT 0,
+            fetch_ms_total REAL NOT NULL DEFAULT 0,
+            items_total INTEGER NOT NULL DEFAULT 0,
+            last_items_added INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX feeds_next_poll ON feeds(next_poll_at);
+
+        CREATE TABLE items (
+            id INTEGER PRIMARY KEY,
+            feed_id INTEGER NOT NULL REFERENCES feeds(id) ON DELETE CASCADE,
+            identity TEXT NOT NULL,
+            guid TEXT,
+            link TEXT,
+            canonical_link TEXT,
+            title TEXT NOT NULL,
+            summary TEXT NOT NULL DEFAULT '',
+            text TEXT NOT NULL DEFAULT '',
+            content_html TEXT NOT NULL DEFAULT '',
+            author TEXT,
+            categories TEXT NOT NULL DEFAULT '[]',
+            published REAL,
+            updated REAL,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            sort_time REAL NOT NULL,
+            content_hash TEXT NOT NULL,
+            UNIQUE (feed_id, identity)
+        );
+        CREATE INDEX items_canonical_link ON items(canonical_link);
+        CREATE INDEX items_content_hash ON items(content_hash);
+        CREATE INDEX items_sort_time ON items(sort_time);
+
+        CREATE TABLE signatures (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+            num_perm INTEGER NOT NULL,
+            sig BLOB NOT NULL
+        );
+
+        CREATE TABLE clusters (
+            id INTEGER PRIMARY KEY,
+            canonical_item_id INTEGER REFERENCES items(id) ON DELETE SET NULL,
+            pinned_item_id INTEGER REFERENCES items(id) ON DELETE SET NULL,
+            size INTEGER NOT NULL DEFAULT 0,
+            n_feeds INTEGER NOT NULL DEFAULT 0,
+            first_time REAL,
+            last_time REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX clusters_last_time ON clusters(last_time);
+        CREATE INDEX clusters_updated_at ON clusters(updated_at);
+
+        CREATE TABLE memberships (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+            cluster_id INTEGER NOT NULL REFERENCES clusters(id),
+            score REAL NOT NULL,
+            signal TEXT NOT NULL,
+            matched_item_id INTEGER,
+            joined_at REAL NOT NULL
+        );
+        CREATE INDEX memberships_cluster ON memberships(cluster_id);
+
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT
+        );
+        """
+    )

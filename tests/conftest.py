@@ -1,0 +1,171 @@
+"""Shared fixtures: settings on a temporary folder, a real feed server on 127.0.0.1, demo feeds."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator import Aggregator
+from aggregator.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Default settings, with the database in a temporary folder and no demo subscription."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[storage]\ndb_path = "agg.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n',
+        encoding="utf-8",
+    )
+    return load_settings(cfg)
+
+
+@pytest.fixture
+def agg(settings: Settings) -> Iterator[Aggregator]:
+    a = Aggregator(settings)
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def demo_feeds(tmp_path: Path) -> Path:
+    """A copy of the bundled demo feeds (tests may edit it)."""
+    dest = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, dest)
+    return dest
+
+
+# -- a real HTTP server on 127.0.0.1 ------------------------------------------------------
+
+
+@dataclass
+class Route:
+    """What the server answers on one path.  ``handler`` may take over entirely."""
+
+    body: bytes = b""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    etag: str | None = None
+    last_modified: str | None = None
+    handler: Callable[[BaseHTTPRequestHandler], None] | None = None
+
+
+@dataclass
+class FeedServer:
+    host: str
+    port: int
+    routes: dict[str, Route]
+    requests: list[tuple[str, dict[str, str]]]
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def hits(self, path: str) -> list[dict[str, str]]:
+        return [h for p, h in self.requests if p == path]
+
+
+def _make_handler(server_state: FeedServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            server_state.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+            route = server_state.routes.get(self.path)
+            if route is None:
+                self.send_error(404)
+                return
+            if route.handler is not None:
+                route.handler(self)
+                return
+            inm = self.headers.get("If-None-Match")
+            ims = self.headers.get("If-Modified-Since")
+            if (route.etag and inm == route.etag) or (
+                route.last_modified and ims == route.last_modified and not route.etag
+            ):
+                self.send_response(304)
+                if route.etag:
+                    self.send_header("ETag", route.etag)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(route.status)
+            headers = {"Content-Type": "application/rss+xml; charset=utf-8", **route.headers}
+            if route.etag:
+                headers["ETag"] = route.etag
+            if route.last_modified:
+                headers["Last-Modified"] = route.last_modified
+            headers.setdefault("Content-Length", str(len(route.body)))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(route.body)
+
+    return Handler
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    """A threaded HTTP server on 127.0.0.1 whose answers the test sets per path."""
+    state = FeedServer("127.0.0.1", 0, {}, [])
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
+    httpd.daemon_threads = True
+    state.port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+def rss(items: list[dict[str, str]], title: str = "Test Feed", extra: str = "") -> bytes:
+    """A small RSS 2.0 document."""
+    from xml.sax.saxutils import escape
+
+    parts = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        '<rss version="2.0"><channel>',
+        f"<title>{escape(title)}</title><link>https://test.example/</link>",
+        "<description>test</description>",
+        extra,
+    ]
+    for it in items:
+        parts.append("<item>")
+        for key in ("title", "link", "guid", "pubDate", "description"):
+            if key in it:
+                parts.append(f"<{key}>{escape(it[key])}</{key}>")
+        parts.append("</item>")
+    parts.append("</channel></rss>")
+    return "\n".join(parts).encode("utf-8")

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import gzip
+import time
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+
+from aggregator.fetch import Fetcher, FetchLimits
+from tests.conftest import FeedServer, Route, rss
+
+LIMITS = FetchLimits(
+    connect_timeout=2,
+    read_timeout=1,
+    total_timeout=3,
+    max_bytes=50_000,
+    max_redirects=3,
+    user_agent="test-agent/1 (+https://x)",
+)
+
+
+@pytest.fixture
+def fetcher() -> Fetcher:
+    with Fetcher(LIMITS) as f:
+        yield f  # type: ignore[misc]
+
+
+def redirect(to: str, code: int) -> Route:
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(code)
+        h.send_header("Location", to)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    return Route(handler=handle)
+
+
+def test_ok_sends_user_agent_and_reads_validators(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    feed_server.routes["/f"] = Route(
+        rss([]),
+        etag='"e1"',
+        last_modified="Fri, 25 Oct 2024 14:15:00 GMT",
+        headers={"Cache-Control": "max-age=900"},
+    )
+    r = fetcher.fetch(feed_server.url("/f"))
+    assert r.status == "ok" and r.body.startswith(b"<?xml") and r.http_status == 200
+    assert (r.etag, r.last_modified, r.max_age) == ('"e1"', "Fri, 25 Oct 2024 14:15:00 GMT", 900.0)
+    assert feed_server.hits("/f")[0]["user-agent"] == "test-agent/1 (+https://x)"
+    again = fetcher.fetch(feed_server.url("/f"), etag='"e1"')
+    assert again.status == "not_modified" and again.body == b""
+
+
+def test_gzip_is_decoded(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    body = rss([{"title": "x", "guid": "1"}])
+    feed_server.routes["/gz"] = Route(gzip.compress(body), headers={"Content-Encoding": "gzip"})
+    r = fetcher.fetch(feed_server.url("/gz"))
+    assert r.status == "ok" and r.body == body
+
+
+def test_size_cap_applies_after_decompression(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    bomb = gzip.compress(b"<rss>" + b" " * 5_000_000)
+    assert len(bomb) < LIMITS.max_bytes
+    feed_server.routes["/bomb"] = Route(bomb, headers={"Content-Encoding": "gzip"})
+    feed_server.routes["/big"] = Route(b"x" * 60_000)
+    for path in ("/bomb", "/big"):
+        r = fetcher.fetch(feed_server.url(path))
+        assert r.status == "error" and "50,000 byte limit" in (r.error or "")
+
+
+def test_redirects_permanent_and_temporary(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    feed_server.routes["/final"] = Route(rss([]))
+    feed_server.routes["/moved"] = redirect("/final", 301)
+    feed_server.routes["/temp"] = redirect("/final", 302)
+    feed_server.routes["/mixed"] = redirect("/temp", 308)
+    moved = fetcher.fetch(feed_server.url("/moved"))
+    assert moved.status == "ok" and moved.permanent_url == feed_server.url("/final")
+    temp = fetcher.fetch(feed_server.url("/temp"))
+    assert temp.status == "ok" and temp.permanent_url is None and temp.final_url == feed_server.url("/final")
+    assert fetcher.fetch(feed_server.url("/mixed")).permanent_url is None
+
+
+def test_redirect_loop_and_too_many(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    feed_server.routes["/a"] = redirect("/b", 302)
+    feed_server.routes["/b"] = redirect("/a", 302)
+    loop = fetcher.fetch(feed_server.url("/a"))
+    assert loop.status == "error" and "redirect loop" in (loop.error or "")
+    for n in range(6):
+        feed_server.routes[f"/r{n}"] = redirect(f"/r{n + 1}", 302)
+    far = fetcher.fetch(feed_server.url("/r0"))
+    assert far.status == "error" and "too many redirects" in (far.error or "")
+
+
+def test_redirect_to_other_scheme_refused(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    feed_server.routes["/file"] = redirect("file:///etc/passwd", 302)
+    r = fetcher.fetch(feed_server.url("/file"))
+    assert r.status == "error" and "unsupported" in (r.error or "")
+
+
+def test_gone_and_retry_after(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    feed_server.routes["/gone"] = Route(b"", status=410)
+    feed_server.routes["/busy"] = Route(b"", status=429, headers={"Retry-After": "120"})
+    assert fetcher.fetch(feed_server.url("/gone")).status == "gone"
+    busy = fetcher.fetch(feed_server.url("/busy"))
+    assert busy.status == "error" and busy.retry_after == 120.0 and busy.http_status == 429
+
+
+def test_hung_server_times_out(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    def hang(h: BaseHTTPRequestHandler) -> None:
+        time.sleep(3)
+
+    feed_server.routes["/hang"] = Route(handler=hang)
+    started = time.monotonic()
+    r = fetcher.fetch(feed_server.url("/hang"))
+    assert r.status == "error" and "Timeout" in (r.error or "")
+    assert time.monotonic() - started < 2.5
+
+
+def test_trickling_server_hits_the_total_deadline(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    def trickle(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", "100")
+        h.end_headers()
+        try:
+            for _ in range(100):
+                h.wfile.write(b"x")
+                h.wfile.flush()
+                time.sleep(0.5)
+        except OSError:
+            pass
+
+    feed_server.routes["/slow"] = Route(handler=trickle)
+    started = time.monotonic()
+    r = fetcher.fetch(feed_server.url("/slow"))
+    assert r.status == "error" and "too slow" in (r.error or "")
+    assert time.monotonic() - started < LIMITS.total_timeout + 1.5
+
+
+def test_connection_refused_is_an_error(fetcher: Fetcher) -> None:
+    from tests.conftest import free_port
+
+    r = fetcher.fetch(f"http://127.0.0.1:{free_port()}/feed")
+    assert r.status == "error" and "Connect" in (r.error or "")
+
+
+def test_local_file_and_conditional_mtime(fetcher: Fetcher, tmp_path: Path) -> None:
+    p = tmp_path / "f.xml"
+    p.write_bytes(rss([]))
+    r = fetcher.fetch(p.as_uri())
+    assert r.status == "ok" and r.body == p.read_bytes() and r.last_modified
+    assert fetcher.fetch(p.as_uri(), last_modified=r.last_modified).status == "not_modified"
+    assert fetcher.fetch(str(tmp_path / "missing.xml")).status == "error"
+    with Fetcher(LIMITS, allow_local_files=False) as strict:
+        refused = strict.fetch(p.as_uri())
+        assert refused.status == "error" and "not allowed" in (refused.error or "")
+
+
+def test_unsupported_scheme(fetcher: Fetcher) -> None:
+    r = fetcher.fetch("ftp://example.org/feed")
+    assert r.status == "error" and "unsupported URL scheme" in (r.error or "")

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import numpy as np
+from datasketch import MinHash
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.fingerprint import features, hash32, lean_minhash, signature, signatures, tokenize
+
+
+def datasketch_signature(tokens: list[str], num_perm: int) -> np.ndarray:
+    m = MinHash(num_perm=num_perm, hashfunc=hash32)
+    m.update_batch([t.encode("utf-8", "surrogatepass") for t in tokens])
+    return m.hashvalues
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.text(min_size=1, max_size=12), max_size=40), min_size=1, max_size=8),
+    st.sampled_from([16, 64, 128, 200]),
+)
+def test_signatures_are_bit_identical_to_datasketch(token_sets: list[list[str]], num_perm: int) -> None:
+    ours = signatures(token_sets, num_perm)
+    assert ours.dtype == np.uint32 and ours.shape == (len(token_sets), num_perm)
+    for row, tokens in zip(ours, token_sets, strict=True):
+        assert np.array_equal(row, datasketch_signature(tokens, num_perm))
+
+
+def test_empty_set_gives_the_empty_sketch() -> None:
+    assert np.array_equal(signature([], 64), MinHash(num_perm=64, hashfunc=hash32).hashvalues)
+
+
+def test_lean_minhash_estimates_jaccard() -> None:
+    a = lean_minhash(signature([f"w{i}" for i in range(100)]))
+    b = lean_minhash(signature([f"w{i}" for i in range(50, 150)]))
+    assert abs(a.jaccard(b) - 1 / 3) < 0.12
+
+
+def test_tokenize_drops_stopwords_and_stems() -> None:
+    assert tokenize("The officials were reporting on the elections") == ["offici", "report", "elect"]
+    assert tokenize("") == []
+
+
+def test_features_weights_title_words() -> None:
+    f = features("Musk rocket", "rocket launch today", body_words=10, title_weight=2.0)
+    assert f.weights["rocket"] == 3.0 and f.weights["musk"] == 2.0
+    assert f.tokens == frozenset(f.weights)
+    cut = features("", "one two three four", body_words=2)
+    assert set(cut.weights) <= {"one", "two"}
+
+
+@given(st.text(), st.text())
+def test_identical_text_gives_identical_signature(title: str, text: str) -> None:
+    a = features(title, text)
+    b = features(title, text)
+    assert a == b
+    assert np.array_equal(signature(a.tokens), signature(b.tokens))

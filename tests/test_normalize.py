@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aggregator.models import Entry
+from aggregator.normalize import (
+    canonical_link,
+    clean_text,
+    content_hash,
+    html_to_text,
+    item_identity,
+    normalize_entry,
+    summarize,
+)
+
+
+def test_html_to_text_drops_markup_scripts_and_styles() -> None:
+    html = "<p>Hello <b>world</b></p><script>alert(1)</script><style>p{}</style><p>Second&nbsp;para &amp; more</p>"
+    assert html_to_text(html) == "Hello world Second para & more"
+
+
+def test_html_to_text_plain_and_empty() -> None:
+    assert html_to_text("") == ""
+    assert html_to_text("  just   text\n here ") == "just text here"
+
+
+def test_clean_text_unicode() -> None:
+    assert clean_text("ﬁnancial\u00a0news\u200b") == "financial news\u200b".replace("\u200b", "\u200b")
+    assert clean_text("a\x00b\x07c") == "a b c"
+    assert clean_text("Ａ１") == "A1"  # NFKC folds full-width forms
+
+
+def test_canonical_link_strips_tracking() -> None:
+    assert (
+        canonical_link("HTTPS://News.Example.COM:443/a/b?utm_source=rss&id=7&fbclid=x#frag")
+        == "https://news.example.com/a/b?id=7"
+    )
+    assert canonical_link("http://example.com") == "http://example.com/"
+    assert canonical_link("http://example.com:8080/x?utm_medium=feed") == "http://example.com:8080/x"
+
+
+def test_canonical_link_refuses_non_http() -> None:
+    for bad in ("javascript:alert(1)", "data:text/html,x", "ftp://x/y", "/relative", "", None, "http://"):
+        assert canonical_link(bad) is None
+
+
+def test_identity_prefers_guid_then_link_then_title_and_date() -> None:
+    assert item_identity("g1", "https://x/", "T", 5.0) == "guid:g1"
+    assert item_identity(None, "https://x/", "T", 5.0) == "link:https://x/"
+    a = item_identity(None, None, "T", 5.0)
+    assert a.startswith("title:")
+    assert a == item_identity(None, None, "T", 5.0)
+    assert a != item_identity(None, None, "T", 6.0)
+
+
+def test_normalize_entry() -> None:
+    e = Entry(
+        guid=None,
+        link="https://a.example/story?utm_source=x",
+        title="<b>Big</b> news",
+        summary_html="<p>Short</p>",
+        content_html="<p>The full <i>text</i> of the story.</p>",
+        published=1000.0,
+    )
+    item = normalize_entry(e)
+    assert item.title == "Big news"
+    assert item.text == "The full text of the story."
+    assert item.summary == "Short"
+    assert item.canonical_link == "https://a.example/story"
+    assert item.identity == "link:https://a.example/story"
+    assert item.content_hash == content_hash("Big news", "The full text of the story.")
+
+
+def test_normalize_entry_drops_unsafe_links_and_fills_title() -> None:
+    item = normalize_entry(
+        Entry(guid="x", link="javascript:alert(1)", title="", summary_html="", content_html="Words here")
+    )
+    assert item.link is None and item.canonical_link is None
+    assert item.title == "Words here"
+
+
+def test_summarize() -> None:
+    assert summarize("a b c", 5) == "a b c"
+    assert summarize("a b c d", 2) == "a b …"
+
+
+@given(st.text())
+def test_clean_text_never_raises_and_is_idempotent(s: str) -> None:
+    once = clean_text(s)
+    assert clean_text(once) == once
+
+
+@given(st.text())
+def test_html_to_text_never_raises_and_is_idempotent_on_its_output(s: str) -> None:
+    out = html_to_text(s)
+    assert "<script" not in out.lower() or "<" in s
+    assert isinstance(out, str)
+
+
+@given(st.text())
+def test_canonical_link_never_raises_and_is_idempotent(s: str) -> None:
+    once = canonical_link(s)
+    if once is not None:
+        assert canonical_link(once) == once
+
+
+@given(st.text(), st.text(), st.text(), st.one_of(st.none(), st.floats(allow_nan=False)))
+def test_normalize_entry_never_raises_and_is_deterministic(
+    title: str, summary: str, content: str, published: float | None
+) -> None:
+    e = Entry(
+        guid=None, link=None, title=title, summary_html=summary, content_html=content, published=published
+    )
+    a = normalize_entry(e)
+    assert a == normalize_entry(e)
+    assert a.title

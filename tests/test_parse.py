@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.parse import parse_feed
+from tests.conftest import EXAMPLES, rss
+
+ATOM = b"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom">
+  <title>Atom Test</title><link href="https://atom.example/"/><id>urn:x</id><updated>2024-10-25T10:00:00Z</updated>
+  <entry><id>urn:e1</id><title type="html">&lt;b&gt;Bold&lt;/b&gt; title</title>
+    <link rel="alternate" href="/posts/1"/><published>2024-10-25T09:00:00+02:00</published>
+    <updated>2024-10-25T10:00:00Z</updated><author><name>Ann</name></author>
+    <category term="world"/>
+    <summary>Short</summary><content type="html">&lt;p&gt;Long body&lt;/p&gt;</content></entry>
+</feed>"""
+
+
+def test_rss() -> None:
+    body = rss(
+        [
+            {
+                "title": "One",
+                "link": "https://x.example/1",
+                "guid": "g1",
+                "pubDate": "Fri, 25 Oct 2024 14:15:00 GMT",
+                "description": "<p>Hi</p>",
+            }
+        ],
+        extra="<ttl>90</ttl>",
+    )
+    p = parse_feed(body, "https://x.example/feed")
+    assert p.error is None and p.warning is None
+    assert p.title == "Test Feed" and p.ttl_minutes == 90
+    (e,) = p.entries
+    assert (e.link, e.title) == ("https://x.example/1", "One")
+    assert e.guid is not None and e.guid.endswith("g1")  # feedparser resolves permalink guids
+    assert e.published == 1729865700.0
+    assert "Hi" in e.summary_html
+
+
+def test_atom_with_relative_link() -> None:
+    p = parse_feed(ATOM, "https://atom.example/feed.xml")
+    (e,) = p.entries
+    assert e.link == "https://atom.example/posts/1"
+    assert e.published == 1729839600.0  # 07:00Z
+    assert e.author == "Ann" and e.categories == ("world",)
+    assert "Long body" in e.content_html and e.summary_html == "Short"
+    assert "<b>Bold</b>" in e.title
+
+
+def test_json_feed() -> None:
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "JF",
+        "home_page_url": "https://jf.example/",
+        "items": [
+            {
+                "id": "1",
+                "url": "https://jf.example/1",
+                "title": "First",
+                "content_html": "<p>x</p>",
+                "date_published": "2024-10-25T10:00:00Z",
+                "authors": [{"name": "Bo"}],
+                "tags": ["a"],
+            },
+            {"id": 2, "content_text": "plain\n\ntext", "date_published": "not a date"},
+            "junk",
+        ],
+    }
+    p = parse_feed(
+        json.dumps(doc).encode(), "https://jf.example/feed.json", {"Content-Type": "application/feed+json"}
+    )
+    assert p.title == "JF" and len(p.entries) == 2
+    assert p.entries[0].published == 1729850400.0 and p.entries[0].author == "Bo"
+    assert p.entries[1].guid == "2" and "<p>plain</p>" in p.entries[1].content_html
+    assert p.entries[1].published is None
+    assert p.warning and "skipped" in p.warning
+
+
+def test_broken_xml_still_gives_entries_with_a_warning() -> None:
+    body = rss([{"title": "One", "guid": "g1", "description": "x"}]).replace(
+        b"</channel></rss>", b"<oops></channel>"
+    )
+    p = parse_feed(body, "https://x.example/feed")
+    assert p.error is None
+    assert p.warning and "malformed" in p.warning
+    assert len(p.entries) == 1
+
+
+def test_not_a_feed_is_an_error() -> None:
+    for body in (b"<html><body>Hello</body></html>", b"", b"\x00\x01garbage", b"{not json", b"[1,2]"):
+        p = parse_feed(body, "https://x.example/")
+        assert p.error, body
+        assert p.entries == []
+
+
+def test_demo_feeds_parse_cleanly() -> None:
+    for path in sorted((EXAMPLES / "feeds").glob("*.xml")):
+        p = parse_feed(path.read_bytes(), path.as_uri())
+        assert p.error is None and p.warning is None, path
+        assert p.entries and all(e.title and e.link and e.published for e in p.entries)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_never_raises_on_any_bytes(body: bytes) -> None:
+    p = parse_feed(body, "https://x.example/feed")
+    assert p.error is not None or isinstance(p.entries, list)

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from aggregator.settings import (
+    Settings,
+    SettingsError,
+    definitions,
+    load_settings,
+    markdown_reference,
+    toml_template,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults_and_relative_paths(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, ""))
+    assert s.cluster.num_perm == 128
+    assert s.db_path == tmp_path / "data" / "aggregator.db"
+    s = load_settings(write(tmp_path, '[storage]\ndb_path = "/abs/x.db"\n'))
+    assert s.db_path == Path("/abs/x.db")
+
+
+def test_settings_are_frozen(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, ""))
+    with pytest.raises(AttributeError):
+        s.cluster.num_perm = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[cluster]\nnum_perm = 4\n", "below the minimum"),
+        ("[cluster]\nverify_threshold = 7\n", "above the maximum"),
+        ("[cluster]\nnum_perm = 'many'\n", "expected an integer"),
+        ("[cluster]\nnum_perm = 12.5\n", "whole number"),
+        ("[cluster]\ncanonical_policy = 'random'\n", "not one of"),
+        ("[cluster]\nno_such = 1\n", "unknown setting 'cluster.no_such'"),
+        ("[nosection]\nx = 1\n", "unknown section [nosection]"),
+        ("[cluster\n", "not valid TOML"),
+        ("[feeds]\nallow_local_files = 'maybe'\n", "expected true or false"),
+        ("[cluster]\npreferred_sources = 'x'\n", None),
+        ("[cluster]\npreferred_sources = [1, 2]\n", "list of strings"),
+        ("[fetch]\nconnect_timeout = nan\n", "finite"),
+    ],
+)
+def test_bad_values_name_the_setting(tmp_path: Path, text: str, message: str | None) -> None:
+    path = write(tmp_path, text)
+    if message is None:
+        assert load_settings(path).cluster.preferred_sources == ("x",)
+        return
+    with pytest.raises(SettingsError) as err:
+        load_settings(path)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_replace_validates() -> None:
+    s = Settings()
+    assert s.replace({"cluster.lsh_threshold": "0.4"}).cluster.lsh_threshold == 0.4
+    with pytest.raises(SettingsError):
+        s.replace({"cluster.lsh_threshold": "lots"})
+
+
+def test_every_setting_is_documented_in_config_toml() -> None:
+    """config.toml sets every setting, each with a comment right above it."""
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    lines = text.splitlines()
+    for d in definitions():
+        assert d.doc.strip(), f"{d.key} has no documentation"
+        assert d.name in data[d.section], f"{d.key} missing from config.toml"
+        n = next(i for i, line in enumerate(lines) if re.match(rf"{re.escape(d.name)}\s*=", line))
+        assert lines[n - 1].startswith("#"), f"{d.key} has no comment in config.toml"
+
+
+def test_config_toml_is_valid_and_matches_defaults() -> None:
+    s = load_settings(ROOT / "config.toml")
+    for d in definitions():
+        if not d.path:
+            assert s.get(d.key) == d.default, d.key
+    assert toml_template() == (ROOT / "config.toml").read_text(encoding="utf-8")
+
+
+def test_docs_reference_is_current() -> None:
+    doc = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    assert doc == markdown_reference(), "run `make docs` to regenerate docs/settings.md"
+    for d in definitions():
+        assert f"`{d.name}`" in doc
