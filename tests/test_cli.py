@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from aggregator.cli import cli
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def run(tmp_path: Path):  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[storage]\ndb_path = "cli.db"\n[feeds]\nopml = ""\n')
+
+    def invoke(*args: str, ok: bool = True) -> str:
+        result = CliRunner().invoke(cli, [*args, "--config", str(cfg)])
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result.output
+
+    return invoke
+
+
+def test_every_command_takes_config_and_db() -> None:
+    for name, command in cli.commands.items():
+        opts = {o for p in command.params for o in p.opts}
+        assert {"--config", "--db"} <= opts, name
+
+
+def test_feed_lifecycle(run, demo_feeds: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert "added 6 feed(s)" in run("import-opml", str(demo_feeds / "demo.opml"))
+    assert "already subscribed" in run("add", str(demo_feeds / "feeds" / "northwire.rss.xml"))
+    out = run("update")
+    assert "polled 6 feed(s): 44 new item(s), 0 error(s)" in out
+    listing = run("feeds")
+    assert "Northwire" in listing and "ok" in listing
+    stories = run("clusters", "--limit", "100")
+    assert "Putin" in stories
+    exported = [
+        json.loads(line) for line in run("export", "--format", "jsonl").splitlines() if line.startswith("{")
+    ]
+    assert len(exported) == 44
+    assert {"item_id", "feed", "link", "title", "published", "cluster_id", "canonical"} <= set(exported[0])
+    assert sum(r["canonical"] for r in exported) == len({r["cluster_id"] for r in exported})
+    assert "reclustered 44 item(s)" in run("recluster")
+    opml = run("export-opml")
+    assert opml.count("<outline") == 6
+    assert "removed" in run("remove", str(demo_feeds / "feeds" / "northwire.rss.xml"))
+    assert run("feeds").count("\n") == 6  # header + 5 feeds
+    assert "not_modified" in run("feeds", "--json") or "ok" in run("feeds", "--json")
+
+
+def test_clear_errors(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert "not an http(s) URL" in run("add", "gopher://x", ok=False)
+    assert "no such file" in run("add", str(tmp_path / "nope.xml"), ok=False)
+    assert "no such feed" in run("remove", "https://nope.example/", ok=False)
+    bad = tmp_path / "bad.opml"
+    bad.write_text("not opml")
+    assert "no feeds found" in run("import-opml", str(bad), ok=False)
+    broken_cfg = tmp_path / "broken.toml"
+    broken_cfg.write_text("[cluster]\nnum_perm = 'x'\n")
+    result = CliRunner().invoke(cli, ["feeds", "--config", str(broken_cfg)])
+    assert result.exit_code == 1 and "cluster.num_perm" in result.output
+    notdb = tmp_path / "x.db"
+    notdb.write_bytes(b"garbage" * 1000)
+    result = CliRunner().invoke(cli, ["feeds", "--db", str(notdb)])
+    assert result.exit_code == 1 and "cannot open database" in result.output
+
+
+def test_settings_command(run) -> None:  # type: ignore[no-untyped-def]
+    assert "cluster.num_perm = 128" in run("settings")
+    assert "# Settings" in run("settings", "--markdown")
+
+
+def test_python_dash_m_entry_point(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "aggregator", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    ).stdout
+    for command in (
+        "add",
+        "remove",
+        "feeds",
+        "import-opml",
+        "export-opml",
+        "update",
+        "recluster",
+        "clusters",
+        "export",
+        "eval",
+        "serve",
+        "run",
+    ):
+        assert command in out
+    assert (ROOT / "aggregator" / "__main__.py").exists()

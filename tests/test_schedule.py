@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aggregator.schedule import PollOutcome, next_poll
+from aggregator.settings import ScheduleSettings
+
+S = ScheduleSettings(jitter=0.0)
+NOW = 1_000_000.0
+
+
+def plan(outcome: PollOutcome, failures: int = 0, error_since: float | None = None, now: float = NOW):  # type: ignore[no-untyped-def]
+    return next_poll(
+        outcome, failures=failures, error_since=error_since, now=now, settings=S, rng=random.Random(1)
+    )
+
+
+def test_success_uses_default_interval() -> None:
+    p = plan(PollOutcome("ok"))
+    assert p.status == "ok" and p.failures == 0 and p.error_since is None
+    assert p.next_poll_at == NOW + S.default_interval_minutes * 60
+
+
+def test_feed_hints_are_respected_within_bounds() -> None:
+    assert plan(PollOutcome("ok", ttl_minutes=120)).interval_minutes == 120
+    assert plan(PollOutcome("ok", max_age=3600 * 3)).interval_minutes == 180
+    assert plan(PollOutcome("ok", ttl_minutes=1)).interval_minutes == S.min_interval_minutes
+    assert plan(PollOutcome("ok", ttl_minutes=10**6)).interval_minutes == S.max_interval_minutes
+
+
+def test_failures_back_off_exponentially_up_to_the_cap() -> None:
+    intervals = []
+    failures, since = 0, None
+    for _ in range(12):
+        p = plan(PollOutcome("error"), failures, since)
+        failures, since = p.failures, p.error_since
+        intervals.append(p.interval_minutes)
+    assert intervals[:3] == [30, 60, 120]
+    assert max(intervals) == S.backoff_max_minutes
+    assert intervals == sorted(intervals)
+
+
+def test_retry_after_is_honoured() -> None:
+    assert plan(PollOutcome("error", retry_after=7200)).interval_minutes == 120
+
+
+def test_broken_after_configured_time_and_gone_stops() -> None:
+    p = plan(PollOutcome("error"), failures=3, error_since=NOW - S.broken_after_hours * 3600)
+    assert p.status == "broken" and p.interval_minutes == S.backoff_max_minutes
+    gone = plan(PollOutcome("gone"))
+    assert gone.status == "gone" and gone.next_poll_at is None
+
+
+@given(
+    st.sampled_from(["ok", "not_modified", "error", "gone"]),
+    st.one_of(st.none(), st.integers(-5, 10**7)),
+    st.one_of(st.none(), st.floats(0, 10**9)),
+    st.one_of(st.none(), st.floats(0, 10**9)),
+    st.integers(0, 100),
+)
+def test_next_poll_is_always_in_the_future_and_bounded(
+    status: str, ttl: int | None, max_age: float | None, retry: float | None, failures: int
+) -> None:
+    s = ScheduleSettings()
+    p = next_poll(
+        PollOutcome(status, ttl, max_age, retry), failures=failures, error_since=None, now=NOW, settings=s
+    )
+    if status == "gone":
+        assert p.next_poll_at is None
+        return
+    assert p.next_poll_at is not None
+    lo = s.min_interval_minutes * 60
+    hi = max(s.max_interval_minutes, s.backoff_max_minutes) * 60 * (1 + s.jitter)
+    assert NOW + lo <= p.next_poll_at <= NOW + hi
