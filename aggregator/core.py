@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
 from aggregator import opml
-from aggregator.fetch import Fetcher, FetchLimits, is_local, local_path
-from aggregator.models import ClusterDetail, ClusterSummary, Feed, FetchResult, UpdateReport
+from aggregator.fetch import Fetcher, FetchLimits, address_problem, is_local, local_path
+from aggregator.models import (
+    ClusterDetail,
+    ClusterSummary,
+    Feed,
+    FetchResult,
+    Freshness,
+    SearchHit,
+    StoredItem,
+    StoryFilter,
+    StoryHits,
+    UpdateReport,
+)
 from aggregator.pipeline import Pipeline
 from aggregator.settings import Settings, load_settings
 from aggregator.storage import clusters as clusters_store
 from aggregator.storage import feeds as feeds_store
 from aggregator.storage import items as items_store
 from aggregator.storage import open_database, write_transaction
+from aggregator.storage import search as search_store
 
 __all__ = ["Aggregator", "FeedError"]
 
@@ -72,17 +85,22 @@ class Aggregator:
 
     # -- feeds -------------------------------------------------------------------------
 
-    def add_feed(self, url: str, title: str | None = None) -> tuple[Feed, bool]:
-        """Subscribe to a feed URL (or a local file, when allowed); returns it and whether it is new."""
-        url = self._check_url(url)
+    def add_feed(self, url: str, title: str | None = None, *, via_site: bool = False) -> tuple[Feed, bool]:
+        """Subscribe to a feed URL (or a local file, when allowed); returns it and whether it is new.
+
+        ``via_site``: the URL comes from a web form, so only http(s) URLs are accepted.
+        """
+        url = self._check_url(url, via_site=via_site)
         with self._lock:
             return feeds_store.add(self.db, url, self.clock(), title)
 
-    def _check_url(self, url: str) -> str:
+    def _check_url(self, url: str, *, via_site: bool = False) -> str:
         url = url.strip()
         if not url:
             raise FeedError("empty feed URL")
-        if is_local(url):
+        if len(url) > 2000:
+            raise FeedError("feed URL too long (2,000 characters at most)")
+        if is_local(url) and not via_site:
             if not self.settings.feeds.allow_local_files:
                 raise FeedError(f"local files are not allowed by the configuration: {url}")
             path = local_path(url)
@@ -91,9 +109,18 @@ class Aggregator:
             if not path.is_file():
                 raise FeedError(f"no such file: {path}")
             return path.resolve().as_uri()
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise FeedError(f"not an http(s) URL or a file: {url}")
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            raise FeedError(f"not a valid URL: {url}") from None
+        if parts.scheme.lower() not in ("http", "https") or not host:
+            what = "an http(s) URL" if via_site else "an http(s) URL or a file"
+            raise FeedError(f"not {what}: {url}")
+        if not self.settings.feeds.allow_private_addresses:
+            problem = address_problem(url)
+            if problem:
+                raise FeedError(problem)
         return url
 
     def remove_feed(self, url_or_id: str | int) -> bool:
@@ -241,3 +268,65 @@ class Aggregator:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
         return n
+
+    # -- the site and the merged feeds -------------------------------------------------
+
+    def stories(
+        self,
+        story_filter: StoryFilter | None = None,
+        *,
+        sort: str = "latest",
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[ClusterSummary]:
+        """Stories passing a filter (outlets, feed, category, search words), newest or most covered first."""
+        f = story_filter or StoryFilter()
+        match = None
+        if f.query:
+            match = search_store.fts_query(f.query)
+            if match is None:  # no word to look for: nothing matches
+                return []
+        return clusters_store.stories(self.db, f, match, sort=sort, limit=limit, offset=offset)
+
+    def story_members(self, cluster_ids: Sequence[int]) -> dict[int, list[StoredItem]]:
+        """Every outlet's variant of each story, oldest first."""
+        return clusters_store.members_of(self.db, list(cluster_ids))
+
+    def search(
+        self, text: str, *, limit: int = 20, offset: int = 0, hits_per_story: int = 5
+    ) -> list[StoryHits]:
+        """Full-text search over items; results grouped by story, best story first."""
+        match = search_store.fts_query(text)
+        if match is None:
+            return []
+        ranks = search_store.cluster_ranks(self.db, match, limit, offset)
+        ids = [cid for cid, _ in ranks]
+        found = search_store.hits(self.db, match, ids)
+        items = {i.id: i for i in items_store.get_many(self.db, [h.item_id for h in found])}
+        grouped: dict[int, list[SearchHit]] = {cid: [] for cid in ids}
+        for h in found:
+            item = items.get(h.item_id)
+            if item is not None and len(grouped[h.cluster_id]) < hits_per_story:
+                grouped[h.cluster_id].append(SearchHit(item, h.snippet, h.rank))
+        return [StoryHits(s, grouped[s.id]) for s in clusters_store.summaries(self.db, ids)]
+
+    def feed_items(self, feed_id: int, *, limit: int = 20, offset: int = 0) -> list[StoredItem]:
+        """A feed's items, newest first."""
+        return items_store.for_feed(self.db, feed_id, limit, offset)
+
+    def freshness(self, *, feeds: bool = False) -> Freshness:
+        """A cheap fingerprint of the stories (and, with ``feeds``, of every feed's polling state).
+
+        The token changes whenever what the site or the merged feeds show may have
+        changed; ``last_modified`` is the latest change time known.  For ETag and
+        Last-Modified, computed before rendering anything.
+        """
+        version = clusters_store.version(self.db)
+        parts: list[Any] = [version, feeds_store.names_version(self.db)]
+        last = float(version[0] or 0.0)
+        if feeds:
+            state = feeds_store.state_version(self.db)
+            parts.append(state)
+            last = max(last, float(state[2] or 0.0))
+        token = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=12).hexdigest()
+        return Freshness(token=token, last_modified=last)

@@ -8,7 +8,9 @@ permanent moves can be told from temporary ones and loops are caught.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,25 @@ def is_local(url: str) -> bool:
     return scheme == "file" or scheme == "" or (len(scheme) == 1 and os.name == "nt")
 
 
+def address_problem(url: str) -> str | None:
+    """Why ``url``'s host must not be fetched (loopback, private, link-local...), or None.
+
+    Names that do not resolve are not a problem here: the fetch reports them.
+    """
+    host = urlsplit(url).hostname
+    if not host:
+        return "URL has no host"
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, OSError):
+        return None
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if not ip.is_global or ip.is_multicast:
+            return f"{host} resolves to a non-public address ({ip}); not allowed by the configuration"
+    return None
+
+
 def local_path(url: str) -> Path:
     parts = urlsplit(url)
     if parts.scheme.lower() == "file":
@@ -62,9 +83,12 @@ def local_path(url: str) -> Path:
 class Fetcher:
     """Fetches feeds.  One instance holds one connection pool; close it when done."""
 
-    def __init__(self, limits: FetchLimits, *, allow_local_files: bool = True) -> None:
+    def __init__(
+        self, limits: FetchLimits, *, allow_local_files: bool = True, allow_private: bool = True
+    ) -> None:
         self.limits = limits
         self.allow_local_files = allow_local_files
+        self.allow_private = allow_private
         self._client = httpx.Client(
             timeout=httpx.Timeout(
                 connect=limits.connect_timeout,
@@ -139,6 +163,10 @@ class Fetcher:
         seen = {url}
         all_permanent = True
         for _hop in range(self.limits.max_redirects + 1):
+            # Checked on every hop, so a redirect cannot lead into the private network.
+            problem = None if self.allow_private else address_problem(current)
+            if problem:
+                return FetchResult(url, "error", error=problem)
             with self._client.stream("GET", current, headers=headers) as resp:
                 if resp.status_code in _REDIRECT and "location" in resp.headers:
                     target = urljoin(current, resp.headers["location"])

@@ -156,6 +156,7 @@ class ClusterSummary:
     first_seen: float
     last_seen: float
     updated_at: float
+    created_at: float | None = None  # when the cluster was made (None: not loaded by this query)
 
 
 @dataclass(frozen=True)
@@ -187,3 +188,42 @@ class MemberInfo:
     feed_url: str
     sort_time: float
     text_length: int
+
+
+@dataclass(frozen=True)
+class StoryFilter:
+    """Which stories to list: the filters of the front page and the merged feeds."""
+
+    min_outlets: int = 1
+    feed_id: int | None = None  # stories with an item from this feed
+    category: str | None = None  # stories with an item in this category (case-insensitive)
+    query: str | None = None  # stories with an item matching this full-text search
+
+    @property
+    def is_default(self) -> bool:
+        return self == StoryFilter()
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """An item that matched a search, with a snippet (highlights between \x02 and \x03)."""
+
+    item: StoredItem
+    snippet: str
+    rank: float  # lower is better
+
+
+@dataclass(frozen=True)
+class StoryHits:
+    """A story that matched a search and its matching items, best first."""
+
+    story: ClusterSummary
+    hits: list[SearchHit]
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """A cheap fingerprint of what the site shows, for ETag and Last-Modified."""
+
+    token: str  # changes whenever anything shown changes
+    last_modified: float  # Unix seconds of the latest change known

@@ -69,8 +69,8 @@ class FeedSettings:
     )
     allow_private_addresses: bool = setting(
         False,
-        "Allow feeds added through the site to point at loopback, link-local or "
-        "private network addresses. Leave off on a public server.",
+        "Allow feeds (and the redirects they follow) to point at loopback, link-local or "
+        "private network addresses. Leave off on a public server; turn on for intranet feeds.",
     )
     allow_local_files: bool = setting(
         True,

@@ -154,3 +154,198 @@ def test_rebuild_index_after_restart_keeps_clustering(settings, feed_server: Fee
         second.update()
         (c,) = second.clusters()
         assert c.size == 2
+
+
+# -- polling behaviour against a real server ------------------------------------------------
+
+from http.server import BaseHTTPRequestHandler  # noqa: E402
+
+from aggregator.settings import Settings  # noqa: E402
+
+
+def _redirect(to: str, code: int) -> Route:
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(code)
+        h.send_header("Location", to)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    return Route(handler=handle)
+
+
+class Clock:
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_permanent_redirect_updates_url_temporary_does_not(agg: Aggregator, feed_server: FeedServer) -> None:
+    feed_server.routes["/new.xml"] = Route(rss([story(1)]))
+    feed_server.routes["/old.xml"] = _redirect("/new.xml", 301)
+    feed_server.routes["/tmp.xml"] = _redirect("/new2.xml", 302)
+    feed_server.routes["/new2.xml"] = Route(rss([story(2)]))
+    old, _ = agg.add_feed(feed_server.url("/old.xml"))
+    tmp, _ = agg.add_feed(feed_server.url("/tmp.xml"))
+    agg.update()
+    assert agg.feed(old.id).url == feed_server.url("/new.xml")  # type: ignore[union-attr]
+    assert agg.feed(tmp.id).url == feed_server.url("/tmp.xml")  # type: ignore[union-attr]
+    assert agg.counts()["items"] == 2
+
+
+def test_gone_stops_polling(settings: Settings, feed_server: FeedServer) -> None:
+    clock = Clock()
+    feed_server.routes["/gone.xml"] = Route(b"", status=410)
+    with Aggregator(settings, clock=clock) as agg:
+        feed, _ = agg.add_feed(feed_server.url("/gone.xml"))
+        (r,) = agg.update()
+        assert r.status == "gone"
+        clock.t += 10 * 86400
+        assert agg.update() == []
+        f = agg.feed(feed.id)
+        assert f is not None and f.status == "gone" and f.next_poll_at is None
+    assert len(feed_server.hits("/gone.xml")) == 1
+
+
+def test_retry_after_and_backoff_until_broken(settings: Settings, feed_server: FeedServer) -> None:
+    clock = Clock()
+    feed_server.routes["/busy.xml"] = Route(b"slow down", status=429, headers={"Retry-After": "7200"})
+    feed_server.routes["/down.xml"] = Route(b"", status=503)
+    with Aggregator(settings, clock=clock) as agg:
+        busy, _ = agg.add_feed(feed_server.url("/busy.xml"))
+        down, _ = agg.add_feed(feed_server.url("/down.xml"))
+        agg.update()
+        b = agg.feed(busy.id)
+        assert b is not None and b.status == "error" and b.next_poll_at is not None
+        assert b.next_poll_at >= clock.t + 7200 and b.last_error == "HTTP 429 Too Many Requests"
+        first_failure = clock.t
+        intervals = []
+        for _ in range(20):
+            d = agg.feed(down.id)
+            assert d is not None and d.next_poll_at is not None
+            assert d.status == "error"
+            clock.t = d.next_poll_at + 1
+            agg.update([d])
+            d = agg.feed(down.id)
+            assert d is not None
+            intervals.append(d.interval_minutes)
+            if d.status == "broken":
+                break
+        assert d.status == "broken" and d.error_since == first_failure
+        assert clock.t - first_failure >= settings.schedule.broken_after_hours * 3600
+        assert intervals[:3] == [60, 120, 240] and intervals == sorted(intervals)
+        assert intervals[-1] == settings.schedule.backoff_max_minutes
+        # One success clears it.
+        feed_server.routes["/down.xml"] = Route(rss([story(1)]))
+        clock.t = (d.next_poll_at or 0) + 1
+        agg.update([d])
+        d = agg.feed(down.id)
+        assert d is not None and d.status == "ok" and d.failures == 0 and d.error_since is None
+
+
+def test_ttl_sets_the_interval(agg: Aggregator, feed_server: FeedServer) -> None:
+    feed_server.routes["/ttl.xml"] = Route(rss([story(1)], extra="<ttl>240</ttl>"))
+    feed, _ = agg.add_feed(feed_server.url("/ttl.xml"))
+    agg.update()
+    assert agg.feed(feed.id).interval_minutes == 240  # type: ignore[union-attr]
+
+
+def test_a_hung_server_does_not_hold_up_the_others(tmp_path, feed_server: FeedServer) -> None:  # type: ignore[no-untyped-def]
+    from aggregator.settings import load_settings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[storage]\ndb_path = "h.db"\n[feeds]\nallow_private_addresses = true\nopml = ""\n[fetch]\nread_timeout = 1.0\nconnect_timeout = 1.0\n'
+    )
+
+    def hang(h: BaseHTTPRequestHandler) -> None:
+        time.sleep(4)
+
+    feed_server.routes["/hang.xml"] = Route(handler=hang)
+    feed_server.routes["/fine.xml"] = Route(rss([story(1)]))
+    done: list[tuple[str, float]] = []
+    started = time.monotonic()
+    with Aggregator(load_settings(cfg)) as agg:
+        agg.add_feed(feed_server.url("/hang.xml"))
+        agg.add_feed(feed_server.url("/fine.xml"))
+        reports = agg.update(progress=lambda r: done.append((r.feed_url, time.monotonic() - started)))
+    assert [u.rsplit("/", 1)[1] for u, _ in done] == ["fine.xml", "hang.xml"]
+    assert done[0][1] < 0.9  # stored before the hung one timed out
+    assert done[1][1] < 2.5  # read timeout, not the server's 4 s
+    hung = next(r for r in reports if r.feed_url.endswith("hang.xml"))
+    assert hung.status == "error" and "Timeout" in (hung.error or "")
+
+
+def test_restart_keeps_the_schedule(settings: Settings, feed_server: FeedServer) -> None:
+    clock = Clock()
+    feed_server.routes["/a.xml"] = Route(rss([story(1)]))
+    with Aggregator(settings, clock=clock) as agg:
+        agg.add_feed(feed_server.url("/a.xml"))
+        assert len(agg.update()) == 1
+        (f,) = agg.feeds()
+    with Aggregator(settings, clock=clock) as again:
+        assert again.update() == []  # not due yet after a restart
+        clock.t = (f.next_poll_at or 0) + 1
+        assert len(again.update()) == 1
+
+
+def test_private_addresses_refused_unless_allowed(tmp_path, feed_server: FeedServer) -> None:  # type: ignore[no-untyped-def]
+    from aggregator import FeedError
+    from aggregator.settings import load_settings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[storage]\ndb_path = "p.db"\n[feeds]\nopml = ""\n')
+    feed_server.routes["/a.xml"] = Route(rss([story(1)]))
+    with Aggregator(load_settings(cfg)) as agg:
+        import pytest
+
+        with pytest.raises(FeedError, match="non-public address"):
+            agg.add_feed(feed_server.url("/a.xml"), via_site=True)
+        with pytest.raises(FeedError, match="http"):
+            agg.add_feed(str(cfg), via_site=True)
+
+
+def test_concurrency_limits_overall_and_per_host(tmp_path, feed_server: FeedServer) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from aggregator.settings import load_settings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[storage]\ndb_path = "c.db"\n[feeds]\nallow_private_addresses = true\nopml = ""\n[fetch]\nmax_concurrency = 3\nper_host_concurrency = 2\n'
+    )
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+    hosts: dict[str, list[int]] = {}
+
+    def slow(h: BaseHTTPRequestHandler) -> None:
+        host = h.headers["Host"].split(":")[0]
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+            now_peak = hosts.setdefault(host, [0, 0])
+            now_peak[0] += 1
+            now_peak[1] = max(now_peak[1], now_peak[0])
+        time.sleep(0.3)
+        body = rss([story(int(h.path.strip("/").split(".")[0]))])
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+        with lock:
+            state["now"] -= 1
+            hosts[host][0] -= 1
+
+    with Aggregator(load_settings(cfg)) as agg:
+        for n in range(6):
+            feed_server.routes[f"/{n}.xml"] = Route(handler=slow)
+            agg.add_feed(feed_server.url(f"/{n}.xml"))
+        # The same server under a second host name counts as another host.
+        for n in range(6, 9):
+            feed_server.routes[f"/{n}.xml"] = Route(handler=slow)
+            agg.add_feed(f"http://localhost:{feed_server.port}/{n}.xml")
+        reports = agg.update()
+    assert len(reports) == 9 and all(r.new_items == 1 for r in reports)
+    assert state["peak"] == 3  # three overall
+    assert {h: p[1] for h, p in hosts.items()} == {"127.0.0.1": 2, "localhost": 2}  # two per host

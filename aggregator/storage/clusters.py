@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlite_utils import Database
 
-from aggregator.models import ClusterDetail, ClusterSummary, MemberInfo, StoredItem
+from aggregator.models import ClusterDetail, ClusterSummary, MemberInfo, StoredItem, StoryFilter
 from aggregator.storage import items as items_store
 
 __all__ = [
@@ -165,3 +166,97 @@ def detail(db: Database, cluster_id: int) -> ClusterDetail | None:
     ]
     members: list[StoredItem] = items_store.get_many(db, ids)
     return ClusterDetail(summary=summaries[0], members=members)
+
+
+# -- the site and the merged feeds --------------------------------------------------------
+
+
+def stories(
+    db: Database,
+    story_filter: StoryFilter,
+    match: str | None = None,
+    *,
+    sort: str = "latest",
+    limit: int = 20,
+    offset: int = 0,
+) -> list[ClusterSummary]:
+    """Stories passing ``story_filter``, newest (or most covered) first, with ``created_at``.
+
+    ``match`` is an FTS5 query (see :func:`aggregator.storage.search.fts_query`) that
+    one of a story's items must match; the filter's ``query`` text is not used here.
+    """
+    order = _ORDER.get(sort, _ORDER["latest"])
+    where = ["c.n_feeds >= ?", "c.canonical_item_id IS NOT NULL"]
+    params: list[Any] = [max(1, story_filter.min_outlets)]
+    if story_filter.feed_id is not None:
+        where.append(
+            "EXISTS (SELECT 1 FROM memberships m JOIN items i ON i.id = m.item_id "
+            "WHERE m.cluster_id = c.id AND i.feed_id = ?)"
+        )
+        params.append(story_filter.feed_id)
+    if story_filter.category:
+        where.append(
+            "EXISTS (SELECT 1 FROM memberships m JOIN items i ON i.id = m.item_id, json_each(i.categories) j "
+            "WHERE m.cluster_id = c.id AND lower(j.value) = lower(?))"
+        )
+        params.append(story_filter.category.strip())
+    if match is not None:
+        where.append(
+            "c.id IN (SELECT m.cluster_id FROM items_fts JOIN memberships m ON m.item_id = items_fts.rowid "
+            "WHERE items_fts MATCH ?)"
+        )
+        params.append(match)
+    rows = db.execute(
+        f"SELECT c.id, c.canonical_item_id, c.size, c.first_time, c.last_time, c.updated_at, c.created_at "
+        f"FROM clusters c WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    ).fetchall()
+    return _with_created(db, rows)
+
+
+def summaries(db: Database, cluster_ids: Sequence[int]) -> list[ClusterSummary]:
+    """Summaries (with ``created_at``) of the given clusters, in the order given; missing ones skipped."""
+    if not cluster_ids:
+        return []
+    marks = ",".join("?" * len(cluster_ids))
+    rows = db.execute(
+        "SELECT c.id, c.canonical_item_id, c.size, c.first_time, c.last_time, c.updated_at, c.created_at "
+        f"FROM clusters c WHERE c.id IN ({marks})",
+        list(cluster_ids),
+    ).fetchall()
+    by_id = {s.id: s for s in _with_created(db, rows)}
+    return [by_id[i] for i in cluster_ids if i in by_id]
+
+
+def _with_created(db: Database, rows: Sequence[Sequence[Any]]) -> list[ClusterSummary]:
+    created = {r[0]: r[6] for r in rows}
+    return [dataclasses.replace(s, created_at=created[s.id]) for s in _summaries(db, [r[:6] for r in rows])]
+
+
+def members_of(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[StoredItem]]:
+    """Every member item of each cluster, oldest first."""
+    out: dict[int, list[StoredItem]] = {cid: [] for cid in cluster_ids}
+    if not cluster_ids:
+        return out
+    marks = ",".join("?" * len(cluster_ids))
+    ids = [
+        r[0]
+        for r in db.execute(
+            "SELECT m.item_id FROM memberships m JOIN items i ON i.id = m.item_id "
+            f"WHERE m.cluster_id IN ({marks}) ORDER BY i.sort_time, i.id",
+            list(cluster_ids),
+        )
+    ]
+    for item in items_store.get_many(db, ids):
+        if item.cluster_id is not None:
+            out.setdefault(item.cluster_id, []).append(item)
+    return out
+
+
+def version(db: Database) -> tuple[Any, ...]:
+    """A cheap fingerprint of every story: latest change, how many, latest item and edit."""
+    row = db.execute(
+        "SELECT (SELECT max(updated_at) FROM clusters), (SELECT count(*) FROM clusters), "
+        "(SELECT max(id) FROM items), (SELECT count(*) FROM memberships)"
+    ).fetchone()
+    return tuple(row)

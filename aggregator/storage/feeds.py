@@ -157,3 +157,21 @@ def remove(db: Database, feed_id: int) -> list[int]:
     ).fetchall()
     db.execute("DELETE FROM feeds WHERE id = ?", [feed_id])
     return [r[0] for r in rows]
+
+
+def names_version(db: Database) -> str:
+    """Every feed's id and display name: changes when an outlet is added, removed or renamed."""
+    row = db.execute(
+        "SELECT group_concat(id || ':' || coalesce(title, url), char(10)) FROM "
+        "(SELECT id, title, url FROM feeds ORDER BY id)"
+    ).fetchone()
+    return str(row[0] or "")
+
+
+def state_version(db: Database) -> tuple[Any, ...]:
+    """A cheap fingerprint of every feed's polling state (changes at each poll)."""
+    row = db.execute(
+        "SELECT count(*), total(polls), max(last_polled_at), total(failures), total(paused), "
+        "group_concat(status, ',') FROM feeds"
+    ).fetchone()
+    return tuple(row)
