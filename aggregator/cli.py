@@ -251,6 +251,19 @@ def export(fmt: str, output: Any) -> None:
     click.echo(f"exported {n} item(s)", err=True)
 
 
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@common_options
+def backup(path: Path) -> None:
+    """Copy the database to PATH with SQLite's online backup (safe while polling)."""
+    with _open() as agg:
+        try:
+            agg.backup(path)
+        except Exception as exc:
+            raise click.ClickException(f"backup failed: {exc}") from None
+    click.echo(f"backed up to {path}")
+
+
 @cli.command("eval")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

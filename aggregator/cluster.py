@@ -160,6 +160,10 @@ class ClusterEngine:
                 evicted += 1
         return evicted
 
+    def assignments(self) -> dict[int, int]:
+        """Item id -> cluster id of everything indexed."""
+        return dict(self._cluster_of)
+
     def doc(self, item_id: int) -> Doc | None:
         return self._docs.get(item_id)
 

@@ -28,8 +28,10 @@ from aggregator.models import (
 )
 from aggregator.pipeline import Pipeline
 from aggregator.settings import Settings, load_settings
+from aggregator.storage import backup as storage_backup
 from aggregator.storage import clusters as clusters_store
 from aggregator.storage import feeds as feeds_store
+from aggregator.storage import integrity_check as storage_integrity_check
 from aggregator.storage import items as items_store
 from aggregator.storage import open_database, write_transaction
 from aggregator.storage import search as search_store
@@ -251,6 +253,13 @@ class Aggregator:
 
     def cluster(self, cluster_id: int) -> ClusterDetail | None:
         return clusters_store.detail(self.db, cluster_id)
+
+    def backup(self, dest: str | Path) -> None:
+        """A consistent copy of the database at ``dest``, taken while others write."""
+        storage_backup(self.db, dest)
+
+    def integrity_check(self) -> str:
+        return storage_integrity_check(self.db)
 
     def counts(self) -> dict[str, int]:
         return {

@@ -60,3 +60,31 @@ def write_transaction(db: Database) -> Iterator[Database]:
         raise
     else:
         db.execute("COMMIT")
+
+
+def backup(db: Database, dest: str | Path) -> None:
+    """Copy the database to ``dest`` with SQLite's online backup.
+
+    The copy is one consistent snapshot, taken while other connections keep
+    writing (WAL readers do not block writers).  ``dest`` is replaced atomically.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    tmp.unlink(missing_ok=True)
+    target = sqlite3.connect(str(tmp))
+    try:
+        db.conn.backup(target)
+        ok = target.execute("PRAGMA integrity_check").fetchone()[0]
+        if ok != "ok":
+            raise sqlite3.DatabaseError(f"backup failed its integrity check: {ok}")
+        target.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        target.close()
+    tmp.replace(dest)
+
+
+def integrity_check(db: Database) -> str:
+    """SQLite's ``PRAGMA integrity_check``: "ok", or the problems found."""
+    rows = db.execute("PRAGMA integrity_check").fetchall()
+    return "\n".join(str(r[0]) for r in rows)
