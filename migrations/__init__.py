@@ -117,3 +117,33 @@ def m0002_core(db: Database) -> None:
         );
         """
     )
+
+
+@migrations(name="0003_fts")
+def m0003_fts(db: Database) -> None:
+    # Full-text search over items (SQLite FTS5), an external-content index kept in
+    # step with ``items`` by triggers; filled from the items already stored.
+    db.executescript(
+        """
+        CREATE VIRTUAL TABLE items_fts USING fts5(
+            title, summary, text,
+            content='items', content_rowid='id',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER items_fts_insert AFTER INSERT ON items BEGIN
+            INSERT INTO items_fts (rowid, title, summary, text)
+            VALUES (new.id, new.title, new.summary, new.text);
+        END;
+        CREATE TRIGGER items_fts_delete AFTER DELETE ON items BEGIN
+            INSERT INTO items_fts (items_fts, rowid, title, summary, text)
+            VALUES ('delete', old.id, old.title, old.summary, old.text);
+        END;
+        CREATE TRIGGER items_fts_update AFTER UPDATE OF title, summary, text ON items BEGIN
+            INSERT INTO items_fts (items_fts, rowid, title, summary, text)
+            VALUES ('delete', old.id, old.title, old.summary, old.text);
+            INSERT INTO items_fts (rowid, title, summary, text)
+            VALUES (new.id, new.title, new.summary, new.text);
+        END;
+        INSERT INTO items_fts (items_fts) VALUES ('rebuild');
+        """
+    )

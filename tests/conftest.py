@@ -170,3 +170,103 @@ def rss(items: list[dict[str, str]], title: str = "Test Feed", extra: str = "") 
         parts.append("</item>")
     parts.append("</channel></rss>")
     return "\n".join(parts).encode("utf-8")
+
+
+# -- the site: the demo database, the app, a live server and headless Chromium ------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def load_demo(agg: Aggregator, demo: Path) -> None:
+    """Subscribe to the demo feeds and poll them once."""
+    added, problems = agg.import_opml(demo / "demo.opml")
+    assert len(added) == 6 and not problems
+    reports = agg.update()
+    assert all(r.status == "ok" for r in reports), reports
+
+
+@pytest.fixture(scope="session")
+def demo_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database with the demo feeds polled, made once per test process (copy it, don't use it)."""
+    folder = tmp_path_factory.mktemp("demo-template")
+    shutil.copytree(EXAMPLES, folder / "examples")
+    cfg = folder / "config.toml"
+    cfg.write_text('[storage]\ndb_path = "agg.db"\n[feeds]\nopml = ""\n', encoding="utf-8")
+    with Aggregator(load_settings(cfg)) as a:
+        load_demo(a, folder / "examples")
+        a.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return folder / "agg.db"
+
+
+@pytest.fixture
+def demo_agg(settings: Settings, demo_db_template: Path) -> Iterator[Aggregator]:
+    """An aggregator on a fresh copy of the demo database (do not combine with ``agg``)."""
+    shutil.copyfile(demo_db_template, settings.db_path)
+    a = Aggregator(settings)
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def web_app(demo_agg: Aggregator) -> Any:
+    """The site on the demo database (a Flask app)."""
+    from web import create_app
+
+    return create_app(demo_agg.settings, db_path=demo_agg.db_path)
+
+
+@pytest.fixture
+def client(web_app: Any) -> Any:
+    return web_app.test_client()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Any
+
+
+def serve(app: Any) -> Iterator[LiveServer]:
+    """Serve a WSGI app on 127.0.0.1 (a free port) in a thread until the generator closes."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def live_server(web_app: Any) -> Iterator[LiveServer]:
+    """The demo site served on 127.0.0.1."""
+    yield from serve(web_app)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (scripts/system-deps.sh)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

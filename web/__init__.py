@@ -1,19 +1,37 @@
-"""The site: an application factory, a public blueprint and an admin blueprint.
+"""The site: an application factory and the public blueprint (stories, outlets, search, merged feeds).
 
 Views call the :class:`aggregator.Aggregator` facade; there is no SQL here.
+
+Optional Flask config keys (pass them to :func:`create_app`):
+
+``AGGREGATOR_BASE_URL``
+    The site's public address (``https://news.example.org``) for absolute links
+    in the merged feeds; default: the address of each request.
+``AGGREGATOR_SITE_TITLE``
+    The name shown in page titles and feeds; default ``the aggregator``.
+``AGGREGATOR_CSP``
+    The Content-Security-Policy header; default :data:`CONTENT_SECURITY_POLICY`.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g
+from flask import Flask, Response, g, render_template
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from aggregator import Aggregator
 from aggregator.settings import Settings, load_settings
 
-__all__ = ["create_app", "get_aggregator"]
+__all__ = ["CONTENT_SECURITY_POLICY", "create_app", "get_aggregator"]
+
+# Defence in depth behind the sanitiser: no script of any kind, styles and forms from here only.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' https: http:; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def create_app(
@@ -27,13 +45,45 @@ def create_app(
     db = Path(db_path) if db_path is not None else settings.db_path
     Aggregator(settings, db_path=db).close()  # create the database and apply migrations
     app = Flask(__name__)
-    app.config.update(AGGREGATOR_SETTINGS=settings, AGGREGATOR_DB=db, **flask_config)
+    app.config.update(
+        AGGREGATOR_SETTINGS=settings,
+        AGGREGATOR_DB=db,
+        AGGREGATOR_STARTED=time.time(),
+        AGGREGATOR_SITE_TITLE="the aggregator",
+        AGGREGATOR_BASE_URL=None,
+        AGGREGATOR_CSP=CONTENT_SECURITY_POLICY,
+    )
+    app.config.update(**flask_config)
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True
 
     @app.teardown_appcontext
     def close_aggregator(_exc: BaseException | None) -> None:
         agg = g.pop("aggregator", None)
         if agg is not None:
             agg.close()
+
+    @app.after_request
+    def security_headers(resp: Response) -> Response:
+        csp = app.config.get("AGGREGATOR_CSP")
+        if csp:
+            resp.headers.setdefault("Content-Security-Policy", csp)
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        return resp
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[str, int] | HTTPException:
+        code = exc.code or 500
+        if code < 400:
+            return exc
+        return render_template("error.html", code=code, name=exc.name, description=exc.description), code
+
+    @app.errorhandler(InternalServerError)
+    def server_error(exc: InternalServerError) -> tuple[str, int]:
+        description = "Something went wrong on our side. Please try again in a moment."
+        return render_template("error.html", code=500, name="Server error", description=description), 500
 
     from web import filters, public
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import nh3
 from flask import Flask
-from markupsafe import Markup
+from markupsafe import Markup, escape
+
+from aggregator.storage.search import HIGHLIGHT_END, HIGHLIGHT_START
 
 ALLOWED_TAGS = {
     "a",
@@ -85,5 +89,72 @@ def iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
+def safe_url(url: str | None) -> str | None:
+    """``url`` if it is an absolute http(s) URL, else ``None`` (no javascript:, data:, ...)."""
+    if not url:
+        return None
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    if any(c in url for c in "\x00\t\n\r"):
+        return None
+    return url
+
+
+_MARKED = re.compile(f"{HIGHLIGHT_START}([^{HIGHLIGHT_START}{HIGHLIGHT_END}]*){HIGHLIGHT_END}")
+_MARKERS = re.compile(f"[{HIGHLIGHT_START}{HIGHLIGHT_END}]")
+
+
+def highlight(snippet: str | None) -> Markup:
+    """A search snippet, escaped, with its marked words in ``<mark>``; stray markers dropped."""
+    if not snippet:
+        return Markup("")
+    out: list[str] = []
+    pos = 0
+    for m in _MARKED.finditer(snippet):
+        out.append(str(escape(_MARKERS.sub("", snippet[pos : m.start()]))))
+        out.append(f"<mark>{escape(m.group(1))}</mark>")
+        pos = m.end()
+    out.append(str(escape(_MARKERS.sub("", snippet[pos:]))))
+    return Markup("".join(out))
+
+
+_EMAIL_NAME = re.compile(r"^\s*\S+@\S+\s*\((.+)\)\s*$")
+
+
+def author_name(author: str | None) -> str:
+    """``"desk@example.org (Jane Doe)"`` -> ``"Jane Doe"``; anything else as it is."""
+    if not author:
+        return ""
+    m = _EMAIL_NAME.match(author)
+    return m.group(1).strip() if m else author.strip()
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``"1 outlet"``, ``"3 outlets"``."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def percent(x: float | None) -> str:
+    return "" if x is None else f"{x * 100:.0f}%"
+
+
 def register(app: Flask) -> None:
-    app.jinja_env.filters.update(safe_html=safe_html, when=when, iso=iso)
+    app.jinja_env.filters.update(
+        safe_html=safe_html,
+        when=when,
+        iso=iso,
+        safe_url=safe_url,
+        highlight=highlight,
+        plural=plural,
+        percent=percent,
+        author_name=author_name,
+    )
+
+    @app.context_processor
+    def site() -> dict[str, object]:
+        return {"site_title": app.config.get("AGGREGATOR_SITE_TITLE") or "the aggregator"}

@@ -1,37 +1,309 @@
-"""Public pages: stories, a story, health."""
+"""Public pages: stories, a story, outlets, search, the merged feeds and health.
+
+Every view reads through the :class:`aggregator.Aggregator` facade (no SQL here)
+and every page and feed answers conditional GETs (see :mod:`web.caching`).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
-from web import get_aggregator
+from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
+
+from aggregator.models import ClusterSummary, Feed, StoredItem, StoryFilter
+from web import get_aggregator, syndication
+from web.caching import conditional
+from web.diff import TextDiff, WordOp, diff_texts, word_diff
+from web.filters import safe_url
 
 bp = Blueprint("public", __name__)
 
+SORTS = {"latest": "Latest", "coverage": "Most covered"}
+MAX_MIN_OUTLETS = 100
+MAX_QUERY = 200
+
+
+# -- filters shared by the front page and the merged feeds ---------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A validated story filter, the query arguments that express it, and its outlet."""
+
+    story_filter: StoryFilter
+    args: dict[str, str]  # canonical query arguments, only the ones that filter
+    outlet: Feed | None
+
+    def describe(self) -> str:
+        """``"covered by at least 2 outlets, from Northwire, matching “storm”"``."""
+        f = self.story_filter
+        parts = []
+        if f.min_outlets > 1:
+            parts.append(f"covered by at least {f.min_outlets} outlets")
+        if self.outlet is not None:
+            parts.append(f"from {self.outlet.display_name}")
+        if f.category:
+            parts.append(f"in “{f.category}”")
+        if f.query:
+            parts.append(f"matching “{f.query}”")
+        return ", ".join(parts)
+
+
+def _int_arg(args: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    raw = args.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        abort(400, description=f"“{name}” must be a whole number.")
+    if not low <= value <= high:
+        abort(400, description=f"“{name}” must be between {low} and {high}.")
+    return value
+
+
+def parse_filters(args: MultiDict[str, str]) -> Filters:
+    """Read ``min_outlets``, ``outlet`` (a feed id), ``category`` and ``q``; 400 on nonsense, 404 on no such outlet."""
+    out: dict[str, str] = {}
+    min_outlets = _int_arg(args, "min_outlets", 1, MAX_MIN_OUTLETS) or 1
+    if min_outlets > 1:
+        out["min_outlets"] = str(min_outlets)
+    feed_id = _int_arg(args, "outlet", 1, 2**62)
+    outlet = None
+    if feed_id is not None:
+        outlet = get_aggregator().feed(feed_id)
+        if outlet is None:
+            abort(404, description="There is no such outlet (any more).")
+        out["outlet"] = str(feed_id)
+    category = " ".join(args.get("category", "").split())[:100] or None
+    if category:
+        out["category"] = category
+    query = " ".join(args.get("q", "").split())[:MAX_QUERY] or None
+    if query:
+        out["q"] = query
+    return Filters(StoryFilter(min_outlets, feed_id, category, query), out, outlet)
+
+
+def _page() -> int:
+    return _int_arg(request.args, "page", 1, 100_000) or 1
+
+
+def _absolute(endpoint: str, **values: Any) -> str:
+    """An absolute URL, on ``AGGREGATOR_BASE_URL`` when set."""
+    base = current_app.config.get("AGGREGATOR_BASE_URL")
+    if base:
+        return str(base).rstrip("/") + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)
+
+
+# -- pages -------------------------------------------------------------------------------
+
 
 @bp.get("/")
+@conditional()
 def index() -> str:
     agg = get_aggregator()
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    filters = parse_filters(request.args)
+    page = _page()
     sort = request.args.get("sort", "latest")
-    if sort not in ("latest", "coverage"):
+    if sort not in SORTS:
         sort = "latest"
     size = agg.settings.web.page_size
-    stories = agg.clusters(sort=sort, limit=size + 1, offset=(page - 1) * size)
+    stories = agg.stories(filters.story_filter, sort=sort, limit=size + 1, offset=(page - 1) * size)
+    if page > 1 and not stories:
+        abort(404, description="There are no stories on this page.")
     return render_template(
-        "index.html", stories=stories[:size], page=page, sort=sort, has_next=len(stories) > size
+        "index.html",
+        stories=stories[:size],
+        page=page,
+        sort=sort,
+        sorts=SORTS,
+        has_next=len(stories) > size,
+        filters=filters,
+        feed_args=filters.args,
+        outlets=agg.feeds(),
     )
 
 
+def _why(member: StoredItem, by_id: Mapping[int, StoredItem]) -> str:
+    """Why an item is in its story, in words."""
+    matched = by_id.get(member.matched_item_id) if member.matched_item_id is not None else None
+    other = f"{matched.outlet}’s report" if matched is not None else "an earlier report"
+    score = f"{member.score:.2f}" if member.score is not None else "n/a"
+    signal = member.signal or "unknown"
+    if signal == "new":
+        return "It started this story: no earlier report was close enough to join."
+    if signal == "same-link":
+        return f"It links to the same article as {other}."
+    if signal == "exact-copy":
+        return f"Its headline and text are exactly those of {other} (syndicated copy)."
+    if signal == "similar":
+        return f"Its words are similar to {other} (similarity score {score})."
+    if signal == "manual":
+        return "An editor put it in this story."
+    return f"Signal “{signal}” matched it with {other} (score {score})."
+
+
+@dataclass(frozen=True)
+class VariantView:
+    item: StoredItem
+    canonical: bool
+    why: str
+    headline: list[WordOp] | None  # None: the same headline as the canonical story
+    diff: TextDiff | None  # None for the canonical item itself
+    matched: StoredItem | None  # the member it was matched with, when that is in this story
+
+
 @bp.get("/story/<int:cluster_id>")
+@conditional()
 def story(cluster_id: int) -> str:
     detail = get_aggregator().cluster(cluster_id)
     if detail is None:
-        abort(404)
-    return render_template("story.html", story=detail.summary, members=detail.members)
+        abort(404, description="This story does not exist, or it was merged into another one.")
+    summary = detail.summary
+    canon = summary.canonical
+    by_id = {m.id: m for m in detail.members}
+    variants = []
+    for m in detail.members:
+        is_canon = m.id == canon.id
+        same_headline = m.title.split() == canon.title.split()
+        variants.append(
+            VariantView(
+                item=m,
+                canonical=is_canon,
+                why=_why(m, by_id),
+                headline=None if is_canon or same_headline else word_diff(canon.title, m.title),
+                diff=None if is_canon else diff_texts(canon.text, m.text),
+                matched=by_id.get(m.matched_item_id)
+                if m.matched_item_id not in (None, m.id) and m.signal != "new"
+                else None,
+            )
+        )
+    return render_template("story.html", story=summary, canonical=canon, variants=variants)
+
+
+@bp.get("/search")
+@conditional()
+def search() -> str:
+    agg = get_aggregator()
+    query = " ".join(request.args.get("q", "").split())[:MAX_QUERY]
+    page = _page()
+    size = agg.settings.web.page_size
+    results = agg.search(query, limit=size + 1, offset=(page - 1) * size) if query else []
+    return render_template(
+        "search.html",
+        query=query,
+        results=results[:size],
+        page=page,
+        has_next=len(results) > size,
+        feed_args={"q": query} if query else {},
+    )
+
+
+@bp.get("/outlets")
+@conditional(feeds=True)
+def outlets() -> str:
+    return render_template("outlets.html", feeds=get_aggregator().feeds())
+
+
+@bp.get("/outlets/<int:feed_id>")
+@conditional(feeds=True)
+def outlet(feed_id: int) -> str:
+    agg = get_aggregator()
+    feed = agg.feed(feed_id)
+    if feed is None:
+        abort(404, description="There is no such outlet.")
+    page = _page()
+    size = agg.settings.web.page_size
+    items = agg.feed_items(feed_id, limit=size + 1, offset=(page - 1) * size)
+    if page > 1 and not items:
+        abort(404, description="There are no items on this page.")
+    return render_template(
+        "outlet.html",
+        feed=feed,
+        feed_link=safe_url(feed.url),
+        site_link=safe_url(feed.site_url),
+        items=items[:size],
+        page=page,
+        has_next=len(items) > size,
+        feed_args={"outlet": str(feed.id)},
+    )
 
 
 @bp.get("/healthz")
-def healthz() -> dict[str, object]:
-    counts = get_aggregator().counts()
-    return {"status": "ok", **counts}
+def healthz() -> tuple[dict[str, object], int, dict[str, str]]:
+    headers = {"Cache-Control": "no-store"}
+    try:
+        counts = get_aggregator().counts()
+    except Exception as exc:  # the database is unreachable or broken
+        return {"status": "error", "error": type(exc).__name__}, 503, headers
+    return {"status": "ok", **counts}, 200, headers
+
+
+# -- merged feeds ------------------------------------------------------------------------
+
+
+def _entries(stories: list[ClusterSummary]) -> list[syndication.FeedEntry]:
+    agg = get_aggregator()
+    members = agg.story_members([s.id for s in stories])
+    authority = urlsplit(_absolute("public.index")).hostname or "localhost"
+    out = []
+    for s in stories:
+        variants = [
+            syndication.Variant(m.title, m.outlet, safe_url(m.link), m.sort_time)
+            for m in members.get(s.id, [])
+        ]
+        out.append(
+            syndication.FeedEntry(
+                id=syndication.tag_uri(authority, s.id, s.created_at),
+                url=_absolute("public.story", cluster_id=s.id),
+                title=s.canonical.title,
+                summary=s.canonical.summary,
+                published=s.first_seen,
+                updated=s.updated_at,
+                latest=s.last_seen,
+                outlets=s.outlets,
+                variants=variants,
+                external_url=safe_url(s.canonical.link),
+            )
+        )
+    return out
+
+
+def _merged(endpoint: str, render: syndication.Renderer, mimetype: str) -> Response:
+    agg = get_aggregator()
+    filters = parse_filters(request.args)
+    stories = agg.stories(filters.story_filter, sort="latest", limit=agg.settings.web.feed_size)
+    site = str(current_app.config["AGGREGATOR_SITE_TITLE"])
+    described = filters.describe()
+    channel = syndication.Channel(
+        title=f"{site}: stories {described}" if described else site,
+        description="One item per story, with every outlet's version"
+        + (f"; stories {described}." if described else "."),
+        home_url=_absolute("public.index", **filters.args),
+        self_url=_absolute(endpoint, **filters.args),
+        updated=max((s.updated_at for s in stories), default=agg.freshness().last_modified),
+    )
+    return Response(render(channel, _entries(stories)), content_type=mimetype)
+
+
+@bp.get("/feed.rss")
+@conditional()
+def feed_rss() -> Response:
+    return _merged("public.feed_rss", syndication.render_rss, syndication.RSS_TYPE)
+
+
+@bp.get("/feed.atom")
+@conditional()
+def feed_atom() -> Response:
+    return _merged("public.feed_atom", syndication.render_atom, syndication.ATOM_TYPE)
+
+
+@bp.get("/feed.json")
+@conditional()
+def feed_json() -> Response:
+    return _merged("public.feed_json", syndication.render_json, syndication.JSON_TYPE)

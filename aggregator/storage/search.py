@@ -66,11 +66,11 @@ class Hit:
 def cluster_ranks(db: Database, match: str, limit: int, offset: int = 0) -> list[tuple[int, float]]:
     """Stories with a matching item, best match first: ``(cluster id, best rank)``."""
     rows = db.execute(
-        f"SELECT m.cluster_id, min({_RANK}) AS r FROM items_fts "
-        "JOIN memberships m ON m.item_id = items_fts.rowid "
+        f"WITH h AS MATERIALIZED (SELECT rowid AS item_id, {_RANK} AS r FROM items_fts "
+        "WHERE items_fts MATCH ?) "
+        "SELECT m.cluster_id, min(h.r) AS best FROM h JOIN memberships m ON m.item_id = h.item_id "
         "JOIN clusters c ON c.id = m.cluster_id "
-        "WHERE items_fts MATCH ? GROUP BY m.cluster_id ORDER BY r, c.last_time DESC, m.cluster_id DESC "
-        "LIMIT ? OFFSET ?",
+        "GROUP BY m.cluster_id ORDER BY best, c.last_time DESC, m.cluster_id DESC LIMIT ? OFFSET ?",
         [match, limit, offset],
     ).fetchall()
     return [(int(r[0]), float(r[1])) for r in rows]

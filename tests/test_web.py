@@ -1,0 +1,372 @@
+"""The site through Flask's test client: pages, search, outlets, errors, headers, conditional GET."""
+
+from __future__ import annotations
+
+import re
+from email.utils import format_datetime, parsedate_to_datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator import Aggregator
+from aggregator.models import StoryFilter
+from tests.conftest import FeedServer, Route, load_demo, rss
+from web import create_app
+
+SEED_QUERY = 'Putin Musk Starlink Taiwan "favour to China"'
+
+
+def seed_story(agg: Aggregator) -> int:
+    """The id of the seed story (Harbour Post + Daily Ledger: Putin asked Musk about Starlink)."""
+    found = agg.stories(StoryFilter(query=SEED_QUERY), limit=5)
+    assert found, "the seed story is missing"
+    return found[0].id
+
+
+def text_of(html: str) -> str:
+    """Visible text of a page, whitespace collapsed, entities decoded."""
+
+    class P(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts: list[str] = []
+
+        def handle_data(self, data: str) -> None:
+            self.parts.append(data)
+
+    p = P()
+    p.feed(html)
+    return re.sub(r"\s+([,.;:)])", r"\1", " ".join(" ".join(p.parts).split()))
+
+
+def page(client: Any, url: str, status: int = 200) -> str:
+    r = client.get(url)
+    assert r.status_code == status, (url, r.status_code)
+    return str(r.get_data(as_text=True))
+
+
+# -- front page --------------------------------------------------------------------------
+
+
+def test_front_page_lists_one_story_per_cluster(client: Any, demo_agg: Aggregator) -> None:
+    html = page(client, "/")
+    assert "<title>Latest stories · the aggregator</title>" in html
+    stories = demo_agg.clusters(limit=20)
+    for s in stories:
+        assert f'href="/story/{s.id}"' in html
+    # one link per story, not one per item
+    assert len(re.findall(r'<h2 id="s\d+"><a href="/story/\d+">', html)) == len(stories)
+    seed = demo_agg.cluster(seed_story(demo_agg))
+    assert seed is not None
+    text = text_of(html)
+    assert seed.summary.canonical.title in text
+    assert "The Harbour Post - News" in text and "The Daily Ledger" in text
+    assert f"{len(seed.summary.outlets)} outlets" in text
+    assert "First reported" in text and "Latest" in text
+
+
+def test_front_page_sorts_by_most_covered(client: Any, demo_agg: Aggregator) -> None:
+    html = page(client, "/?sort=coverage")
+    ids = [int(i) for i in re.findall(r'<h2 id="s(\d+)">', html)]
+    counts = {s.id: len(s.outlets) for s in demo_agg.clusters(limit=100)}
+    shown = [counts[i] for i in ids]
+    assert shown == sorted(shown, reverse=True)
+    assert shown[0] > shown[-1]
+    assert 'aria-current="page">Most covered<' in html
+
+
+def test_front_page_paginates(settings: Any, demo_feeds: Path) -> None:
+    small = settings.replace({"web.page_size": 4})
+    with Aggregator(small) as agg:
+        load_demo(agg, demo_feeds)
+        total = agg.counts()["clusters"]
+    client = create_app(small).test_client()
+    seen: list[str] = []
+    n = 1
+    while True:
+        html = page(client, f"/?page={n}")
+        ids = re.findall(r'<h2 id="s(\d+)">', html)
+        assert 0 < len(ids) <= 4
+        seen += ids
+        if 'rel="next"' not in html:
+            break
+        assert f'href="/?page={n + 1}' in html or f"page={n + 1}" in html
+        n += 1
+    assert len(seen) == len(set(seen)) == total
+    page(client, f"/?page={n + 1}", 404)
+    page(client, "/?page=zero", 400)
+
+
+def test_front_page_filters(client: Any, demo_agg: Aggregator) -> None:
+    html = page(client, "/?min_outlets=2")
+    ids = [int(i) for i in re.findall(r'<h2 id="s(\d+)">', html)]
+    assert ids
+    for cid in ids:
+        detail = demo_agg.cluster(cid)
+        assert detail is not None and len(detail.summary.outlets) >= 2
+    assert "Stories covered by at least 2 outlets" in text_of(html)
+    # the subscription links carry the filter
+    assert 'href="/feed.rss?min_outlets=2"' in html
+
+
+# -- story page --------------------------------------------------------------------------
+
+
+def test_story_page_shows_canonical_then_every_variant(client: Any, demo_agg: Aggregator) -> None:
+    cid = seed_story(demo_agg)
+    detail = demo_agg.cluster(cid)
+    assert detail is not None
+    html = page(client, f"/story/{cid}")
+    canon = detail.summary.canonical
+    assert f"<title>{escape_title(canon.title)} · the aggregator</title>" in html
+    text = text_of(html)
+    # the canonical story comes first, then every outlet's variant
+    lead = text.index(canon.title)
+    variants_at = text.index("Every outlet’s version")
+    assert lead < variants_at
+    for m in detail.members:
+        assert f'id="item-{m.id}"' in html
+        assert text.index(m.title, variants_at) > variants_at
+        assert m.link and f'href="{escape_attr(m.link)}"' in html
+        assert m.outlet in text
+        if m.summary:
+            assert m.summary[:60] in text
+    outlets = {m.outlet for m in detail.members}
+    assert {"The Harbour Post - News", "The Daily Ledger"} <= outlets
+
+
+def escape_title(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;")
+
+
+def escape_attr(s: str) -> str:
+    return escape_title(s).replace('"', "&#34;")
+
+
+def test_story_page_explains_why_and_how_variants_differ(client: Any, demo_agg: Aggregator) -> None:
+    cid = seed_story(demo_agg)
+    detail = demo_agg.cluster(cid)
+    assert detail is not None
+    text = text_of(page(client, f"/story/{cid}"))
+    assert text.count("Why it is here:") == len(detail.members)
+    joined = [m for m in detail.members if m.signal not in ("new", None)]
+    assert joined
+    for m in joined:
+        assert f"signal {m.signal}, score {m.score:.2f}" in text
+    # the seed pair are rewrites: different headlines and sentences
+    assert "Its headline differs from the canonical one" in text
+    assert "How its text differs" in text
+    assert "Only in The Daily Ledger" in text or "Only in The Harbour Post - News" in text
+    assert "Left out (only in the canonical text)" in text
+
+
+def test_exact_copies_show_as_the_same_text(agg: Aggregator, feed_server: FeedServer) -> None:
+    body = (
+        "The council approved the new harbour bridge on Monday. Work starts in May. It will cost 40 million."
+    )
+    item = {"title": "Council approves harbour bridge", "pubDate": "Mon, 21 Oct 2024 10:00:00 GMT"}
+    for n in (1, 2):
+        feed_server.routes[f"/{n}.xml"] = Route(
+            body=rss(
+                [{**item, "link": f"https://o{n}.test/bridge", "guid": f"b{n}", "description": body}],
+                title=f"Outlet {n}",
+            )
+        )
+        agg.add_feed(feed_server.url(f"/{n}.xml"))
+    agg.update()
+    (story,) = agg.clusters()
+    client = create_app(agg.settings).test_client()
+    text = text_of(page(client, f"/story/{story.id}"))
+    assert "Same text as the canonical version." in text
+    assert "Its headline differs" not in text
+    assert "exactly those of" in text  # the exact-copy signal, in words
+
+
+def test_missing_story_is_a_404_page(client: Any) -> None:
+    html = page(client, "/story/999999", 404)
+    assert "<title>404 Not Found · the aggregator</title>" in html
+    assert "Page not found" in html and 'href="/"' in html
+
+
+# -- search --------------------------------------------------------------------------------
+
+
+def test_search_groups_matches_by_story(client: Any, demo_agg: Aggregator) -> None:
+    cid = seed_story(demo_agg)
+    html = page(client, "/search?q=Starlink+Taiwan+Putin")
+    ids = [int(i) for i in re.findall(r'<h2 id="r(\d+)">', html)]
+    assert cid in ids
+    assert len(ids) == len(set(ids))  # each story once
+    # both seed variants are listed under the one story, with highlighted snippets
+    block = html[html.index(f'<h2 id="r{cid}">') :]
+    block = block[: block.index("</article>")]
+    assert "The Harbour Post - News" in block and "The Daily Ledger" in block
+    assert "<mark>" in block
+    assert "<title>Search: Starlink Taiwan Putin · the aggregator</title>" in html
+
+
+@pytest.mark.parametrize(
+    "q", ['"', "NEAR(", "title:putin", "a AND", "*", "-", "(((", "\x00", "'; DROP TABLE items; --", "ünïcödé"]
+)
+def test_search_survives_any_input(client: Any, q: str) -> None:
+    r = client.get("/search", query_string={"q": q})
+    assert r.status_code == 200
+
+
+def test_search_without_matches(client: Any) -> None:
+    assert "No story matches" in page(client, "/search?q=zzzyxxq")
+    assert "Search stories" in page(client, "/search")
+
+
+# -- outlets -------------------------------------------------------------------------------
+
+
+def test_outlets_and_outlet_page(client: Any, demo_agg: Aggregator) -> None:
+    html = page(client, "/outlets")
+    feeds = demo_agg.feeds()
+    for f in feeds:
+        assert f'href="/outlets/{f.id}"' in html
+    assert text_of(html).count("Healthy") == len(feeds)
+    harbour = next(f for f in feeds if f.title and "Harbour" in f.title)
+    html = page(client, f"/outlets/{harbour.id}")
+    text = text_of(html)
+    assert "Last poll" in text and "Last result" in text and "ok" in text
+    assert f"{harbour.items_total} new items" in text or f"{harbour.items_total} new item" in text
+    items = demo_agg.feed_items(harbour.id, limit=100)
+    assert len(items) == harbour.items_total
+    for it in items:
+        assert f'/story/{it.cluster_id}#item-{it.id}"' in html
+    assert "a local file" in text  # the demo feeds are files: no file: link is shown
+    page(client, "/outlets/999999", 404)
+
+
+def test_failing_outlet_shows_its_error(agg: Aggregator, feed_server: FeedServer) -> None:
+    feed_server.routes["/broken.xml"] = Route(status=500, body=b"oops")
+    feed, _ = agg.add_feed(feed_server.url("/broken.xml"))
+    agg.update()
+    client = create_app(agg.settings).test_client()
+    text = text_of(page(client, f"/outlets/{feed.id}"))
+    assert "Failing" in text and "Last error" in text and "500" in text
+
+
+# -- health, errors, headers -------------------------------------------------------------
+
+
+def test_healthz(client: Any, demo_agg: Aggregator) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.is_json
+    assert r.json == {"status": "ok", **demo_agg.counts()}
+    assert r.headers["Cache-Control"] == "no-store"
+
+
+def test_server_error_page(web_app: Any) -> None:
+    def boom() -> str:
+        raise RuntimeError("kaput")
+
+    web_app.add_url_rule("/boom", "boom", boom)
+    r = web_app.test_client().get("/boom")
+    assert r.status_code == 500
+    html = r.get_data(as_text=True)
+    assert "<title>500 Server error · the aggregator</title>" in html
+    assert "kaput" not in html  # no internals leak
+
+
+def test_bad_parameters_are_400(client: Any) -> None:
+    for url in ("/?min_outlets=many", "/?min_outlets=0", "/?outlet=x", "/feed.rss?min_outlets=-1"):
+        assert client.get(url).status_code == 400, url
+    assert client.get("/feed.rss?outlet=424242").status_code == 404
+
+
+@pytest.mark.parametrize("url", ["/", "/story/1", "/search?q=x", "/outlets", "/nope", "/feed.rss"])
+def test_security_headers(client: Any, url: str) -> None:
+    r = client.get(url)
+    csp = r.headers["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["default-src"] == "'none'" and "script-src" not in directives
+    assert "unsafe-inline" not in csp
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_pages_have_landmarks_and_labels(client: Any, demo_agg: Aggregator) -> None:
+    for url in ("/", f"/story/{seed_story(demo_agg)}", "/search?q=storm", "/outlets"):
+        html = page(client, url)
+        assert '<html lang="en">' in html
+        assert "<main" in html and "<header" in html and "<footer" in html and "<nav" in html
+        assert html.count("<h1") == 1
+        # every form control has a label
+        for control_id in re.findall(r'<(?:input|select)[^>]* id="([^"]+)"', html):
+            assert f'<label for="{control_id}"' in html, (url, control_id)
+        assert '<meta name="viewport"' in html
+
+
+# -- conditional GET -----------------------------------------------------------------------
+
+CONDITIONAL = ["/", "/?sort=coverage", "/search?q=storm", "/outlets", "/feed.rss", "/feed.atom", "/feed.json"]
+
+
+@pytest.mark.parametrize("url", [*CONDITIONAL, "STORY", "OUTLET"])
+def test_conditional_get(client: Any, demo_agg: Aggregator, url: str) -> None:
+    if url == "STORY":
+        url = f"/story/{seed_story(demo_agg)}"
+    elif url == "OUTLET":
+        url = f"/outlets/{demo_agg.feeds()[0].id}"
+    r = client.get(url)
+    assert r.status_code == 200
+    etag, last_modified = r.headers["ETag"], r.headers["Last-Modified"]
+    assert etag.startswith('W/"') and "no-cache" in r.headers["Cache-Control"]
+    again = client.get(url, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
+    assert client.get(url, headers={"If-Modified-Since": last_modified}).status_code == 304
+    earlier = format_datetime(parsedate_to_datetime(last_modified).replace(year=2000), usegmt=True)
+    assert client.get(url, headers={"If-Modified-Since": earlier}).status_code == 200
+    assert client.get(url, headers={"If-None-Match": 'W/"other"'}).status_code == 200
+    # If-None-Match wins over If-Modified-Since
+    both = {"If-None-Match": 'W/"other"', "If-Modified-Since": last_modified}
+    assert client.get(url, headers=both).status_code == 200
+
+
+def test_etag_changes_when_stories_change(agg: Aggregator, feed_server: FeedServer) -> None:
+    feed_server.routes["/a.xml"] = Route(
+        body=rss([{"title": "First story about bridges", "link": "https://a.test/1", "guid": "1"}])
+    )
+    agg.add_feed(feed_server.url("/a.xml"))
+    agg.update()
+    client = create_app(agg.settings).test_client()
+    before = {u: client.get(u).headers["ETag"] for u in ("/", "/feed.rss", "/search?q=bridges")}
+    feed_server.routes["/b.xml"] = Route(
+        body=rss([{"title": "A second story about tunnels", "link": "https://b.test/2", "guid": "2"}])
+    )
+    agg.add_feed(feed_server.url("/b.xml"))
+    agg.update()
+    for url, etag in before.items():
+        r = client.get(url, headers={"If-None-Match": etag})
+        assert r.status_code == 200, url
+        assert r.headers["ETag"] != etag
+    assert "A second story about tunnels" in text_of(page(client, "/"))
+
+
+def test_feed_pages_change_with_polls_but_merged_feeds_do_not(
+    agg: Aggregator, feed_server: FeedServer
+) -> None:
+    feed_server.routes["/a.xml"] = Route(
+        body=rss([{"title": "Only story", "link": "https://a.test/1", "guid": "1"}]), etag='"v1"'
+    )
+    feed, _ = agg.add_feed(feed_server.url("/a.xml"))
+    agg.update()
+    client = create_app(agg.settings).test_client()
+    rss_etag = client.get("/feed.rss").headers["ETag"]
+    outlet_etag = client.get(f"/outlets/{feed.id}").headers["ETag"]
+    agg.update_feed(feed.id)  # answered 304: nothing new, but the poll is recorded
+    assert client.get("/feed.rss", headers={"If-None-Match": rss_etag}).status_code == 304
+    assert client.get(f"/outlets/{feed.id}", headers={"If-None-Match": outlet_etag}).status_code == 200
+
+
+def test_static_files_are_served_and_cached(client: Any) -> None:
+    with client.get("/static/style.css") as r:
+        assert r.status_code == 200 and r.mimetype == "text/css"
+        assert "prefers-color-scheme: dark" in r.get_data(as_text=True)
+        etag = r.headers["ETag"]
+    with client.get("/static/style.css", headers={"If-None-Match": etag}) as again:
+        assert again.status_code == 304

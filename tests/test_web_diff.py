@@ -1,0 +1,109 @@
+"""The variant comparison (web/diff.py): sentence splitting, word and sentence diffs."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from web.diff import _ABBREVIATIONS, diff_texts, sentences, word_diff
+
+words = st.text(st.characters(categories=("L", "N")), min_size=1, max_size=8)
+ascii_words = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=2, max_size=8).filter(
+    lambda w: w not in _ABBREVIATIONS
+)
+sentence = st.builds(
+    lambda ws, end: (" ".join(ws)).capitalize() + end,
+    st.lists(words, min_size=1, max_size=8),
+    st.sampled_from([".", "!", "?", "…", '."']),
+)
+paragraph = st.lists(sentence, max_size=12).map(" ".join)
+ascii_sentence = st.builds(
+    lambda ws, end: (" ".join(ws)).capitalize() + end,
+    st.lists(ascii_words, min_size=1, max_size=8),
+    st.sampled_from([".", "!", "?", "…", '."']),
+)
+
+
+def side(ops: list, kinds: set[str]) -> list[str]:  # type: ignore[type-arg]
+    return " ".join(op.text for op in ops if op.kind in kinds).split()
+
+
+@given(st.text())
+def test_sentences_give_the_text_back(text: str) -> None:
+    assert " ".join(sentences(text)) == " ".join(text.split())
+    assert all(s and s == s.strip() for s in sentences(text))
+
+
+def test_sentences_split_where_a_reader_would() -> None:
+    text = (
+        'Mr. Putin asked Musk to act. "It was a favour," one official said! Did he agree? '
+        "The U.S. response was muted… Officials in Taipei declined to comment."
+    )
+    assert sentences(text) == [
+        "Mr. Putin asked Musk to act.",
+        '"It was a favour," one official said!',
+        "Did he agree?",
+        "The U.S. response was muted…",
+        "Officials in Taipei declined to comment.",
+    ]
+
+
+@given(st.text(max_size=200), st.text(max_size=200))
+def test_word_diff_rebuilds_both_sides(a: str, b: str) -> None:
+    ops = word_diff(a, b)
+    assert side(ops, {"same", "del"}) == a.split()
+    assert side(ops, {"same", "add"}) == b.split()
+    assert all(x.kind != y.kind for x, y in itertools.pairwise(ops))  # runs are merged
+
+
+@given(paragraph)
+def test_a_text_has_no_difference_with_itself(text: str) -> None:
+    d = diff_texts(text, text)
+    assert d.identical and d.same == len(sentences(text))
+    assert d.shared_ratio == 1.0
+
+
+@given(paragraph, paragraph)
+def test_every_sentence_is_accounted_for(a: str, b: str) -> None:
+    d = diff_texts(a, b)
+    sa, sb = sentences(a), sentences(b)
+    assert d.canonical_sentences == len(sa) and d.variant_sentences == len(sb)
+    assert d.same + len(d.reworded) + len(d.removed) == len(sa)
+    assert d.same + len(d.reworded) + len(d.added) == len(sb)
+    assert set(d.added) <= set(sb) and set(d.removed) <= set(sa)
+    for r in d.reworded:
+        assert r.before in sa and r.after in sb
+        assert side(r.words, {"same", "del"}) == r.before.split()
+        assert side(r.words, {"same", "add"}) == r.after.split()
+    assert 0.0 <= d.shared_ratio <= 1.0
+
+
+@given(st.lists(ascii_sentence, min_size=2, max_size=8, unique_by=lambda s: s.lower()), st.randoms())
+def test_reordering_is_not_a_change(parts: list[str], rnd: object) -> None:
+    shuffled = list(parts)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    d = diff_texts(" ".join(parts), " ".join(shuffled))
+    assert not d.added and not d.removed
+
+
+def test_what_a_variant_adds_leaves_out_and_rewords() -> None:
+    canonical = (
+        "Putin asked Musk not to switch on Starlink over Taiwan. "
+        "The request was a favour to Xi Jinping, officials said. "
+        "SpaceX did not respond to questions."
+    )
+    variant = (
+        "Putin asked Musk not to switch on Starlink over Taiwan. "
+        "The request was a favour to China's leader Xi Jinping, officials said. "
+        "Musk has spoken to Putin regularly since 2022."
+    )
+    d = diff_texts(canonical, variant)
+    assert d.same == 1
+    assert d.added == ["Musk has spoken to Putin regularly since 2022."]
+    assert d.removed == ["SpaceX did not respond to questions."]
+    (r,) = d.reworded
+    assert r.before.startswith("The request") and r.after.startswith("The request")
+    assert [op.text for op in r.words if op.kind == "add"] == ["China's leader"]
+    assert not d.identical

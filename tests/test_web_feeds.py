@@ -1,0 +1,351 @@
+"""The merged feeds: valid RSS 2.0 / Atom 1.0 / JSON Feed 1.1, stable ids, filters, a real reader."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import feedparser
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aggregator import Aggregator
+from aggregator.parse import parse_feed
+from aggregator.settings import Settings
+from tests.conftest import FeedServer, LiveServer, Route, rss, serve
+from tests.test_web import SEED_QUERY, seed_story
+from web import create_app, syndication
+
+FORMATS = [
+    ("/feed.rss", "rss20", "application/rss+xml"),
+    ("/feed.atom", "atom10", "application/atom+xml"),
+    ("/feed.json", "json11", "application/feed+json"),
+]
+
+
+def parse(client: Any, url: str) -> Any:
+    """Fetch a merged feed and parse it back: feedparser for XML, JSON checks for JSON Feed.
+
+    Returns feedparser's result, or for JSON Feed an equivalent built from the document.
+    """
+    r = client.get(url)
+    assert r.status_code == 200, (url, r.status_code)
+    assert r.headers["Content-Type"].endswith("charset=utf-8")
+    if r.mimetype == "application/feed+json":
+        return json_feed(r.data)
+    d = feedparser.parse(r.data, response_headers={"content-type": r.headers["Content-Type"]})
+    assert not d.bozo, d.get("bozo_exception")
+    return d
+
+
+def json_feed(data: bytes) -> Any:
+    """Check a JSON Feed 1.1 document against the spec's required fields; shape it like feedparser's."""
+    doc = json.loads(data)
+    assert doc["version"] == "https://jsonfeed.org/version/1.1"
+    assert isinstance(doc["title"], str) and doc["title"]
+    assert isinstance(doc["items"], list)
+    # the project's own JSON Feed reader accepts it without a warning
+    parsed = parse_feed(data, doc["feed_url"], {"content-type": "application/feed+json"})
+    assert parsed.error is None and parsed.warning is None
+    assert len(parsed.entries) == len(doc["items"])
+    entries = []
+    for item in doc["items"]:
+        assert isinstance(item["id"], str) and item["id"]
+        assert "content_html" in item or "content_text" in item
+        for key in ("date_published", "date_modified"):
+            datetime.fromisoformat(item[key].replace("Z", "+00:00"))
+        entries.append(
+            feedparser.FeedParserDict(
+                id=item["id"],
+                title=item["title"],
+                link=item["url"],
+                content=[{"value": item["content_html"]}],
+                updated=item["date_modified"],
+                updated_parsed=datetime.fromisoformat(
+                    item["date_modified"].replace("Z", "+00:00")
+                ).timetuple(),
+                authors=item["authors"],
+            )
+        )
+    return feedparser.FeedParserDict(
+        version="json11",
+        feed=feedparser.FeedParserDict(
+            title=doc["title"], links=[{"rel": "self", "href": doc["feed_url"]}], link=doc["home_page_url"]
+        ),
+        entries=entries,
+    )
+
+
+def content(entry: Any) -> str:
+    if "content" in entry:
+        return str(entry.content[0]["value"])
+    return str(entry.summary)
+
+
+def self_link(d: Any) -> str:
+    return next(str(link["href"]) for link in d.feed.links if link["rel"] == "self")
+
+
+@pytest.mark.parametrize(("path", "version", "mimetype"), FORMATS)
+def test_merged_feed_is_valid_with_one_item_per_story(
+    client: Any, demo_agg: Aggregator, path: str, version: str, mimetype: str
+) -> None:
+    r = client.get(path)
+    assert r.mimetype == mimetype
+    d = parse(client, path)
+    assert d.version == version
+    stories = demo_agg.clusters(limit=100)
+    assert [e.title for e in d.entries] == [s.canonical.title for s in stories]  # newest first
+    assert len({e.id for e in d.entries}) == len(stories)
+    for e, s in zip(d.entries, stories, strict=True):
+        assert e.link == f"http://localhost/story/{s.id}"
+        assert e.id.startswith("tag:localhost,") and f":story/{s.id}/" in e.id
+        assert [a["name"] for a in e.authors] == list(s.outlets)
+    # the seed story lists every outlet's variant with its link
+    cid = seed_story(demo_agg)
+    detail = demo_agg.cluster(cid)
+    assert detail is not None
+    entry = next(e for e in d.entries if e.link.endswith(f"/story/{cid}"))
+    html = content(entry)
+    for m in detail.members:
+        assert m.link is not None
+        assert f'href="{m.link.replace("&", "&amp;")}"' in html
+        assert m.outlet in html
+    assert f"Reported by {len(detail.summary.outlets)} outlets" in html
+    assert self_link(d) == f"http://localhost{path}"
+
+
+def test_merged_feeds_use_the_configured_base_url(demo_agg: Aggregator) -> None:
+    app = create_app(demo_agg.settings, AGGREGATOR_BASE_URL="https://news.example.org/")
+    d = parse(app.test_client(), "/feed.atom?min_outlets=2")
+    assert self_link(d) == "https://news.example.org/feed.atom?min_outlets=2"
+    assert all(e.link.startswith("https://news.example.org/story/") for e in d.entries)
+    assert all(e.id.startswith("tag:news.example.org,") for e in d.entries)
+
+
+@pytest.mark.parametrize(("path", "version", "mimetype"), FORMATS)
+def test_filters_and_self_link(
+    client: Any, demo_agg: Aggregator, path: str, version: str, mimetype: str
+) -> None:
+    all_stories = {s.id: s for s in demo_agg.clusters(limit=100)}
+
+    def ids(d: Any) -> list[int]:
+        return [int(e.link.rsplit("/", 1)[1]) for e in d.entries]
+
+    d = parse(client, f"{path}?min_outlets=2")
+    assert ids(d) and all(len(all_stories[i].outlets) >= 2 for i in ids(d))
+    assert len(ids(d)) == sum(len(s.outlets) >= 2 for s in all_stories.values())
+    assert parse_qs(urlsplit(self_link(d)).query) == {"min_outlets": ["2"]}
+    assert "at least 2 outlets" in d.feed.title
+
+    ledger = next(f for f in demo_agg.feeds() if f.title == "The Daily Ledger")
+    d = parse(client, f"{path}?outlet={ledger.id}")
+    assert ids(d) and all("The Daily Ledger" in all_stories[i].outlets for i in ids(d))
+    assert len(ids(d)) == sum("The Daily Ledger" in s.outlets for s in all_stories.values())
+
+    d = parse(client, f"{path}?category=football")  # the demo's Sport/Football category, any case
+    assert d.entries and all("Castlebridge" in e.title or "Varley" in e.title for e in d.entries)
+
+    d = parse(client, f"{path}?q=starlink&min_outlets=2")
+    assert d.entries
+    for e in d.entries:
+        detail = demo_agg.cluster(int(e.link.rsplit("/", 1)[1]))
+        assert detail is not None and len(detail.summary.outlets) >= 2
+        assert any("starlink" in (m.title + m.text).lower() for m in detail.members)
+    assert parse_qs(urlsplit(self_link(d)).query) == {"min_outlets": ["2"], "q": ["starlink"]}
+
+    d = parse(client, f"{path}?q=zzzyxxq")
+    assert d.entries == []
+
+
+def test_seed_story_is_found_by_its_words(client: Any, demo_agg: Aggregator) -> None:
+    d = parse(client, "/feed.rss?" + "q=" + SEED_QUERY.replace(" ", "+").replace('"', "%22"))
+    assert [e.link for e in d.entries][:1] == [f"http://localhost/story/{seed_story(demo_agg)}"]
+
+
+def test_story_item_is_updated_not_added_when_an_outlet_joins(
+    settings: Settings, feed_server: FeedServer
+) -> None:
+    now = [1_730_000_000.0]
+    agg = Aggregator(settings, clock=lambda: now[0])
+    body = (
+        "The regional council approved the harbour bridge on Monday after a long debate. Work starts in May."
+    )
+    item = {"title": "Council approves harbour bridge", "pubDate": "Mon, 21 Oct 2024 10:00:00 GMT"}
+    other = {
+        "title": "Museum opens a new wing for maritime history",
+        "pubDate": "Sun, 20 Oct 2024 09:00:00 GMT",
+    }
+
+    def publish(n: int, items: list[dict[str, str]]) -> None:
+        feed_server.routes[f"/{n}.xml"] = Route(body=rss(items, title=f"Outlet {n}"))
+        agg.add_feed(feed_server.url(f"/{n}.xml"))
+
+    publish(
+        1,
+        [
+            {**item, "link": "https://one.test/bridge", "guid": "1", "description": body},
+            {**other, "link": "https://one.test/museum", "guid": "2", "description": "A wing opens."},
+        ],
+    )
+    agg.update()
+    client = create_app(settings).test_client()
+    before = {path: parse(client, path) for path, _, _ in FORMATS}
+    now[0] += 3600
+    publish(2, [{**item, "link": "https://two.test/bridge", "guid": "x", "description": body}])
+    agg.update()
+    for path, _, _ in FORMATS:
+        after = parse(client, path)
+        old = {e.id: e for e in before[path].entries}
+        new = {e.id: e for e in after.entries}
+        assert set(new) == set(old) and len(new) == 2, path  # updated, not added
+        bridge = next(i for i, e in new.items() if e.title == item["title"])
+        assert new[bridge].updated_parsed > old[bridge].updated_parsed, path
+        assert "https://two.test/bridge" in content(new[bridge]) and "Outlet 2" in content(new[bridge])
+        assert "https://two.test/bridge" not in content(old[bridge])
+        museum = next(i for i, e in new.items() if e.title == other["title"])
+        assert new[museum].updated == old[museum].updated
+        assert after.entries[0].title == item["title"]  # the updated story is the newest
+    agg.close()
+
+
+# -- a real feed reader -----------------------------------------------------------------------
+
+
+def newsboat(tmp: Path, url: str) -> tuple[list[tuple[str, str, str]], str]:
+    """Run newsboat non-interactively on one feed URL: ``(title, guid, url)`` of its articles, and its count."""
+    exe = shutil.which("newsboat")
+    if exe is None:
+        pytest.fail("newsboat is missing: run `make system-deps` (scripts/system-deps.sh)")
+    (tmp / "urls").write_text(url + "\n", encoding="utf-8")
+    (tmp / "config").write_text("", encoding="utf-8")
+    env = {**os.environ, "HOME": str(tmp), "XDG_CONFIG_HOME": str(tmp), "XDG_DATA_HOME": str(tmp)}
+    args = [exe, "-u", str(tmp / "urls"), "-c", str(tmp / "cache.db"), "-C", str(tmp / "config")]
+    run = subprocess.run([*args, "-x", "reload"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    unread = subprocess.run(
+        [*args, "-x", "print-unread"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert unread.returncode == 0, unread.stderr
+    with sqlite3.connect(tmp / "cache.db") as db:
+        rows = db.execute("SELECT title, guid, url FROM rss_item ORDER BY id").fetchall()
+    db.close()
+    return [(str(a), str(b), str(c)) for a, b, c in rows], unread.stdout.strip()
+
+
+def test_newsboat_reads_the_merged_rss(live_server: LiveServer, demo_agg: Aggregator, tmp_path: Path) -> None:
+    articles, unread = newsboat(tmp_path, live_server.url + "/feed.rss")
+    stories = demo_agg.clusters(limit=100)
+    assert {t for t, _, _ in articles} == {s.canonical.title for s in stories}
+    assert unread == f"{len(stories)} unread articles"
+    seed = seed_story(demo_agg)
+    assert any(u == f"{live_server.url}/story/{seed}" for _, _, u in articles)
+    assert all(g.startswith("tag:127.0.0.1,") for _, g, _ in articles)
+
+
+def test_newsboat_sees_a_joined_outlet_as_the_same_article(
+    settings: Settings, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    body = "Firefighters contained the warehouse blaze near the docks overnight. No one was hurt, officials said."
+    item = {"title": "Warehouse fire near the docks contained", "pubDate": "Tue, 22 Oct 2024 06:00:00 GMT"}
+    with Aggregator(settings) as agg:
+        feed_server.routes["/1.xml"] = Route(
+            body=rss([{**item, "link": "https://one.test/fire", "guid": "1", "description": body}])
+        )
+        agg.add_feed(feed_server.url("/1.xml"))
+        agg.update()
+        reader = tmp_path / "reader"
+        reader.mkdir()
+        for server in serve(create_app(settings)):
+            first, _ = newsboat(reader, server.url + "/feed.rss")
+            time.sleep(1.1)  # updated_at is shown to the second
+            feed_server.routes["/2.xml"] = Route(
+                body=rss([{**item, "link": "https://two.test/fire", "guid": "2", "description": body}])
+            )
+            agg.add_feed(feed_server.url("/2.xml"))
+            agg.update()
+            second, unread = newsboat(reader, server.url + "/feed.rss")
+    assert len(first) == len(second) == 1
+    assert first[0][1] == second[0][1]  # same guid: one article, not two
+    assert unread == "1 unread articles"
+
+
+# -- the builders, on any text -----------------------------------------------------------------
+
+text = st.text(st.characters(codec="utf-8"), max_size=60)
+
+
+def _entry(n: int, title: str, summary: str, outlet: str) -> syndication.FeedEntry:
+    t = 1_700_000_000.0 + n
+    return syndication.FeedEntry(
+        id=f"tag:example.org,2024:story/{n}",
+        url=f"https://example.org/story/{n}",
+        title=title or "untitled",
+        summary=summary,
+        published=t,
+        updated=t + 60,
+        latest=t + 30,
+        outlets=(outlet or "Outlet",),
+        variants=[
+            syndication.Variant(title or "untitled", outlet or "Outlet", "https://o.example/a?b=1&c=2", t)
+        ],
+    )
+
+
+RENDERERS: list[tuple[Callable[..., bytes], str]] = [
+    (syndication.render_rss, "application/rss+xml"),
+    (syndication.render_atom, "application/atom+xml"),
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(title=text, summary=text, outlet=text, channel_title=text)
+def test_any_text_makes_a_valid_feed(title: str, summary: str, outlet: str, channel_title: str) -> None:
+    channel = syndication.Channel(
+        title=channel_title or "t",
+        description="d",
+        home_url="https://example.org/?q=a&b=c",
+        self_url="https://example.org/feed?q=a&b=c",
+        updated=1_700_000_000.0,
+    )
+    entries = [_entry(1, title, summary, outlet), _entry(2, "second", "", "Other")]
+    for render, ctype in RENDERERS:
+        d = feedparser.parse(render(channel, entries), response_headers={"content-type": ctype})
+        assert not d.bozo, (render.__name__, d.get("bozo_exception"))
+        assert [e.id for e in d.entries] == [e.id for e in entries]
+        assert [e.link for e in d.entries] == [e.url for e in entries]
+    doc = json.loads(syndication.render_json(channel, entries))
+    assert [i["id"] for i in doc["items"]] == [e.id for e in entries]
+    assert doc["items"][0]["title"] == (title or "untitled")
+
+
+class Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+
+
+@given(st.text(max_size=80))
+def test_entry_html_has_only_our_markup(s: str) -> None:
+    entry = _entry(1, s, s, s)
+    parser = Tags()
+    parser.feed(syndication.entry_html(entry))
+    assert {t for t, _ in parser.tags} <= {"p", "ul", "li", "a"}
+    for tag, attrs in parser.tags:
+        if tag == "a":
+            assert len(attrs) == 1 and attrs[0][0] == "href"
+            assert attrs[0][1] in {entry.url, "https://o.example/a?b=1&c=2"}

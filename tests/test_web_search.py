@@ -1,0 +1,128 @@
+"""Full-text search storage (FTS5): the query builder, the index kept in step, grouping by story."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator import Aggregator
+from aggregator.models import StoryFilter
+from aggregator.storage import search as search_store
+from tests.conftest import FeedServer, Route, rss
+from web.filters import highlight
+
+
+@pytest.fixture(scope="module")
+def fts() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE t USING fts5(title, summary, text, tokenize='porter unicode61')")
+    db.execute("INSERT INTO t VALUES ('Putin asked Musk', 'Starlink over Taiwan', 'a favour to China')")
+    return db
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=60))
+def test_any_input_is_a_valid_fts_query(fts: sqlite3.Connection, text: str) -> None:
+    q = search_store.fts_query(text)
+    if q is None:
+        assert re.search(r"\w", text) is None  # nothing to look for
+        return
+    fts.execute("SELECT count(*) FROM t WHERE t MATCH ?", [q]).fetchone()  # never a syntax error
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("putin musk", '"putin" "musk"'),
+        ('"favour to China" taiwan', '"favour to China" "taiwan"'),
+        ("title:putin OR NEAR(a b)", '"title putin" "OR" "NEAR a" "b"'),
+        ("Putin's", '"Putin s"'),
+        ("  ---  ", None),
+        ('"unclosed phrase', '"unclosed phrase"'),
+    ],
+)
+def test_fts_query_examples(text: str, expected: str | None) -> None:
+    assert search_store.fts_query(text) == expected
+
+
+def test_fts_query_matches_what_it_should(fts: sqlite3.Connection) -> None:
+    def hits(text: str) -> int:
+        q = search_store.fts_query(text)
+        assert q is not None
+        return int(fts.execute("SELECT count(*) FROM t WHERE t MATCH ?", [q]).fetchone()[0])
+
+    assert hits("musk taiwan") == 1  # words from several columns
+    assert hits("asking") == 1  # stemmed
+    assert hits('"favour to China"') == 1
+    assert hits('"China to favour"') == 0  # a phrase keeps its order
+    assert hits("putin zebra") == 0  # every word must match
+
+
+def index_matches(agg: Aggregator, text: str) -> set[int]:
+    q = search_store.fts_query(text)
+    assert q is not None
+    return {r[0] for r in agg.db.execute("SELECT rowid FROM items_fts WHERE items_fts MATCH ?", [q])}
+
+
+def test_index_follows_inserts_edits_and_deletes(agg: Aggregator, feed_server: FeedServer) -> None:
+    feed_server.routes["/f.xml"] = Route(
+        body=rss([{"title": "Zebras escape from the zoo", "link": "https://z.test/1", "guid": "1"}])
+    )
+    feed, _ = agg.add_feed(feed_server.url("/f.xml"))
+    agg.update()
+    (item,) = agg.feed_items(feed.id)
+    assert index_matches(agg, "zebras") == {item.id}
+    # the outlet edits the item: the index follows
+    feed_server.routes["/f.xml"] = Route(
+        body=rss([{"title": "Giraffes escape from the zoo", "link": "https://z.test/1", "guid": "1"}])
+    )
+    agg.update_feed(feed.id)
+    assert index_matches(agg, "zebras") == set()
+    assert index_matches(agg, "giraffes") == {item.id}
+    # removing the feed deletes its items (a cascade): the index follows
+    agg.remove_feed(feed.id)
+    assert index_matches(agg, "giraffes") == set()
+    agg.db.execute("INSERT INTO items_fts (items_fts, rank) VALUES ('integrity-check', 1)")
+
+
+def test_search_groups_hits_by_story(demo_agg: Aggregator) -> None:
+    results = demo_agg.search("Starlink")
+    assert results
+    ids = [r.story.id for r in results]
+    assert len(ids) == len(set(ids))
+    for r in results:
+        assert r.hits and all(h.item.cluster_id == r.story.id for h in r.hits)
+        assert [h.rank for h in r.hits] == sorted(h.rank for h in r.hits)
+        assert any("\x02" in h.snippet for h in r.hits)
+    best = [r.hits[0].rank for r in results]
+    assert best == sorted(best)  # best story first
+    # paging over stories
+    assert [r.story.id for r in demo_agg.search("Starlink", limit=2, offset=1)] == ids[1:3]
+    assert demo_agg.search("!!!") == []
+
+
+def test_story_filters_combine(demo_agg: Aggregator) -> None:
+    everything = demo_agg.stories(limit=100)
+    assert [s.id for s in everything] == [s.id for s in demo_agg.clusters(limit=100)]
+    assert all(s.created_at is not None for s in everything)
+    starlink = demo_agg.stories(StoryFilter(query="starlink"), limit=100)
+    wide = demo_agg.stories(StoryFilter(query="starlink", min_outlets=2), limit=100)
+    assert {s.id for s in wide} == {s.id for s in starlink if len(s.outlets) >= 2}
+    assert demo_agg.stories(StoryFilter(query="...")) == []
+    by_coverage = demo_agg.stories(sort="coverage", limit=100)
+    assert [len(s.outlets) for s in by_coverage] == sorted(
+        (len(s.outlets) for s in by_coverage), reverse=True
+    )
+
+
+@given(st.text(alphabet=st.sampled_from(["a", "<", ">", "&", '"', "\x02", "\x03", " "]), max_size=40))
+def test_highlight_escapes_and_marks(snippet: str) -> None:
+    html = str(highlight(snippet))
+    stripped = html.replace("<mark>", "").replace("</mark>", "")
+    assert "<" not in stripped and ">" not in stripped
+    assert "\x02" not in html and "\x03" not in html
+    assert html.count("<mark>") == html.count("</mark>")

@@ -1,0 +1,211 @@
+"""Nothing from a feed reaches a page as a script, an event handler or a javascript: link."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aggregator import Aggregator
+from tests.conftest import FeedServer, Route
+from web import create_app
+from web.filters import safe_html, safe_url
+
+HOSTILE_TITLE = (
+    '<script>window.__pwned="title"</script>Hostile harbour headline'
+    "<img src=x onerror=\"window.__pwned='title-img'\">"
+)
+HOSTILE_HTML = (
+    "<p>Ordinary words about the hostile harbour and its <b>bold</b> mayor.</p>"
+    '<script>window.__pwned = "script"</script>'
+    '<img src="http://127.0.0.1:9/x.png" onerror="window.__pwned = \'onerror\'">'
+    '<a id="js-link" href="javascript:window.__pwned=\'link\'">click me</a>'
+    "<a href=\"JaVaScRiPt&#58;window.__pwned='entity'\">entity link</a>"
+    "<a href=\" javascript:window.__pwned='space'\">space link</a>"
+    '<svg onload="window.__pwned = \'svg\'"><circle r="1"/></svg>'
+    "<iframe srcdoc=\"<script>parent.__pwned='iframe'</script>\"></iframe>"
+    '<object data="javascript:window.__pwned=1"></object>'
+    '<a href="data:text/html,<script>alert(1)</script>">data link</a>'
+    '<div style="background:url(javascript:alert(1))">styled</div>'
+    '<form action="javascript:alert(1)"><button formaction="javascript:alert(2)">go</button></form>'
+    "<details open ontoggle=\"window.__pwned='toggle'\"><summary>x</summary></details>"
+    '<math><mi xlink:href="javascript:alert(1)">x</mi></math>'
+    "<body onload=\"window.__pwned='body'\">"
+    '<meta http-equiv="refresh" content="0;url=javascript:alert(1)">'
+    "<style>body{display:none}</style>"
+    "<p>The end of the hostile harbour story.</p>"
+)
+
+
+def hostile_feed() -> bytes:
+    from xml.sax.saxutils import escape
+
+    return f"""<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel>
+<title>{escape("<script>window.__pwned='feed'</script>Hostile Outlet")}</title>
+<link>javascript:window.__pwned='site'</link>
+<description>hostile</description>
+<item>
+  <title>{escape(HOSTILE_TITLE)}</title>
+  <link>javascript:window.__pwned='item-link'</link>
+  <guid>hostile-1</guid>
+  <author>{escape("x@example.org (<script>window.__pwned='author'</script>Eve)")}</author>
+  <category>{escape("<script>window.__pwned='cat'</script>")}</category>
+  <pubDate>Fri, 25 Oct 2024 10:00:00 GMT</pubDate>
+  <description>{escape(HOSTILE_HTML)}</description>
+</item>
+</channel></rss>""".encode()
+
+
+@pytest.fixture
+def hostile_agg(agg: Aggregator, feed_server: FeedServer) -> Aggregator:
+    feed_server.routes["/hostile.xml"] = Route(body=hostile_feed())
+    agg.add_feed(feed_server.url("/hostile.xml"))
+    (report,) = agg.update()
+    assert report.status == "ok" and report.new_items == 1
+    return agg
+
+
+class Audit(HTMLParser):
+    """Collects what could run: script-like elements, handler attributes, non-http(s) URLs."""
+
+    RISKY_TAGS = frozenset(
+        {"script", "iframe", "object", "embed", "svg", "math", "style", "base", "form", "meta"}
+    )
+    URL_ATTRS = frozenset({"href", "src", "action", "formaction", "data", "xlink:href", "srcdoc", "poster"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.problems: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        ours = (tag == "meta" and all(k in ("charset", "name", "content") for k, _ in attrs)) or (
+            tag == "form" and (dict(attrs).get("action") or "").startswith("/")
+        )
+        if tag in self.RISKY_TAGS and not ours:
+            self.problems.append(f"<{tag}>")
+        for name, value in attrs:
+            if name.startswith("on"):
+                self.problems.append(f"{tag}[{name}]")
+            if name == "style":
+                self.problems.append(f"{tag}[style]")
+            if name in self.URL_ATTRS and value is not None:
+                scheme = urlsplit(value.strip()).scheme.lower()
+                if scheme not in ("", "http", "https", "mailto"):
+                    self.problems.append(f"{tag}[{name}={value!r}]")
+
+
+def audit(html: str) -> list[str]:
+    a = Audit()
+    a.feed(html)
+    a.close()
+    return a.problems
+
+
+def test_hostile_item_is_defanged_on_every_page(hostile_agg: Aggregator) -> None:
+    (story,) = hostile_agg.clusters()
+    (feed,) = hostile_agg.feeds()
+    client = create_app(hostile_agg.settings).test_client()
+    urls = ["/", f"/story/{story.id}", "/search?q=hostile+harbour", "/outlets", f"/outlets/{feed.id}"]
+    for url in urls:
+        r = client.get(url)
+        assert r.status_code == 200, url
+        html = r.get_data(as_text=True)
+        assert audit(html) == [], url
+        assert "<script" not in html.lower(), url  # as text, escaped, at most
+        assert "javascript:" not in html.lower(), url
+    story_html = client.get(f"/story/{story.id}").get_data(as_text=True)
+    assert "Hostile harbour headline" in story_html
+    assert "<b>bold</b>" in story_html  # harmless markup survives
+    assert "The end of the hostile harbour story." in story_html
+
+
+@pytest.mark.parametrize("url", ["/feed.rss", "/feed.atom"])
+def test_hostile_item_in_the_merged_xml_feeds_is_escaped(hostile_agg: Aggregator, url: str) -> None:
+    client = create_app(hostile_agg.settings).test_client()
+    body = client.get(url).get_data(as_text=True)
+    assert "<script" not in body.lower()  # text is XML-escaped, HTML content escaped twice
+    assert "javascript:" not in body.lower()
+
+
+def test_hostile_item_in_the_json_feed_is_escaped(hostile_agg: Aggregator) -> None:
+    client = create_app(hostile_agg.settings).test_client()
+    doc = client.get("/feed.json").get_json()
+    (item,) = doc["items"]
+    assert audit(item["content_html"]) == []
+    assert "<script" not in item["content_html"].lower()
+    assert "javascript:" not in json.dumps(doc).lower()
+    assert item.get("external_url") is None  # the javascript: link was never stored
+
+
+# -- the sanitiser itself ----------------------------------------------------------------------
+
+FRAGMENTS = [
+    "<script>alert(1)</script>",
+    "<SCRIPT SRC=//x.test/x.js></SCRIPT>",
+    '<img src=x onerror="alert(1)">',
+    "<img src=x onerror=alert(1)//",
+    '<a href="javascript:alert(1)">a</a>',
+    '<a href="jav&#x09;ascript:alert(1)">a</a>',
+    '<a href="&#106;avascript:alert(1)">a</a>',
+    '<a href="vbscript:msgbox(1)">a</a>',
+    '<a href="data:text/html;base64,PHNjcmlwdD4=">a</a>',
+    '<svg/onload="alert(1)">',
+    '<iframe src="javascript:alert(1)">',
+    "<style>*{x:expression(alert(1))}</style>",
+    '<p style="x:expression(alert(1))">p</p>',
+    '<base href="javascript:/">',
+    '<object data="x.swf">',
+    "<embed src=x>",
+    '<form><button formaction="javascript:alert(1)">b</button></form>',
+    "<details open ontoggle=alert(1)>",
+    '<math><a xlink:href="javascript:alert(1)">m</a></math>',
+    "<!--<script>alert(1)</script>-->",
+    "<<script>script>alert(1)<</script>/script>",
+    '<a href="https://ok.test/a?b=1&c=2" onclick="alert(1)">ok</a>',
+    "<p>plain <b>text</b></p>",
+    "</p></div>",
+    '"><script>alert(1)</script>',
+    "&lt;script&gt;",
+    '<noscript><p title="</noscript><img src=x onerror=alert(1)>">',
+    "<template><script>alert(1)</script></template>",
+    "<textarea><script>alert(1)</script></textarea>",
+]
+
+
+@given(st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=10), max_size=8).map("".join))
+def test_safe_html_never_lets_anything_run(html: str) -> None:
+    assert audit(str(safe_html(html))) == []
+
+
+def test_safe_html_keeps_ordinary_markup() -> None:
+    out = str(safe_html('<p>A <a href="https://x.test/a">link</a> and <em>emphasis</em>.</p>'))
+    assert (
+        out
+        == '<p>A <a href="https://x.test/a" rel="noopener noreferrer nofollow">link</a> and <em>emphasis</em>.</p>'
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://x.test/a", True),
+        ("http://x.test", True),
+        ("javascript:alert(1)", False),
+        (" javascript:alert(1)", False),
+        ("JAVASCRIPT:alert(1)", False),
+        ("data:text/html,x", False),
+        ("//x.test/a", False),
+        ("/relative", False),
+        ("https://x.test/\nfoo", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_safe_url(url: Any, ok: bool) -> None:
+    assert (safe_url(url) is not None) is ok

@@ -1,0 +1,212 @@
+"""How an outlet's variant differs from the canonical story: pure functions on plain text.
+
+Texts are compared sentence by sentence (difflib on normalised sentences), so a
+reader sees what a variant added, what it left out and which sentences it only
+reworded; headlines are compared word by word.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["Reworded", "TextDiff", "WordOp", "diff_texts", "sentences", "word_diff"]
+
+MAX_SENTENCES = 400  # per text: bounds the work on very long articles
+REWORD_RATIO = 0.5  # word similarity at which a changed sentence counts as reworded
+
+# Sentence-ending punctuation (and closing quotes) before a space and what may start a sentence.
+_BOUNDARY = re.compile(r"[.!?…]+[\"”’')\]]*(?=\s+[\"“‘(\[]?(\S))")
+_ABBREVIATIONS = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "st",
+        "jr",
+        "sr",
+        "gen",
+        "col",
+        "lt",
+        "sgt",
+        "rep",
+        "sen",
+        "gov",
+        "mt",
+        "no",
+        "vs",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "u.s",
+        "u.k",
+        "e.g",
+        "i.e",
+    ]
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class WordOp:
+    """A run of words: ``same`` in both texts, ``del`` only in the first, ``add`` only in the second."""
+
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Reworded:
+    """A sentence of the canonical text that the variant says in other words."""
+
+    before: str
+    after: str
+    words: list[WordOp]
+
+
+@dataclass(frozen=True)
+class TextDiff:
+    """What a variant's text shares with the canonical text, adds, leaves out and rewords."""
+
+    same: int  # sentences found in both (ignoring case, punctuation and order)
+    added: list[str] = field(default_factory=list)  # only in the variant, in its order
+    removed: list[str] = field(default_factory=list)  # only in the canonical text, in its order
+    reworded: list[Reworded] = field(default_factory=list)
+    canonical_sentences: int = 0
+    variant_sentences: int = 0
+
+    @property
+    def identical(self) -> bool:
+        return not (self.added or self.removed or self.reworded)
+
+    @property
+    def shared_ratio(self) -> float:
+        """Share of the variant's sentences that are also in the canonical text, as is or reworded."""
+        if not self.variant_sentences:
+            return 1.0 if not self.canonical_sentences else 0.0
+        return (self.same + len(self.reworded)) / self.variant_sentences
+
+
+def sentences(text: str) -> list[str]:
+    """Split plain text into sentences.  Joined with single spaces they give the text back."""
+    text = " ".join(text.split())
+    out: list[str] = []
+    start = 0
+    for m in _BOUNDARY.finditer(text):
+        following = m.group(1)
+        if not (following.isupper() or following.isdigit()):
+            continue  # "e.g. the", "3.5 per cent": a sentence starts with a capital or a number
+        before = text[start : m.start()].rsplit(" ", 1)[-1].lower()
+        if m.group().startswith(".") and (
+            before in _ABBREVIATIONS or (len(before) == 1 and before.isalpha())
+        ):
+            continue  # "Mr. Putin", "J. Smith": not the end of a sentence
+        piece = text[start : m.end()].strip()
+        if piece:
+            out.append(piece)
+        start = m.end()
+    tail = text[start:].strip()
+    if tail:
+        out.append(tail)
+    return out
+
+
+def _key(sentence: str) -> tuple[str, ...]:
+    return tuple(w.casefold() for w in _WORD.findall(sentence))
+
+
+def word_diff(a: str, b: str) -> list[WordOp]:
+    """Word-level differences from ``a`` to ``b``, adjacent runs of one kind merged.
+
+    The ``same`` and ``del`` runs give ``a``'s words; ``same`` and ``add`` give ``b``'s.
+    """
+    wa, wb = a.split(), b.split()
+    ops: list[WordOp] = []
+
+    def emit(kind: str, words: list[str]) -> None:
+        if not words:
+            return
+        if ops and ops[-1].kind == kind:
+            ops[-1] = WordOp(kind, ops[-1].text + " " + " ".join(words))
+        else:
+            ops.append(WordOp(kind, " ".join(words)))
+
+    sm = difflib.SequenceMatcher(None, wa, wb, autojunk=False)
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        if tag == "equal":
+            emit("same", wb[j1:j2])
+        else:
+            emit("del", wa[i1:i2])
+            emit("add", wb[j1:j2])
+    return ops
+
+
+def _similarity(a: tuple[str, ...], b: tuple[str, ...]) -> float:
+    if not a or not b:
+        return 0.0
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def diff_texts(canonical: str, variant: str) -> TextDiff:
+    """Compare a variant's plain text with the canonical text, sentence by sentence."""
+    a = sentences(canonical)[:MAX_SENTENCES]
+    b = sentences(variant)[:MAX_SENTENCES]
+    ka, kb = [_key(s) for s in a], [_key(s) for s in b]
+    same = 0
+    removed: list[int] = []
+    added: list[int] = []
+    reworded: list[tuple[int, int]] = []
+    sm = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        if tag == "equal":
+            same += i2 - i1
+            continue
+        free = list(range(j1, j2))
+        for i in range(i1, i2):
+            best, best_ratio = None, REWORD_RATIO
+            for j in free:
+                r = _similarity(ka[i], kb[j])
+                if r >= best_ratio:
+                    best, best_ratio = j, r
+            if best is None:
+                removed.append(i)
+            else:
+                free.remove(best)
+                reworded.append((i, best))
+        added.extend(free)
+    # A sentence that only moved is not news: count it as shared.
+    added_keys: dict[tuple[str, ...], list[int]] = {}
+    for j in sorted(added):
+        added_keys.setdefault(kb[j], []).append(j)
+    still_removed: list[int] = []
+    for i in removed:
+        js = added_keys.get(ka[i])
+        if js:
+            added.remove(js.pop(0))
+            same += 1
+        else:
+            still_removed.append(i)
+    return TextDiff(
+        same=same,
+        added=[b[j] for j in sorted(added)],
+        removed=[a[i] for i in sorted(still_removed)],
+        reworded=[Reworded(a[i], b[j], word_diff(a[i], b[j])) for i, j in sorted(reworded)],
+        canonical_sentences=len(a),
+        variant_sentences=len(b),
+    )
