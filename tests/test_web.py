@@ -370,3 +370,56 @@ def test_static_files_are_served_and_cached(client: Any) -> None:
         etag = r.headers["ETag"]
     with client.get("/static/style.css", headers={"If-None-Match": etag}) as again:
         assert again.status_code == 304
+
+
+# -- readability: colour contrast of the stylesheet -------------------------------------------
+
+
+def css_palettes() -> dict[str, dict[str, str]]:
+    css = (Path(__file__).resolve().parent.parent / "web" / "static" / "style.css").read_text()
+    light = css[css.index(":root {") : css.index("}", css.index(":root {"))]
+    dark_start = css.index(":root {", css.index("prefers-color-scheme: dark"))
+    dark = css[dark_start : css.index("}", dark_start)]
+
+    def colours(block: str) -> dict[str, str]:
+        return dict(re.findall(r"--([\w-]+):\s*(#[0-9a-fA-F]{6})", block))
+
+    return {"light": colours(light), "dark": {**colours(light), **colours(dark)}}
+
+
+def contrast(a: str, b: str) -> float:
+    def luminance(hex_colour: str) -> float:
+        channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+# (text colour, background colour) pairs the stylesheet uses for text
+TEXT_PAIRS = [
+    ("text", "bg"),
+    ("text", "surface"),
+    ("muted", "bg"),
+    ("muted", "surface"),
+    ("accent", "bg"),
+    ("accent", "surface"),
+    ("surface", "accent"),  # buttons, badges
+    ("text", "accent-soft"),  # outlet chips
+    ("ins-text", "ins-bg"),
+    ("del-text", "del-bg"),
+    ("text", "mark"),
+    ("good", "surface"),
+    ("warn", "surface"),
+    ("bad", "surface"),
+    ("muted", "del-bg"),
+]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_text_contrast_meets_wcag_aa(scheme: str) -> None:
+    palette = css_palettes()[scheme]
+    for fg, bg in TEXT_PAIRS:
+        ratio = contrast(palette[fg], palette[bg])
+        assert ratio >= 4.5, f"{scheme}: --{fg} on --{bg} is {ratio:.2f}:1"

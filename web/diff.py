@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 __all__ = ["Reworded", "TextDiff", "WordOp", "diff_texts", "sentences", "word_diff"]
@@ -157,10 +158,51 @@ def word_diff(a: str, b: str) -> list[WordOp]:
     return ops
 
 
-def _similarity(a: tuple[str, ...], b: tuple[str, ...]) -> float:
-    if not a or not b:
-        return 0.0
-    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+class _Block:
+    """The variant sentences of one changed block, indexed by word for finding rewordings."""
+
+    def __init__(self, kb: list[tuple[str, ...]], js: range) -> None:
+        self.kb = kb
+        self.free = set(js)
+        self.counts = {j: Counter(kb[j]) for j in js}
+        postings: dict[str, list[int]] = {}
+        for j in js:
+            for w in self.counts[j]:
+                postings.setdefault(w, []).append(j)
+        # Words in many sentences ("the", "said") are not indexed; each sentence's
+        # count of them still bounds how much they can add to a match.
+        limit = max(8, len(js) // 8)
+        self.common = {w for w, js_ in postings.items() if len(js_) > limit}
+        self.index = {w: js_ for w, js_ in postings.items() if w not in self.common}
+        self.n_common = {j: sum(n for w, n in self.counts[j].items() if w in self.common) for j in js}
+
+    def best_match(self, key: tuple[str, ...]) -> int | None:
+        """The free sentence most like ``key``, if similar enough to be a rewording; it is taken."""
+        mine = Counter(key)
+        mine_common = sum(n for w, n in mine.items() if w in self.common)
+        shared: Counter[int] = Counter()
+        for w, n in mine.items():
+            for j in self.index.get(w, ()):
+                if j in self.free:
+                    shared[j] += min(n, self.counts[j][w])
+        # Shared words bound difflib's ratio from above: only promising pairs are compared in full.
+        bounds = []
+        for j in self.free:
+            m = shared.get(j, 0) + min(mine_common, self.n_common[j])
+            bound = 2 * m / (len(key) + len(self.kb[j])) if key or self.kb[j] else 0.0
+            if bound >= REWORD_RATIO:
+                bounds.append((bound, j))
+        bounds.sort(key=lambda x: (-x[0], x[1]))
+        best, best_ratio = None, REWORD_RATIO
+        for bound, j in bounds:
+            if bound < best_ratio:
+                break
+            r = difflib.SequenceMatcher(None, key, self.kb[j], autojunk=False).ratio()
+            if r >= best_ratio and (best is None or r > best_ratio):
+                best, best_ratio = j, r
+        if best is not None:
+            self.free.discard(best)
+        return best
 
 
 def diff_texts(canonical: str, variant: str) -> TextDiff:
@@ -177,19 +219,14 @@ def diff_texts(canonical: str, variant: str) -> TextDiff:
         if tag == "equal":
             same += i2 - i1
             continue
-        free = list(range(j1, j2))
+        block = _Block(kb, range(j1, j2))
         for i in range(i1, i2):
-            best, best_ratio = None, REWORD_RATIO
-            for j in free:
-                r = _similarity(ka[i], kb[j])
-                if r >= best_ratio:
-                    best, best_ratio = j, r
+            best = block.best_match(ka[i])
             if best is None:
                 removed.append(i)
             else:
-                free.remove(best)
                 reworded.append((i, best))
-        added.extend(free)
+        added.extend(sorted(block.free))
     # A sentence that only moved is not news: count it as shared.
     added_keys: dict[tuple[str, ...], list[int]] = {}
     for j in sorted(added):
