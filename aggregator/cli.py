@@ -264,6 +264,40 @@ def backup(path: Path) -> None:
     click.echo(f"backed up to {path}")
 
 
+@cli.group()
+def admin() -> None:
+    """Manage admin accounts (for /admin on the site)."""
+
+
+@admin.command("set-password")
+@click.argument("name")
+@click.password_option("--password", prompt="Password", help="The new password (asked for when omitted).")
+@common_options
+def admin_set_password(name: str, password: str) -> None:
+    """Create the admin account NAME or change its password."""
+    import time
+
+    from aggregator.accounts import AccountError, set_password
+
+    with _open() as agg:
+        try:
+            set_password(agg.db, name, password, time.time())
+        except AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"password set for {name}")
+
+
+@admin.command("list")
+@common_options
+def admin_list() -> None:
+    """List admin accounts."""
+    from aggregator.storage import admin as admin_store
+
+    with _open() as agg:
+        for name in admin_store.names(agg.db):
+            click.echo(name)
+
+
 @cli.command("eval")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

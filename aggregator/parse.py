@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 import feedparser
 
 from aggregator.models import Entry, ParsedFeed
+from aggregator.normalize import html_to_text
 
 __all__ = ["parse_feed"]
 
@@ -69,7 +70,7 @@ def _parse_xml_feed(body: bytes, url: str, headers: Mapping[str, str]) -> Parsed
         )
     ttl = _int_or_none(feed.get("ttl"))
     return ParsedFeed(
-        title=_text(feed.get("title")) or None,
+        title=html_to_text(_text(feed.get("title")))[:300] or None,
         link=base if feed.get("link") else None,
         entries=entries,
         ttl_minutes=ttl,
@@ -152,7 +153,7 @@ def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:
         warning = f"{skipped} JSON Feed item(s) were not objects and were skipped"
     home = data.get("home_page_url")
     return ParsedFeed(
-        title=_text(data.get("title")) or None,
+        title=html_to_text(_text(data.get("title")))[:300] or None,
         link=urljoin(url, home) if isinstance(home, str) else None,
         entries=entries,
         warning=warning,

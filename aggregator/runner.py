@@ -97,6 +97,10 @@ def serve_web(settings: Settings, db_path: Path, host: str, port: int) -> None:
 
 def run_all(config_path: Path | None, db_path: Path, host: str, port: int) -> int:
     """Start the poller and the web server as two processes; stop both on Ctrl-C/SIGTERM."""
+    # Create and migrate the database once, before two processes would race to do it.
+    from aggregator.settings import load_settings
+
+    Aggregator(load_settings(config_path), db_path=db_path).close()
     base = [sys.executable, "-m", "aggregator"]
     opts = ["--db", str(db_path)]
     if config_path is not None:

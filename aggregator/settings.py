@@ -207,6 +207,12 @@ class WebSettings:
     port: int = setting(8000, "Port the site listens on.", min=1, max=65535)
     page_size: int = setting(20, "Stories per page on the site.", min=1, max=200)
     feed_size: int = setting(50, "Stories per merged feed (RSS, Atom, JSON Feed).", min=1, max=500)
+    site_title: str = setting("the aggregator", "Name of the site, in page titles and merged feeds.")
+    base_url: str = setting(
+        "",
+        "Public address of the site (e.g. https://news.example.org), used for links and ids in "
+        "the merged feeds. Empty: taken from each request's Host header.",
+    )
 
 
 SECTIONS: dict[str, type] = {

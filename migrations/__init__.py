@@ -147,3 +147,61 @@ def m0003_fts(db: Database) -> None:
         INSERT INTO items_fts (items_fts) VALUES ('rebuild');
         """
     )
+
+
+@migrations(name="0004_admin")
+def m0004_admin(db: Database) -> None:
+    # Admin accounts, settings history, manual corrections and background jobs.
+    db.executescript(
+        """
+        CREATE TABLE admin_users (
+            name TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE login_attempts (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            remote TEXT NOT NULL,
+            at REAL NOT NULL,
+            ok INTEGER NOT NULL
+        );
+        CREATE INDEX login_attempts_remote ON login_attempts(remote, at);
+        CREATE INDEX login_attempts_name ON login_attempts(name, at);
+
+        CREATE TABLE settings_versions (
+            id INTEGER PRIMARY KEY,
+            created_at REAL NOT NULL,
+            author TEXT NOT NULL,
+            overrides TEXT NOT NULL,
+            note TEXT NOT NULL DEFAULT '',
+            reverts INTEGER REFERENCES settings_versions(id)
+        );
+
+        CREATE TABLE cluster_rules (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('must', 'cannot', 'pin')),
+            item_a INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            item_b INTEGER REFERENCES items(id) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            author TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX cluster_rules_unique ON cluster_rules(kind, item_a, coalesce(item_b, 0));
+        CREATE INDEX cluster_rules_b ON cluster_rules(item_b);
+
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            params TEXT NOT NULL DEFAULT '{}',
+            done INTEGER NOT NULL DEFAULT 0,
+            total INTEGER NOT NULL DEFAULT 0,
+            message TEXT NOT NULL DEFAULT '',
+            result TEXT,
+            author TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        """
+    )

@@ -120,11 +120,18 @@ def _make_handler(server_state: FeedServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out or get killed mid-request are part of the tests
+
+
 @pytest.fixture
 def feed_server() -> Iterator[FeedServer]:
     """A threaded HTTP server on 127.0.0.1 whose answers the test sets per path."""
     state = FeedServer("127.0.0.1", 0, {}, [])
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
+    httpd = _QuietServer(("127.0.0.1", 0), _make_handler(state))
     httpd.daemon_threads = True
     state.port = httpd.server_address[1]
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

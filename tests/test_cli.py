@@ -27,9 +27,29 @@ def run(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def test_every_command_takes_config_and_db() -> None:
-    for name, command in cli.commands.items():
+    import click
+
+    def leaves(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+        out: list[tuple[str, click.Command]] = []
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                out += leaves(command, f"{prefix}{name} ")
+            else:
+                out.append((prefix + name, command))
+        return out
+
+    commands = leaves(cli)
+    assert len(commands) >= 15
+    for name, command in commands:
         opts = {o for p in command.params for o in p.opts}
         assert {"--config", "--db"} <= opts, name
+
+
+def test_admin_accounts(run) -> None:  # type: ignore[no-untyped-def]
+    assert "password set for alice" in run("admin", "set-password", "alice", "--password", "a long enough password")
+    assert run("admin", "list").strip() == "alice"
+    assert "at least 10 characters" in run("admin", "set-password", "bob", "--password", "short", ok=False)
+    assert "account names" in run("admin", "set-password", "bad name!", "--password", "a long enough password", ok=False)
 
 
 def test_feed_lifecycle(run, demo_feeds: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

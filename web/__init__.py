@@ -49,8 +49,8 @@ def create_app(
         AGGREGATOR_SETTINGS=settings,
         AGGREGATOR_DB=db,
         AGGREGATOR_STARTED=time.time(),
-        AGGREGATOR_SITE_TITLE="the aggregator",
-        AGGREGATOR_BASE_URL=None,
+        AGGREGATOR_SITE_TITLE=settings.web.site_title,
+        AGGREGATOR_BASE_URL=settings.web.base_url.rstrip("/") or None,
         AGGREGATOR_CSP=CONTENT_SECURITY_POLICY,
     )
     app.config.update(**flask_config)

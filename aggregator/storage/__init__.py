@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,8 +40,21 @@ def open_database(path: str | Path, *, migrate: bool = True, fast_unsafe: bool =
     db.execute("PRAGMA foreign_keys = ON")
     db.execute("PRAGMA synchronous = OFF" if fast_unsafe else "PRAGMA synchronous = NORMAL")
     if migrate:
-        migrations.apply(db)
+        _migrate_locked(db, path)
     return db
+
+
+def _migrate_locked(db: Database, path: str | Path) -> None:
+    """Apply migrations while holding a lock file, so processes starting together do not race."""
+    if str(path) == ":memory:" or fcntl is None:
+        migrations.apply(db)
+        return
+    with open(f"{path}.migrate-lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            migrations.apply(db)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

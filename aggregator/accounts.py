@@ -1,0 +1,71 @@
+"""Admin accounts: argon2 password hashes and a login rate limit.  No Flask here."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlite_utils import Database
+
+from aggregator.storage import admin as admin_store
+from aggregator.storage import write_transaction
+
+__all__ = ["AccountError", "LoginResult", "check_login", "set_password", "valid_name"]
+
+_HASHER = PasswordHasher()
+_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+# A fixed hash to verify against when the account does not exist, so that a
+# wrong name takes as long as a wrong password.
+_DUMMY = _HASHER.hash("not a real password")
+
+WINDOW_SECONDS = 15 * 60
+MAX_FAILURES_PER_NAME = 5
+MAX_FAILURES_PER_ADDRESS = 20
+
+
+class AccountError(ValueError):
+    """A bad account name or password."""
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    ok: bool
+    message: str = ""
+    limited: bool = False
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.match(name))
+
+
+def set_password(db: Database, name: str, password: str, now: float) -> None:
+    """Create the account or change its password."""
+    if not valid_name(name):
+        raise AccountError("account names are 1-64 letters, digits or . _ @ -")
+    if len(password) < 10:
+        raise AccountError("passwords need at least 10 characters")
+    if len(password) > 1024:
+        raise AccountError("passwords are at most 1,024 characters")
+    with write_transaction(db):
+        admin_store.set_hash(db, name, _HASHER.hash(password), now)
+
+
+def check_login(db: Database, name: str, password: str, remote: str, now: float) -> LoginResult:
+    """Verify a login, at most a few failures per account and per address per 15 minutes."""
+    name = name.strip()[:200]
+    by_name, by_remote = admin_store.failures_since(db, name=name, remote=remote, since=now - WINDOW_SECONDS)
+    if by_name >= MAX_FAILURES_PER_NAME or by_remote >= MAX_FAILURES_PER_ADDRESS:
+        return LoginResult(False, "Too many failed logins. Try again in 15 minutes.", limited=True)
+    stored = admin_store.get_hash(db, name) if valid_name(name) else None
+    ok = False
+    try:
+        ok = _HASHER.verify(stored or _DUMMY, password) and stored is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        ok = False
+    with write_transaction(db):
+        admin_store.record_attempt(db, name, remote, now, ok)
+        if ok and stored is not None and _HASHER.check_needs_rehash(stored):
+            admin_store.set_hash(db, name, _HASHER.hash(password), now)
+    return LoginResult(ok, "" if ok else "Wrong account name or password.")

@@ -1,0 +1,43 @@
+"""Admin accounts and login attempts (for rate limiting)."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+
+__all__ = ["failures_since", "get_hash", "names", "record_attempt", "set_hash"]
+
+
+def set_hash(db: Database, name: str, password_hash: str, now: float) -> None:
+    db.execute(
+        "INSERT INTO admin_users (name, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
+        [name, password_hash, now, now],
+    )
+
+
+def get_hash(db: Database, name: str) -> str | None:
+    row = db.execute("SELECT password_hash FROM admin_users WHERE name = ?", [name]).fetchone()
+    return row[0] if row else None
+
+
+def names(db: Database) -> list[str]:
+    return [r[0] for r in db.execute("SELECT name FROM admin_users ORDER BY name")]
+
+
+def record_attempt(db: Database, name: str, remote: str, now: float, ok: bool) -> None:
+    db.execute(
+        "INSERT INTO login_attempts (name, remote, at, ok) VALUES (?, ?, ?, ?)",
+        [name[:200], remote[:100], now, int(ok)],
+    )
+    db.execute("DELETE FROM login_attempts WHERE at < ?", [now - 86400])
+
+
+def failures_since(db: Database, *, name: str, remote: str, since: float) -> tuple[int, int]:
+    """Failed logins since ``since``: (for this account name, from this address)."""
+    by_name = db.execute(
+        "SELECT count(*) FROM login_attempts WHERE name = ? AND at >= ? AND ok = 0", [name, since]
+    ).fetchone()[0]
+    by_remote = db.execute(
+        "SELECT count(*) FROM login_attempts WHERE remote = ? AND at >= ? AND ok = 0", [remote, since]
+    ).fetchone()[0]
+    return int(by_name), int(by_remote)
