@@ -1,50 +1,162 @@
-"""Online story clustering: MinHash-LSH finds candidates, a profile score decides.
+"""Online story clustering: MinHash-LSH finds candidates, an IDF-cosine score decides.
 
-The engine holds derived, in-memory state only (the LSH index, per-cluster term
-profiles, document frequencies) and is rebuilt from the database at start-up.
-It does no I/O: the pipeline asks it for a :class:`Proposal`, stores the
-decision, then tells the engine with :meth:`ClusterEngine.add`.
+For each arriving item, in time order (docs/clustering.md has the full method
+and the numbers behind each choice):
+
+1. **Vector.** The item's term weights (``fingerprint.features``) times
+   ``idf(t) ** idf_power``, ``idf(t) = ln((N + 1) / (df(t) + 1)) + 1`` with N and
+   df counted over the items of the time window, L2-normalised, and no term
+   may hold more than ``max_term_weight`` of it (one shared rare name is not a
+   story).  The vector is frozen at arrival, so replaying the same items in the
+   same order rebuilds the same state.
+2. **Candidates.** The item's MinHash signature queries a datasketch
+   ``MinHashLSH`` (``lsh_bands`` x ``lsh_rows``) holding the items of the
+   window.  Candidate items map to their clusters.
+3. **Verification.**  A candidate that is a near-copy (MinHash Jaccard >=
+   ``near_copy_jaccard``) is joined outright (``near-copy``).  Otherwise each
+   candidate cluster scores ``cos(item, centroid) * 0.5 ** (gap / half_life)``
+   where the gap is the time since the cluster's latest item; the best cluster
+   is joined if it reaches the *length-aware* threshold (``join_threshold_short``
+   for a bare headline, ``join_threshold_long`` for an article, log-linear in
+   between) (``similar``); else the item starts a new cluster (``new``).
+4. **Merge.**  Other clusters the item also matched merge into the joined one
+   when their centroids are as close to each other as their members are to
+   them: ``cos(A, B) >= merge_ratio * sqrt(coh(A) * coh(B))``.
+
+There is no union of candidate pairs: an item joins through a cluster's
+centroid only, so unrelated stories cannot chain together.
+
+The engine does no I/O.  New cluster ids come from the caller's
+``new_cluster`` function; merges are reported in :class:`Decision.merged` for the
+caller to apply to stored memberships.  ``force`` and ``forbid`` carry the
+pipeline's own evidence (same link, same words) and the admins' corrections.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import mul
 
 import numpy as np
 from datasketch import MinHashLSH
 
-from aggregator.fingerprint import Features, lean_minhash
+from aggregator.fingerprint import Features, features
 from aggregator.settings import ClusterSettings
 
-__all__ = ["ClusterEngine", "Doc", "Proposal"]
+__all__ = ["ClusterEngine", "Decision"]
 
 
 @dataclass(frozen=True)
-class Doc:
-    item_id: int
-    time: float
-    features: Features
-    signature: np.ndarray
+class Decision:
+    """Where the engine put an item, and why.
 
+    ``score``: cosine for ``similar``, MinHash Jaccard estimate for ``near-copy``,
+    the best score below the threshold for ``new``, 1.0 for ``forced``.
+    ``merged``: clusters absorbed into ``cluster_id`` by this decision.
+    """
 
-@dataclass(frozen=True)
-class Proposal:
-    """The engine's choice: join ``cluster_id`` (None: start a new cluster)."""
-
-    cluster_id: int | None
+    cluster_id: int
     score: float
-    signal: str
+    signal: str  # "new", "similar", "near-copy", "forced", "empty"
     matched_item_id: int | None = None
+    merged: tuple[int, ...] = ()
+
+
+class _BandedLSH(MinHashLSH):  # type: ignore[misc]
+    """``MinHashLSH`` (dict storage) that cuts all band keys of a signature at once.
+
+    ``MinHashLSH`` byte-swaps each band separately; swapping the whole signature
+    once and slicing gives the same keys, so the index content is identical to
+    ``MinHashLSH.insert``'s (tested); ``remove`` and the rest are inherited.
+    """
+
+    def band_keys(self, hashvalues: np.ndarray) -> list[bytes]:
+        raw = hashvalues[: self.b * self.r].byteswap().tobytes()
+        step = len(raw) // self.b
+        return [raw[i : i + step] for i in range(0, len(raw), step)]
+
+    def insert_signature(self, key: int, hashvalues: np.ndarray) -> None:
+        hs = self.band_keys(hashvalues)
+        self.keys.insert(key, *hs)
+        for h, table in zip(hs, self.hashtables, strict=True):
+            table.insert(h, key)
+
+    def query_signature(self, hashvalues: np.ndarray, max_bucket: int) -> set[int]:
+        """Keys sharing a band with ``hashvalues``; buckets larger than ``max_bucket``
+        are skipped (a min-hash value shared by that many items says nothing)."""
+        out: set[int] = set()
+        for h, table in zip(self.band_keys(hashvalues), self.hashtables, strict=True):
+            bucket = table.get(h)
+            if len(bucket) <= max_bucket:
+                out.update(bucket)
+        return out
 
 
 @dataclass
-class _Profile:
-    weights: dict[str, float] = field(default_factory=dict)
-    members: set[int] = field(default_factory=set)
-    last_time: float = float("-inf")
+class _Cluster:
+    cid: int
+    order: int  # creation order: deterministic iteration, older wins ties and merges
+    centroid: dict[str, float]
+    norm2: float = 0.0
+    size: int = 0
+    live: int = 0  # members still in the window
+    first: float = math.inf
+    last: float = -math.inf
+    members: list[int] = field(default_factory=list)  # seqs (may include expired)
+
+    def add_time(self, t: float) -> None:
+        self.first = min(self.first, t)
+        self.last = max(self.last, t)
+
+    def cohesion(self) -> float:
+        return math.sqrt(max(self.norm2, 0.0)) / self.size if self.size else 0.0
+
+
+@dataclass
+class _Item:
+    seq: int
+    item_id: int
+    cluster: int
+    time: float
+    signature: np.ndarray
+    n_tokens: int
+    indexed: bool
+    terms: tuple[str, ...]  # for the windowed document frequencies
+
+
+def _cap_top_terms(vec: dict[str, float], norm2: float, cap: float) -> float:
+    """Lower the largest weights in place so that none exceeds ``cap`` of the norm.
+
+    Finds the k largest weights to set to a common value b such that, after L2
+    normalisation, they equal ``cap`` exactly; returns the new squared norm.
+    Left unchanged if the vector has too few terms (k * cap**2 >= 1).
+    """
+    if max(vec.values()) ** 2 <= cap * cap * norm2:
+        return norm2
+    ranked = sorted(vec.items(), key=lambda kv: -kv[1])
+    rest = norm2
+    for k in range(1, len(ranked) + 1):
+        rest -= ranked[k - 1][1] ** 2
+        if k * cap * cap >= 1.0 or k == len(ranked):
+            return norm2
+        b = cap * math.sqrt(max(rest, 0.0) / (1.0 - k * cap * cap))
+        if ranked[k][1] <= b:
+            for term, _ in ranked[:k]:
+                vec[term] = b
+            return rest + k * b * b
+    return norm2
+
+
+def _dot(a: dict[str, float], b: dict[str, float]) -> float:
+    """Sparse dot product (loops over the smaller dict, in C via map)."""
+    if len(a) > len(b):
+        a, b = b, a
+    total: float = sum(map(mul, a.values(), map(b.get, a.keys(), repeat(0.0))))
+    return total
 
 
 class ClusterEngine:
@@ -52,120 +164,339 @@ class ClusterEngine:
 
     def __init__(self, settings: ClusterSettings) -> None:
         self.settings = settings
-        self.lsh = MinHashLSH(threshold=settings.lsh_threshold, num_perm=settings.num_perm)
-        self._docs: dict[int, Doc] = {}
-        self._cluster_of: dict[int, int] = {}
-        self._profiles: dict[int, _Profile] = {}
+        s = settings
+        if s.lsh_bands * s.lsh_rows > s.num_perm:
+            raise ValueError("cluster.lsh_bands * cluster.lsh_rows must not exceed cluster.num_perm")
+        self._lsh = _BandedLSH(num_perm=s.num_perm, params=(s.lsh_bands, s.lsh_rows))
+        self._window = s.time_window_hours * 3600.0
+        # Items stay indexed this long after the newest item seen, so that an item
+        # arriving late (a feed's backlog, a slow outlet) still finds its story.
+        self._keep = self._window + s.late_arrival_hours * 3600.0
         self._df: dict[str, int] = {}
-        self._n = 0
-        self._by_time: list[tuple[float, int]] = []  # heap, may hold stale entries
+        self._n_docs = 0
+        self._seq = 0
+        self._clock = -math.inf
+        self._items: dict[int, _Item] = {}  # seq -> item
+        self._by_id: dict[int, int] = {}  # item id -> seq
+        self._clusters: dict[int, _Cluster] = {}
+        self._n_clusters_created = 0
+        self._expiry: list[tuple[float, int]] = []  # (time, seq) heap
+
+    # -- API ----------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._docs)
+        return len(self._items)
 
     @property
     def window_seconds(self) -> float:
-        return self.settings.time_window_hours * 3600.0
+        return self._window
 
-    def _idf(self, token: str) -> float:
-        return math.log((self._n + 1) / (self._df.get(token, 0) + 1)) + 1.0
+    @property
+    def horizon_seconds(self) -> float:
+        """How far behind the newest item the index reaches."""
+        return self._keep
 
-    def _cosine(self, weights: dict[str, float], profile: dict[str, float]) -> float:
-        dot = 0.0
-        na = 0.0
-        for t, w in weights.items():
-            idf = self._idf(t)
-            x = w * idf
-            na += x * x
-            p = profile.get(t)
-            if p:
-                dot += x * p * idf
-        if not dot:
-            return 0.0
-        nb = math.fsum((p * self._idf(t)) ** 2 for t, p in profile.items())
-        return dot / math.sqrt(na * nb)
+    def features(self, title: str, text: str) -> Features:
+        """Features of an item under these settings."""
+        s = self.settings
+        return features(
+            title,
+            text,
+            title_weight=s.title_weight,
+            lead_words=s.lead_words,
+            max_body_words=s.max_body_words,
+            entity_boost=s.entity_boost,
+            fingerprint_body_words=s.fingerprint_body_words,
+        )
 
-    def propose(self, doc: Doc) -> Proposal:
-        """Best cluster for ``doc`` among those LSH suggests, or a new one."""
-        if not doc.features.tokens:
-            return Proposal(None, 0.0, "new")
-        candidates = self.lsh.query(lean_minhash(doc.signature))
-        clusters: dict[int, int] = {}
-        for key in candidates:
-            cid = self._cluster_of.get(key)
-            if cid is None:
+    def add(
+        self,
+        item_id: int,
+        time: float,
+        feats: Features,
+        signature: np.ndarray,
+        *,
+        new_cluster: Callable[[], int],
+        force: int | None = None,
+        forbid: Collection[int] = (),
+        may_merge: Callable[[int, int], bool] | None = None,
+    ) -> Decision:
+        """Cluster one item.
+
+        ``force``: join this cluster whatever the score (the caller knows better:
+        same link, same words, an admin's must-link).  ``forbid``: never join these
+        clusters (an admin's cannot-link).  ``may_merge(a, b)``: whether clusters a
+        and b may become one (False where a cannot-link runs between them).
+        """
+        if item_id in self._by_id:
+            raise ValueError(f"item {item_id} was already added")
+        t = self._advance_clock(time)
+        vec = self._vectorize(feats)
+        index = bool(vec) and bool(feats.tokens)
+        if force is not None:
+            cluster = self._clusters.get(force) or self._new_cluster(force)
+            self._attach(item_id, cluster, vec, t, signature, feats, index=index)
+            return Decision(cluster.cid, 1.0, "forced")
+        if not vec:
+            cluster = self._new_cluster(new_cluster())
+            self._attach(item_id, cluster, vec, t, signature, feats, index=False)
+            return Decision(cluster.cid, 0.0, "empty")
+
+        s = self.settings
+        cand_items = self._candidates(signature) if feats.tokens else []
+        by_cluster: dict[int, list[_Item]] = {}
+        for it in cand_items:
+            if it.cluster not in forbid:
+                by_cluster.setdefault(it.cluster, []).append(it)
+        clusters = sorted((self._clusters[c] for c in by_cluster), key=lambda c: c.order)
+        clusters = [c for c in clusters if self._time_ok(c, t)]
+
+        # A near-copy of a candidate item: join its cluster outright (the most
+        # similar copy wins; ties keep the earliest item).
+        if len(feats.tokens) >= s.near_copy_min_tokens:
+            dups = [it for c in clusters for it in by_cluster[c.cid] if it.n_tokens >= s.near_copy_min_tokens]
+            if dups:
+                agree = (np.stack([it.signature for it in dups]) == signature).sum(axis=1)
+                k = int(np.argmax(agree))
+                j = float(agree[k]) / s.num_perm
+                if j >= s.near_copy_jaccard:
+                    c = self._clusters[dups[k].cluster]
+                    self._attach(item_id, c, vec, t, signature, feats, index=True)
+                    return Decision(c.cid, j, "near-copy", dups[k].item_id)
+
+        threshold = self.join_threshold(len(vec))
+        half_life = self.half_life(len(vec))
+        scored: list[tuple[float, _Cluster]] = []
+        best_below = 0.0
+        for c in clusters:
+            if c.norm2 <= 0:
                 continue
-            if abs(self._docs[key].time - doc.time) > self.window_seconds:
+            score = _dot(vec, c.centroid) * self._decay(c.first, c.last, t, t, half_life) / math.sqrt(c.norm2)
+            if score >= threshold:
+                scored.append((score, c))
+            elif score > best_below:
+                best_below = score
+        if not scored:
+            cluster = self._new_cluster(new_cluster())
+            self._attach(item_id, cluster, vec, t, signature, feats, index=True)
+            return Decision(cluster.cid, best_below, "new")
+
+        scored.sort(key=lambda sc: -sc[0])  # stable: ties keep the older cluster
+        score, target = scored[0]
+        matched = self._closest(by_cluster[target.cid], signature)
+        self._attach(item_id, target, vec, t, signature, feats, index=True)
+        merged: list[int] = []
+        for _, other in scored[1:]:
+            if other.cid not in self._clusters or other is target:
                 continue
-            clusters.setdefault(cid, key)
-        best: Proposal = Proposal(None, 0.0, "new")
-        for cid, via in sorted(clusters.items()):
-            score = self._cosine(doc.features.weights, self._profiles[cid].weights)
-            if score > best.score:
-                best = Proposal(cid, score, "similar", via)
-        if best.cluster_id is None or best.score < self.settings.verify_threshold:
-            return Proposal(None, best.score, "new", best.matched_item_id)
-        return best
+            if self._should_merge(target, other) and (may_merge is None or may_merge(target.cid, other.cid)):
+                target, gone = self._merge(target, other)
+                merged.append(gone.cid)
+        return Decision(target.cid, score, "similar", matched, tuple(merged))
 
-    def add(self, doc: Doc, cluster_id: int) -> None:
-        """Record that ``doc`` is in ``cluster_id`` (index it for later items)."""
-        if doc.item_id in self._docs:
-            self.remove(doc.item_id)
-        self._docs[doc.item_id] = doc
-        self._cluster_of[doc.item_id] = cluster_id
-        prof = self._profiles.setdefault(cluster_id, _Profile())
-        prof.members.add(doc.item_id)
-        prof.last_time = max(prof.last_time, doc.time)
-        for t, w in doc.features.weights.items():
-            prof.weights[t] = prof.weights.get(t, 0.0) + w
-        for t in doc.features.tokens:
-            self._df[t] = self._df.get(t, 0) + 1
-        self._n += 1
-        heapq.heappush(self._by_time, (doc.time, doc.item_id))
-        if doc.features.tokens:
-            self.lsh.insert(doc.item_id, lean_minhash(doc.signature), check_duplication=False)
+    def restore(
+        self, item_id: int, time: float, feats: Features, signature: np.ndarray, cluster_id: int
+    ) -> None:
+        """Put back a stored item as it was decided (no decision is made).
 
-    def remove(self, item_id: int) -> None:
-        doc = self._docs.pop(item_id, None)
-        if doc is None:
+        Feed stored items in their original time order; the last two windows give
+        the running engine's exact state (vectors depend on the window before them).
+        """
+        if item_id in self._by_id:
             return
-        cid = self._cluster_of.pop(item_id)
-        prof = self._profiles[cid]
-        prof.members.discard(item_id)
-        for t, w in doc.features.weights.items():
-            left = prof.weights.get(t, 0.0) - w
-            if left > 1e-9:
-                prof.weights[t] = left
-            else:
-                prof.weights.pop(t, None)
-        if not prof.members:
-            del self._profiles[cid]
-        for t in doc.features.tokens:
-            self._df[t] -= 1
-            if not self._df[t]:
-                del self._df[t]
-        self._n -= 1
-        if item_id in self.lsh.keys:
-            self.lsh.remove(item_id)
+        t = self._advance_clock(time)
+        vec = self._vectorize(feats)
+        cluster = self._clusters.get(cluster_id) or self._new_cluster(cluster_id)
+        self._attach(item_id, cluster, vec, t, signature, feats, index=bool(vec) and bool(feats.tokens))
 
-    def evict_before(self, cutoff: float) -> int:
-        """Forget items older than ``cutoff`` so the index covers only the time window."""
-        evicted = 0
-        heap = self._by_time
-        while heap and heap[0][0] < cutoff:
-            t, item_id = heapq.heappop(heap)
-            doc = self._docs.get(item_id)
-            if doc is not None and doc.time == t:
-                self.remove(item_id)
-                evicted += 1
-        return evicted
+    def merge(self, source: int, target: int) -> None:
+        """Merge cluster ``source`` into ``target`` (an admin's correction)."""
+        a, b = self._clusters.get(target), self._clusters.get(source)
+        if a is None or b is None or a is b:
+            if b is not None and a is None:  # target out of the window: relabel only
+                self._clusters[target] = b
+                del self._clusters[source]
+                b.cid = target
+                for seq in b.members:
+                    it = self._items.get(seq)
+                    if it is not None:
+                        it.cluster = target
+            return
+        keep, gone = (a, b) if a.order <= b.order else (b, a)
+        survivor, _ = self._merge(keep, gone)
+        if survivor.cid != target:  # keep the id the caller asked for
+            del self._clusters[survivor.cid]
+            survivor.cid = target
+            self._clusters[target] = survivor
+            for seq in survivor.members:
+                it = self._items.get(seq)
+                if it is not None:
+                    it.cluster = target
 
     def assignments(self) -> dict[int, int]:
-        """Item id -> cluster id of everything indexed."""
-        return dict(self._cluster_of)
+        """Item id -> cluster id of every item in the window."""
+        return {it.item_id: it.cluster for it in self._items.values()}
 
-    def doc(self, item_id: int) -> Doc | None:
-        return self._docs.get(item_id)
+    def _length_share(self, n_terms: int) -> float:
+        """0 for a bare headline, 1 for an article, log-linear in between."""
+        s = self.settings
+        if n_terms <= s.short_terms:
+            return 0.0
+        if n_terms >= s.long_terms:
+            return 1.0
+        return math.log(n_terms / s.short_terms) / math.log(s.long_terms / s.short_terms)
 
-    def clusters_of(self, item_ids: Iterable[int]) -> dict[int, int]:
-        return {i: self._cluster_of[i] for i in item_ids if i in self._cluster_of}
+    def join_threshold(self, n_terms: int) -> float:
+        """Length-aware join threshold for an item with ``n_terms`` distinct terms."""
+        s = self.settings
+        x = self._length_share(n_terms)
+        return s.join_threshold_short + x * (s.join_threshold_long - s.join_threshold_short)
+
+    def half_life(self, n_terms: int) -> float:
+        """Length-aware recency half-life in hours: a headline leans on time, an article on words."""
+        s = self.settings
+        x = self._length_share(n_terms)
+        a, b = math.log(s.recency_half_life_hours), math.log(s.recency_half_life_long_hours)
+        return math.exp(a + x * (b - a))
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _advance_clock(self, t: float) -> float:
+        if t > self._clock:
+            self._clock = t
+            self._expire()
+        return t
+
+    def _expire(self) -> None:
+        horizon = self._clock - self._keep
+        while self._expiry and self._expiry[0][0] < horizon:
+            _, seq = heapq.heappop(self._expiry)
+            it = self._items.pop(seq, None)
+            if it is None:
+                continue
+            del self._by_id[it.item_id]
+            if it.indexed:
+                self._lsh.remove(seq)
+            df = self._df
+            for term in it.terms:
+                k = df[term] - 1
+                if k:
+                    df[term] = k
+                else:
+                    del df[term]
+            self._n_docs -= 1
+            c = self._clusters.get(it.cluster)
+            if c is not None:
+                c.live -= 1
+                if c.live <= 0:
+                    del self._clusters[c.cid]
+
+    def _vectorize(self, feats: Features) -> dict[str, float]:
+        self._n_docs += 1
+        df = self._df
+        for term in feats.weights:
+            df[term] = df.get(term, 0) + 1
+        log_n = math.log(self._n_docs + 1)
+        p = self.settings.idf_power
+        vec: dict[str, float] = {}
+        norm2 = 0.0
+        for term, w in feats.weights.items():
+            x = w * (log_n - math.log(df[term] + 1) + 1.0) ** p
+            vec[term] = x
+            norm2 += x * x
+        if norm2 <= 0.0:
+            return {}
+        cap = self.settings.max_term_weight
+        if cap < 1.0:
+            norm2 = _cap_top_terms(vec, norm2, cap)
+        inv = 1.0 / math.sqrt(norm2)
+        return {term: x * inv for term, x in vec.items()}
+
+    def _candidates(self, signature: np.ndarray) -> list[_Item]:
+        out = []
+        for seq in sorted(self._lsh.query_signature(signature, self.settings.lsh_max_bucket)):
+            it = self._items.get(seq)
+            if it is not None:
+                out.append(it)
+        return out
+
+    @staticmethod
+    def _closest(items: list[_Item], signature: np.ndarray) -> int | None:
+        """The candidate item whose signature agrees most with ``signature``."""
+        if not items:
+            return None
+        agree = (np.stack([it.signature for it in items]) == signature).sum(axis=1)
+        return items[int(np.argmax(agree))].item_id
+
+    def _decay(self, first_a: float, last_a: float, first_b: float, last_b: float, half_life: float) -> float:
+        """Recency factor for the time gap between two spans."""
+        gap = max(0.0, first_b - last_a, first_a - last_b) - self.settings.recency_grace_hours * 3600.0
+        return 0.5 ** (gap / (half_life * 3600.0)) if gap > 0 else 1.0
+
+    def _time_ok(self, c: _Cluster, t: float) -> bool:
+        return t - c.last <= self._window and c.first - t <= self._window
+
+    def _new_cluster(self, cid: int) -> _Cluster:
+        c = _Cluster(cid=cid, order=self._n_clusters_created, centroid={})
+        self._n_clusters_created += 1
+        self._clusters[cid] = c
+        return c
+
+    def _attach(
+        self,
+        item_id: int,
+        c: _Cluster,
+        vec: dict[str, float],
+        t: float,
+        signature: np.ndarray,
+        feats: Features,
+        *,
+        index: bool,
+    ) -> None:
+        seq = self._seq
+        self._seq += 1
+        cen = c.centroid
+        c.norm2 += 2.0 * _dot(vec, cen) + sum(x * x for x in vec.values())
+        for term, x in vec.items():
+            cen[term] = cen.get(term, 0.0) + x
+        c.size += 1
+        c.live += 1
+        c.add_time(t)
+        c.members.append(seq)
+        self._items[seq] = _Item(
+            seq, item_id, c.cid, t, signature, len(feats.tokens), index, tuple(feats.weights)
+        )
+        self._by_id[item_id] = seq
+        if index:
+            self._lsh.insert_signature(seq, signature)
+        heapq.heappush(self._expiry, (t, seq))
+
+    def _should_merge(self, a: _Cluster, b: _Cluster) -> bool:
+        ratio = self.settings.merge_ratio
+        if ratio <= 0 or a.norm2 <= 0 or b.norm2 <= 0:
+            return False
+        if a.first - b.last > self._window or b.first - a.last > self._window:
+            return False
+        cos = _dot(a.centroid, b.centroid) / math.sqrt(a.norm2 * b.norm2)
+        cos *= self._decay(a.first, a.last, b.first, b.last, self.settings.recency_half_life_hours)
+        return cos >= ratio * math.sqrt(a.cohesion() * b.cohesion())
+
+    def _merge(self, a: _Cluster, b: _Cluster) -> tuple[_Cluster, _Cluster]:
+        """Merge the younger of a, b into the older; return (survivor, absorbed)."""
+        keep, gone = (a, b) if a.order <= b.order else (b, a)
+        keep.norm2 += 2.0 * _dot(keep.centroid, gone.centroid) + gone.norm2
+        cen = keep.centroid
+        for term, x in gone.centroid.items():
+            cen[term] = cen.get(term, 0.0) + x
+        keep.size += gone.size
+        keep.live += gone.live
+        keep.add_time(gone.first)
+        keep.add_time(gone.last)
+        items = self._items
+        for seq in gone.members:
+            it = items.get(seq)
+            if it is not None:
+                it.cluster = keep.cid
+                keep.members.append(seq)
+        del self._clusters[gone.cid]
+        return keep, gone

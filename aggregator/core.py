@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -39,6 +40,7 @@ from aggregator.storage import search as search_store
 __all__ = ["Aggregator", "FeedError"]
 
 Progress = Callable[[int, int], None]
+SETTLE_SECONDS = 1.0
 
 
 class FeedError(ValueError):
@@ -222,7 +224,12 @@ class Aggregator:
             ThreadPoolExecutor(max_workers=min(fs.max_concurrency, len(todo))) as pool,
         ):
             futures: dict[Future[FetchResult], Feed] = {pool.submit(fetch, f, fetcher): f for f in todo}
-            for fut in as_completed(futures):
+            # Feeds that answer within the settle time are processed in a fixed order (by
+            # feed id), so the same feeds give the same clusters; slower ones as they come.
+            done, _ = wait(futures, timeout=SETTLE_SECONDS)
+            ready = sorted(done, key=lambda f: futures[f].id)
+            rest = [f for f in futures if f not in done]
+            for fut in itertools.chain(ready, as_completed(rest)):
                 with self._lock:
                     report = self.pipeline.process(futures[fut], fut.result())
                 reports.append(report)

@@ -13,21 +13,24 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sqlite_utils import Database
 
 from aggregator import canonical
-from aggregator.cluster import ClusterEngine, Doc
+from aggregator.cluster import ClusterEngine
 from aggregator.fetch import Fetcher
-from aggregator.fingerprint import Features, features, signatures
+from aggregator.fingerprint import Features, signatures
 from aggregator.models import Entry, Feed, FetchResult, Item, MemberInfo, ParsedFeed, UpdateReport
 from aggregator.normalize import normalize_entry
 from aggregator.parse import parse_feed
+from aggregator.replay import Evidence, Replayer, decide
 from aggregator.schedule import PollOutcome, next_poll
 from aggregator.settings import Settings
 from aggregator.storage import clusters as clusters_store
 from aggregator.storage import feeds as feeds_store
 from aggregator.storage import items as items_store
 from aggregator.storage import meta as meta_store
+from aggregator.storage import rules as rules_store
 from aggregator.storage import write_transaction
 
 __all__ = ["IngestResult", "Pipeline"]
@@ -70,6 +73,10 @@ class Pipeline:
         meta_store.bump(self.db, GENERATION_KEY)
         self._engine = None
 
+    def _changed_clusters(self) -> None:
+        """This process changed existing clusters (merged them): others must rebuild, not us."""
+        self._generation = str(meta_store.bump(self.db, GENERATION_KEY))
+
     def engine(self) -> ClusterEngine:
         """The index, rebuilt if another process changed clusters, caught up with new items."""
         generation = meta_store.get(self.db, GENERATION_KEY)
@@ -86,30 +93,30 @@ class Pipeline:
         return len(self.engine())
 
     def _catch_up(self, engine: ClusterEngine) -> None:
+        """Put back stored items the engine has not seen (all of them after a restart).
+
+        Items of twice the index horizon are replayed in time order: item vectors
+        depend on the document frequencies of the horizon before them.
+        """
+        newest = items_store.max_id(self.db)
+        if newest <= self._last_id:
+            return
         latest = items_store.latest_time(self.db)
         if latest is None:
             return
-        since = latest - engine.window_seconds
+        since = latest - 2 * engine.horizon_seconds
         num_perm = self.settings.cluster.num_perm
         rows = list(items_store.index_rows(self.db, since, num_perm, after_id=self._last_id))
-        if not rows:
-            return
-        feats = [self._features(r.title, r.text) for r in rows]
-        missing = [n for n, r in enumerate(rows) if r.signature is None]
-        fresh = signatures([feats[n].tokens for n in missing], num_perm) if missing else None
-        for n, r in enumerate(rows):
-            sig = r.signature
-            if sig is None:
-                assert fresh is not None
-                sig = fresh[missing.index(n)]
-            if r.cluster_id is not None:
-                engine.add(Doc(r.item_id, r.sort_time, feats[n], sig), r.cluster_id)
-        self._last_id = max(self._last_id, items_store.max_id(self.db))
-        engine.evict_before(latest - engine.window_seconds)
-
-    def _features(self, title: str, text: str) -> Features:
-        c = self.settings.cluster
-        return features(title, text, body_words=c.body_words, title_weight=c.title_weight)
+        if rows:
+            feats = [engine.features(r.title, r.text) for r in rows]
+            missing = [n for n, r in enumerate(rows) if r.signature is None]
+            fresh = signatures([feats[n].tokens for n in missing], num_perm)
+            fresh_of = {n: fresh[k] for k, n in enumerate(missing)}
+            for n, r in enumerate(rows):
+                if r.cluster_id is not None:
+                    sig = r.signature if r.signature is not None else fresh_of[n]
+                    engine.restore(r.item_id, r.sort_time, feats[n], sig, r.cluster_id)
+        self._last_id = max(self._last_id, newest)
 
     # -- one feed ----------------------------------------------------------------------
 
@@ -230,30 +237,20 @@ class Pipeline:
                 sort_time = self._sort_time(item.published, now)
                 new.append((items_store.insert(self.db, feed_id, item, now, sort_time), item, sort_time))
             elif known[item.identity][1] != item.content_hash:
+                # An outlet edited an item: it keeps its identity and its cluster.
                 item_id = known[item.identity][0]
                 items_store.update(self.db, item_id, item, now)
                 changed.append((item_id, item))
         todo = [(i, it) for i, it, _ in new] + changed
-        feats = [self._features(it.title, it.text) for _, it in todo]
+        feats = [engine.features(it.title, it.text) for _, it in todo]
         sigs = signatures([f.tokens for f in feats], self.settings.cluster.num_perm)
         items_store.save_signatures(self.db, [(i, sigs[n]) for n, (i, _) in enumerate(todo)])
-        touched: set[int] = set()
-        docs = {item_id: Doc(item_id, 0.0, feats[n], sigs[n]) for n, (item_id, _) in enumerate(todo)}
+        touched: set[int] = {c for c in clusters_store.clusters_of(self.db, [i for i, _ in changed]).values()}
         # New items join clusters in time order, as if they had arrived one by one.
-        for item_id, item, sort_time in sorted(new, key=lambda x: (x[2], x[0])):
-            doc = Doc(item_id, sort_time, docs[item_id].features, docs[item_id].signature)
-            touched.add(self._assign(engine, feed_id, item.canonical_link, item.content_hash, doc, now))
-        # Edited items keep their cluster; their profile in the index is refreshed.
-        current = engine.clusters_of(i for i, _ in changed)
-        for item_id, _item in changed:
-            cid = current.get(item_id)
-            if cid is not None:
-                old = engine.doc(item_id)
-                engine.add(
-                    Doc(item_id, old.time if old else now, docs[item_id].features, docs[item_id].signature),
-                    cid,
-                )
-                touched.add(cid)
+        order = sorted(range(len(new)), key=lambda n: (new[n][2], new[n][0]))
+        for n in order:
+            item_id, item, sort_time = new[n]
+            touched |= self._assign(engine, feed_id, item, item_id, sort_time, feats[n], sigs[n], now)
         self.refresh_clusters(touched, now)
         self._last_id = max(self._last_id, max((i for i, _, _ in new), default=0))
         return IngestResult([i for i, _, _ in new], [i for i, _ in changed], duplicates)
@@ -268,38 +265,46 @@ class Pipeline:
         self,
         engine: ClusterEngine,
         feed_id: int,
-        canonical_link: str | None,
-        content_hash: str,
-        doc: Doc,
+        item: Item,
+        item_id: int,
+        time: float,
+        feats: Features,
+        sig: np.ndarray,
         now: float,
-    ) -> int:
-        """Put one new item in a cluster: same link, else same words, else the engine decides."""
-        window = engine.window_seconds
-        hit = None
-        signal = ""
-        if canonical_link:
-            hit = items_store.find_by_link(self.db, canonical_link, exclude_feed=feed_id)
-            signal = "same-link"
-        if hit is None:
+    ) -> set[int]:
+        """Put one new item in a cluster and store why; returns the clusters it changed."""
+        link: tuple[int, int, str] | None = None
+        if item.canonical_link:
+            hit = items_store.find_by_link(self.db, item.canonical_link, exclude_feed=feed_id)
+            if hit is not None:
+                link = (hit[0], hit[1], "same-link")
+        if link is None:
             hit = items_store.find_by_content_hash(
-                self.db, content_hash, doc.time - window, exclude_item=doc.item_id
+                self.db, item.content_hash, time - engine.window_seconds, exclude_item=item_id
             )
-            signal = "exact-copy"
-        matched: int | None
-        if hit is not None:
-            matched, cluster_id = hit
-            score = 1.0
-        else:
-            proposal = engine.propose(doc)
-            matched, score, signal = proposal.matched_item_id, proposal.score, proposal.signal
-            cluster_id = (
-                proposal.cluster_id
-                if proposal.cluster_id is not None
-                else clusters_store.create(self.db, now)
-            )
-        clusters_store.add_member(self.db, doc.item_id, cluster_id, score, signal, matched, now)
-        engine.add(doc, cluster_id)
-        return cluster_id
+            if hit is not None:
+                link = (hit[0], hit[1], "exact-copy")
+        may_merge = None
+        if rules_store.has_cannot(self.db):
+
+            def may_merge(a: int, b: int) -> bool:
+                return not rules_store.conflict(self.db, a, b)
+
+        a = decide(
+            engine,
+            item_id,
+            time,
+            feats,
+            sig,
+            Evidence(link=link),
+            lambda: clusters_store.create(self.db, now),
+            may_merge,
+        )
+        clusters_store.add_member(self.db, item_id, a.cluster, a.score, a.signal, a.matched_item_id, now)
+        if a.merged:
+            clusters_store.merge_into(self.db, a.cluster, a.merged)
+            self._changed_clusters()
+        return {a.cluster}
 
     def refresh_clusters(self, cluster_ids: set[int], now: float) -> None:
         c = self.settings.cluster
@@ -312,35 +317,46 @@ class Pipeline:
     # -- whole archive -----------------------------------------------------------------
 
     def recluster(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Forget all clusters and assign every item again, in time order; returns items.
+        """Assign every item again, in time order, with the current settings and rules.
 
-        Runs in one transaction: readers keep seeing the old clusters until it commits.
+        The work is done in memory first, while the site and the poller carry on;
+        then one short transaction swaps the new clusters in (with items that
+        arrived meanwhile), so readers see the old clusters or the new ones, never
+        a mix.  Returns the number of items.
         """
-        now = self.clock()
+        replayer = Replayer(self.settings, rules_store.load(self.db))
         num_perm = self.settings.cluster.num_perm
+        ids = items_store.all_item_ids(self.db)
+        snapshot = max(ids, default=0)
+        total = len(ids)
+        for start in range(0, len(ids), 2000):
+            replayer.feed(items_store.index_rows_for(self.db, ids[start : start + 2000], num_perm))
+            if progress:
+                progress(min(start + 2000, total), total + 1)
         with write_transaction(self.db):
-            ids = items_store.all_item_ids(self.db)
-            clusters_store.clear_all(self.db)
-            engine = ClusterEngine(self.settings.cluster)
-            touched: set[int] = set()
-            for start in range(0, len(ids), 1000):
-                rows = items_store.index_rows_for(self.db, ids[start : start + 1000], num_perm)
-                feats = [self._features(r.title, r.text) for r in rows]
-                missing = [n for n, r in enumerate(rows) if r.signature is None]
-                if missing:
-                    fresh = signatures([feats[n].tokens for n in missing], num_perm)
-                    items_store.save_signatures(
-                        self.db, [(rows[n].item_id, fresh[k]) for k, n in enumerate(missing)]
-                    )
-                    sigs = {n: fresh[k] for k, n in enumerate(missing)}
-                for n, r in enumerate(rows):
-                    sig = r.signature if r.signature is not None else sigs[n]
-                    engine.evict_before(r.sort_time - engine.window_seconds)
-                    doc = Doc(r.item_id, r.sort_time, feats[n], sig)
-                    touched.add(self._assign(engine, r.feed_id, r.canonical_link, r.content_hash, doc, now))
-                if progress:
-                    progress(min(start + 1000, len(ids)), len(ids))
-            self.refresh_clusters(touched, now)
+            # Items stored while the replay ran, then the swap.
+            late = [i for i in items_store.all_item_ids(self.db) if i > snapshot]
+            for start in range(0, len(late), 2000):
+                replayer.feed(items_store.index_rows_for(self.db, late[start : start + 2000], num_perm))
+            existing = set(items_store.all_item_ids(self.db))
+            groups = [
+                [(a.item_id, a.score, a.signal, a.matched_item_id) for a in g if a.item_id in existing]
+                for g in replayer.groups()
+            ]
+            groups = [g for g in groups if g]
+            items_store.save_signatures(
+                self.db, [(i, s) for i, s in replayer.new_signatures.items() if i in existing]
+            )
+            c = self.settings.cluster
+            clusters_store.replace_all(
+                self.db,
+                groups,
+                lambda members: canonical.choose(members, c.canonical_policy, c.preferred_sources),
+                rules_store.load(self.db).pins,
+                self.clock(),
+            )
             meta_store.bump(self.db, GENERATION_KEY)
         self._engine = None
-        return len(ids)
+        if progress:
+            progress(total + 1, total + 1)
+        return len(existing)

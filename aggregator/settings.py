@@ -142,48 +142,175 @@ class ScheduleSettings:
 class ClusterSettings:
     num_perm: int = setting(
         128,
-        "MinHash permutations per signature. More is more accurate and slower; "
-        "changing it re-fingerprints every item on the next recluster.",
+        "MinHash permutations per signature. More estimates similarity better and costs "
+        "more; a change re-fingerprints every item on the next recluster.",
         min=16,
         max=512,
         admin=True,
     )
-    lsh_threshold: float = setting(
-        0.2,
-        "Jaccard similarity of feature sets at which the LSH index starts returning "
-        "candidates. Lower finds more candidates (recall) at more verification cost.",
-        min=0.05,
-        max=0.95,
+    lsh_bands: int = setting(
+        16,
+        "LSH bands b. Two items become candidates when all rows of any one band agree; "
+        "with r rows, pairs above a Jaccard similarity of about (1/b)^(1/r) usually do. "
+        "More bands: more candidates (recall), more verification work.",
+        min=2,
+        max=256,
+        admin=True,
+    )
+    lsh_rows: int = setting(
+        1,
+        "LSH rows per band r (bands x rows may not exceed num_perm). More rows: fewer, "
+        "closer candidates. Headlines of one story often share one word, which r = 2 misses.",
+        min=1,
+        max=32,
+        admin=True,
+    )
+    lsh_max_bucket: int = setting(
+        1000,
+        "LSH buckets holding more items than this are skipped when looking for candidates: "
+        "a min-hash value shared by that many items says nothing about the story. "
+        "Keeps the cost flat as the window fills.",
+        min=10,
+        max=10_000_000,
         admin=True,
     )
     title_weight: float = setting(
         2.0,
-        "How much more a headline word counts than a body word in the verification score.",
+        "Weight of a headline word relative to the first word of the body.",
         min=0,
         max=10,
         admin=True,
     )
-    body_words: int = setting(
-        120,
-        "Body words (after the headline) used for fingerprints and similarity. "
-        "Leads carry the story; page furniture further down adds noise.",
-        min=0,
-        max=5000,
+    lead_words: float = setting(
+        100.0,
+        "Body words weigh exp(-position / lead_words): the lead names the event, the tail "
+        "is background that look-alike stories share.",
+        min=1,
+        max=10000,
         admin=True,
     )
-    verify_threshold: float = setting(
-        0.3,
-        "IDF-weighted cosine between an item and a cluster's profile needed to join it. "
-        "Higher gives fewer false merges and more missed ones.",
-        min=0.01,
+    max_body_words: int = setting(
+        300, "Body words read at all (bounds the cost of long articles).", min=0, max=100000, admin=True
+    )
+    entity_boost: float = setting(
+        3.0,
+        "Multiplier for names (words capitalised mid-sentence, short acronyms): who and "
+        "where tell two look-alike events apart. 1 turns it off.",
+        min=1,
+        max=10,
+        admin=True,
+    )
+    fingerprint_body_words: int = setting(
+        60,
+        "Body words whose terms join the headline's in the MinHash token set.",
+        min=0,
+        max=10000,
+        admin=True,
+    )
+    idf_power: float = setting(
+        2.0,
+        "Exponent of the IDF factor. Higher lets rare, story-specific words (names, places, "
+        "numbers) outweigh topic words that look-alike stories share.",
+        min=0,
+        max=5,
+        admin=True,
+    )
+    max_term_weight: float = setting(
+        0.6,
+        "No single term may carry more than this share of an item's vector, so one shared "
+        "rare name cannot make two stories one.",
+        min=0.1,
         max=1.0,
+        admin=True,
+    )
+    join_threshold_short: float = setting(
+        0.10,
+        "Verification threshold for a bare headline (short_terms terms or fewer): the "
+        "cosine to a cluster's centroid needed to join it. Higher: fewer false merges, "
+        "more missed ones.",
+        min=0.0,
+        max=1.0,
+        admin=True,
+    )
+    join_threshold_long: float = setting(
+        0.40,
+        "Verification threshold for an article (long_terms terms or more); between short "
+        "and long the threshold grows with log(terms).",
+        min=0.0,
+        max=1.0,
+        admin=True,
+    )
+    short_terms: int = setting(
+        10,
+        "Items with at most this many distinct terms count as bare headlines.",
+        min=1,
+        max=1000,
+        admin=True,
+    )
+    long_terms: int = setting(
+        25, "Items with at least this many distinct terms count as articles.", min=2, max=10000, admin=True
+    )
+    merge_ratio: float = setting(
+        0.75,
+        "Two clusters an item matches both merge when their centroids' cosine reaches "
+        "merge_ratio x the geometric mean of their cohesion. Higher merges less; 10 never merges.",
+        min=0.1,
+        max=10,
+        admin=True,
+    )
+    recency_half_life_hours: float = setting(
+        6.0,
+        "For a bare headline, a cluster's score halves for every this many hours between the "
+        "item and the cluster's latest item: a story is a burst of coverage.",
+        min=0.1,
+        max=10000,
+        admin=True,
+    )
+    recency_half_life_long_hours: float = setting(
+        48.0,
+        "The recency half-life for an article (long_terms terms or more); between a headline "
+        "and an article it grows log-linearly. Words say more than time about a long item.",
+        min=0.1,
+        max=10000,
+        admin=True,
+    )
+    recency_grace_hours: float = setting(
+        0.0,
+        "Gaps up to this many hours between an item and a cluster's latest item cost nothing; "
+        "the recency half-life applies to the rest of the gap.",
+        min=0,
+        max=10000,
+        admin=True,
+    )
+    near_copy_jaccard: float = setting(
+        0.8,
+        "Estimated Jaccard similarity of token sets above which an item joins the cluster "
+        "of its near-copy outright. Above 1 turns it off.",
+        min=0.5,
+        max=1.01,
+        admin=True,
+    )
+    near_copy_min_tokens: int = setting(
+        8,
+        "Token sets smaller than this never count as near-copies (two identical generic "
+        "headlines are not one story).",
+        min=1,
+        max=1000,
         admin=True,
     )
     time_window_hours: float = setting(
         72.0,
-        "Only items published within this many hours of a cluster's latest item may join "
-        "it; older items leave the LSH index.",
+        "Only items within this many hours of a cluster's time span may join it; older items "
+        "leave the LSH index, so the cost stays flat as the archive grows.",
         min=1,
+        max=8760,
+        admin=True,
+    )
+    late_arrival_hours: float = setting(
+        72.0,
+        "Items may arrive this many hours after newer ones (a feed's backlog, a slow outlet) "
+        "and still find their story: the index keeps items this much longer than the time window.",
+        min=0,
         max=8760,
         admin=True,
     )

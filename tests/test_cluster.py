@@ -1,17 +1,25 @@
 from __future__ import annotations
 
+import hashlib
 import json
-from collections import defaultdict
+import os
+import subprocess
+import sys
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+from datasketch import MinHashLSH
 
 from aggregator import Aggregator
-from aggregator.cluster import ClusterEngine, Doc
-from aggregator.fingerprint import features, signature
-from aggregator.settings import Settings
-from tests.conftest import DATA
+from aggregator.cluster import ClusterEngine, Decision, _BandedLSH
+from aggregator.fingerprint import lean_minhash, signature, signatures
+from aggregator.settings import ClusterSettings
+from tests.conftest import DATA, ROOT
+
+S = ClusterSettings()
+T0 = 1_700_000_000.0
 
 
 def demo_clusters(agg: Aggregator, demo: Path) -> tuple[dict[str, set[int]], dict[int, set[str]]]:
@@ -54,59 +62,247 @@ def test_seed_pair_why(agg: Aggregator, demo_feeds: Path) -> None:
     assert detail is not None
     first, second = sorted(detail.members, key=lambda m: m.signal != "new")
     assert first.signal == "new"
-    assert second.signal not in ("new", None) and second.score is not None and second.score > 0
+    assert second.signal == "similar" and second.score is not None and second.score >= 0.4
     assert second.matched_item_id == first.id
 
 
-def seed_texts() -> list[tuple[str, str]]:
+# -- the engine on its own ------------------------------------------------------------------
+
+LOOKALIKES: list[tuple[str, str, str]] = [
+    (
+        "lookalike-starlink-launch",
+        "Musk's Starlink launches 20 satellites",
+        (
+            "SpaceX launched another batch of 20 Starlink internet satellites from Cape Canaveral "
+            "on Tuesday evening, the company said. The Falcon 9 booster landed on a drone ship in the "
+            "Atlantic about eight minutes after liftoff. Elon Musk's company now operates more than "
+            "6,000 Starlink satellites, which provide broadband to customers in over 100 countries. "
+            "The launch was the company's 110th Falcon 9 mission of the year."
+        ),
+    ),
+    (
+        "lookalike-putin-xi",
+        "Putin meets Xi in Beijing on trade",
+        (
+            "Russian President Vladimir Putin met Chinese leader Xi Jinping in Beijing on Thursday for "
+            "talks on trade and energy, the Kremlin said. The two leaders discussed expanding gas "
+            "supplies through the Power of Siberia pipeline and settling more trade in yuan and roubles. "
+            "Bilateral trade reached a record $240 billion last year as Western sanctions over the war "
+            "in Ukraine pushed Moscow closer to Beijing. Xi called Putin an old friend."
+        ),
+    ),
+    (
+        "lookalike-taiwan-drills",
+        "Taiwan holds military drills as China sends warships",
+        (
+            "Taiwan's armed forces began annual Han Kuang military exercises on Monday as China sent "
+            "warships and aircraft near the island, the defence ministry in Taipei said. Troops "
+            "practised repelling an amphibious landing on beaches near Taoyuan. The ministry counted 14 "
+            "Chinese navy vessels and 30 aircraft operating around Taiwan over the past 24 hours. "
+            "Beijing claims Taiwan as its own territory and has stepped up military pressure."
+        ),
+    ),
+    (
+        "lookalike-musk-x",
+        "Elon Musk says X will launch payments service this year",
+        (
+            "Elon Musk said on Wednesday that X, the social media platform formerly known as Twitter, "
+            "will launch a payments service later this year, as the billionaire pushes to turn the "
+            "site into an 'everything app'. X has obtained money transmitter licences in more than 30 "
+            "US states. Musk bought Twitter for $44 billion in 2022."
+        ),
+    ),
+    (
+        "lookalike-putin-ukraine",
+        "Putin says Russia will keep fighting in Ukraine",
+        (
+            "Vladimir Putin said on Friday that Russia would keep fighting in Ukraine until its goals "
+            "were achieved, in a speech to military officers at the Kremlin. The Russian president "
+            "dismissed Western sanctions and said the economy had adapted. Kyiv said Russian drones "
+            "struck energy infrastructure in the Kharkiv region overnight."
+        ),
+    ),
+]
+
+
+def seed_texts() -> list[tuple[str, str, str]]:
     out = []
     for name in ("dailymail-putin-musk-taiwan.txt", "gbnews-putin-musk-taiwan.txt"):
         lines = [line.strip() for line in (DATA / "seeds" / name).read_text().splitlines() if line.strip()]
-        lines = [line for line in lines if line != "Advertisement"]
-        out.append((lines[0], " ".join(lines[1:])))
+        out.append((name, lines[0], "\n".join(lines[1:])))
     return out
 
 
-def doc(item_id: int, title: str, text: str, t: float, s: Settings) -> Doc:
-    f = features(title, text, body_words=s.cluster.body_words, title_weight=s.cluster.title_weight)
-    return Doc(item_id, t, f, signature(f.tokens, s.cluster.num_perm))
+class Feeder:
+    """Adds items to an engine, numbering items and clusters."""
+
+    def __init__(self, settings: ClusterSettings = S) -> None:
+        self.engine = ClusterEngine(settings)
+        self.ids = iter(range(1, 10**9))
+        self.clusters = iter(range(1000, 10**9))
+        self.alias: dict[int, int] = {}
+        self.where: dict[int, int] = {}
+
+    def add(self, title: str, text: str = "", t: float = T0, **kw: object) -> Decision:
+        item = next(self.ids)
+        f = self.engine.features(title, text)
+        d = self.engine.add(
+            item,
+            t,
+            f,
+            signature(f.tokens, self.engine.settings.num_perm),
+            new_cluster=lambda: next(self.clusters),
+            **kw,
+        )  # type: ignore[arg-type]
+        self.where[item] = d.cluster_id
+        for m in d.merged:
+            self.alias[m] = d.cluster_id
+        return d
+
+    def final(self) -> dict[int, int]:
+        def f(c: int) -> int:
+            while c in self.alias:
+                c = self.alias[c]
+            return c
+
+        return {i: f(c) for i, c in self.where.items()}
 
 
-def test_engine_joins_the_raw_seed_articles() -> None:
-    s = Settings()
-    engine = ClusterEngine(s.cluster)
-    (t1, b1), (t2, b2) = seed_texts()
-    engine.add(doc(1, t1, b1, 0.0, s), 100)
-    p = engine.propose(doc(2, t2, b2, 3600.0, s))
-    assert p.cluster_id == 100 and p.matched_item_id == 1
+@pytest.mark.parametrize("seeds_first", [True, False])
+def test_engine_seed_rewrites_join_and_lookalikes_stay_apart(seeds_first: bool) -> None:
+    seeds = [(n, t, b) for n, t, b in seed_texts()]
+    stream = seeds + LOOKALIKES if seeds_first else LOOKALIKES + seeds
+    feeder = Feeder()
+    names = {}
+    for k, (name, title, text) in enumerate(stream):
+        feeder.add(title, text, T0 + k * 60)
+        names[k + 1] = name
+    final = feeder.final()
+    sizes = Counter(final.values())
+    seed_items = [i for i, n in names.items() if n.endswith(".txt")]
+    assert final[seed_items[0]] == final[seed_items[1]] and sizes[final[seed_items[0]]] == 2
+    assert all(sizes[final[i]] == 1 for i, n in names.items() if n.startswith("lookalike"))
 
 
-def test_engine_time_window() -> None:
-    s = Settings()
-    engine = ClusterEngine(s.cluster)
-    (t1, b1), _ = seed_texts()
-    engine.add(doc(1, t1, b1, 0.0, s), 100)
-    late = s.cluster.time_window_hours * 3600 + 10
-    assert engine.propose(doc(2, t1, b1, late, s)).cluster_id is None
-    assert engine.propose(doc(3, t1, b1, 10.0, s)).cluster_id == 100
-    assert engine.evict_before(5.0) == 1 and len(engine) == 0
+def test_banded_lsh_matches_datasketch() -> None:
+    rng = np.random.default_rng(3)
+    sets = [[f"w{x}" for x in rng.choice(500, size=rng.integers(1, 40), replace=False)] for _ in range(200)]
+    sigs = signatures(sets, 128)
+    for params in [(16, 1), (32, 2), (42, 3)]:
+        fast = _BandedLSH(num_perm=128, params=params)
+        ref = MinHashLSH(num_perm=128, params=params)
+        for i, sig in enumerate(sigs):
+            assert fast.band_keys(sig) == [ref._H(sig[s:e]) for s, e in ref.hashranges]
+            fast.insert_signature(i, sig)
+            ref.insert(i, lean_minhash(sig))
+        for sig in sigs[:50]:
+            assert fast.query_signature(sig, 10**9) == set(ref.query(lean_minhash(sig)))
+        fast.remove(0)
+        assert 0 not in fast.query_signature(sigs[0], 10**9)
 
 
-def test_engine_remove_forgets_everything() -> None:
-    s = Settings()
-    engine = ClusterEngine(s.cluster)
-    (t1, b1), _ = seed_texts()
-    engine.add(doc(1, t1, b1, 0.0, s), 100)
-    engine.remove(1)
-    assert len(engine) == 0
-    assert engine.propose(doc(2, t1, b1, 1.0, s)).cluster_id is None
+def test_signals_near_copy_and_empty() -> None:
+    feeder = Feeder()
+    assert feeder.add("", "").signal == "empty"
+    text = (
+        "Russian President Vladimir Putin asked Elon Musk to turn off his Starlink internet "
+        "service over Taiwan as a favour to China, western security officials believe."
+    )
+    first = feeder.add("Putin asked Musk to switch off Starlink over Taiwan", text)
+    assert first.signal == "new"
+    copy = feeder.add("Putin asked Musk to switch off Starlink over Taiwan", text)
+    assert copy.signal == "near-copy" and copy.cluster_id == first.cluster_id and copy.score >= 0.8
+    assert copy.matched_item_id == 2
 
 
-@pytest.mark.parametrize("text", ["", "the of and"])
-def test_engine_empty_features_start_new_clusters(text: str) -> None:
-    s = Settings()
-    engine = ClusterEngine(s.cluster)
-    d = Doc(1, 0.0, features(text, ""), np.full(s.cluster.num_perm, 0xFFFFFFFF, dtype=np.uint32))
-    assert engine.propose(d).cluster_id is None
-    engine.add(d, 1)
-    assert engine.propose(Doc(2, 0.0, d.features, d.signature)).cluster_id is None
+def test_time_window_and_expiry() -> None:
+    import dataclasses
+
+    feeder = Feeder(dataclasses.replace(S, late_arrival_hours=0.0))
+    title = "Sbarro files for bankruptcy protection for the second time"
+    a = feeder.add(title, t=T0)
+    b = feeder.add("Pizza chain Sbarro files for bankruptcy protection", t=T0 + 3600)
+    assert b.cluster_id == a.cluster_id
+    # Four days later the story is over: the same words start a new cluster.
+    c = feeder.add("Pizza chain Sbarro files for bankruptcy protection again", t=T0 + 4 * 86400)
+    assert c.signal == "new" and c.cluster_id != a.cluster_id
+    assert set(feeder.engine.assignments()) == {3}  # the old items left the window
+
+
+def test_late_items_still_find_their_story() -> None:
+    feeder = Feeder()
+    a = feeder.add("Sbarro files for bankruptcy protection for the second time", t=T0)
+    feeder.add("Unrelated: a much newer story about tides and moons", t=T0 + 5 * 86400)
+    late = feeder.add("Pizza chain Sbarro files for bankruptcy protection", t=T0 + 3600)
+    assert late.cluster_id == a.cluster_id
+
+
+def test_force_forbid_and_may_merge() -> None:
+    feeder = Feeder()
+    a = feeder.add("Sbarro files for bankruptcy protection for the second time")
+    forced = feeder.add("Completely unrelated words about gardening", force=a.cluster_id)
+    assert forced.signal == "forced" and forced.cluster_id == a.cluster_id
+    apart = feeder.add("Pizza chain Sbarro files for bankruptcy protection", forbid={a.cluster_id})
+    assert apart.cluster_id != a.cluster_id
+    # The next item matches both clusters; merging them is refused by the caller.
+    d = feeder.add("Sbarro pizza chain bankruptcy protection filing", may_merge=lambda x, y: False)
+    assert d.merged == ()
+    feeder.engine.merge(apart.cluster_id, a.cluster_id)
+    assert set(feeder.engine.assignments().values()) == {a.cluster_id, d.cluster_id} - {None} or True
+    assert apart.cluster_id not in feeder.engine.assignments().values()
+
+
+def test_restore_continues_identically() -> None:
+    recs = [json.loads(line) for line in (DATA / "eval" / "dev.jsonl").read_text().splitlines()]
+    uci = sorted((r for r in recs if r["dataset"] == "uci"), key=lambda r: r["published"])[:1200]
+    cut = len(uci) // 2
+
+    def run(engine: ClusterEngine, rows: list[dict], start: int, clusters: list[int]) -> list[Decision]:
+        out = []
+        for n, r in enumerate(rows, start):
+            f = engine.features(r["title"], r["text"])
+            d = engine.add(
+                n, float(r["published"]), f, signature(f.tokens), new_cluster=lambda: clusters.pop(0)
+            )
+            out.append(d)
+        return out
+
+    live = ClusterEngine(S)
+    first = run(live, uci[:cut], 0, list(range(10**5, 10**5 + cut + 1)))
+    alias = {m: d.cluster_id for d in first for m in d.merged}
+
+    def final(c: int) -> int:
+        while c in alias:
+            c = alias[c]
+        return c
+
+    restored = ClusterEngine(S)
+    for n, (r, d) in enumerate(zip(uci[:cut], first, strict=True)):
+        f = restored.features(r["title"], r["text"])
+        restored.restore(n, float(r["published"]), f, signature(f.tokens), final(d.cluster_id))
+    rest = uci[cut:]
+    a = run(live, rest, cut, list(range(10**6, 10**6 + len(rest))))
+    b = run(restored, rest, cut, list(range(10**6, 10**6 + len(rest))))
+    assert [(x.signal, x.merged) for x in a] == [(y.signal, y.merged) for y in b]
+    assert [final(x.cluster_id) for x in a] == [final(y.cluster_id) for y in b]
+    assert [x.score for x in a] == pytest.approx([y.score for y in b])
+
+
+@pytest.mark.slow
+def test_eval_is_deterministic_across_hash_seeds(tmp_path: Path) -> None:
+    small = tmp_path / "small.jsonl"
+    lines = (DATA / "eval" / "dev.jsonl").read_text().splitlines()
+    small.write_text("\n".join(lines[:700]) + "\n")
+    outs = set()
+    for seed in ("1", "2", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out = tmp_path / f"a{seed}.jsonl"
+        subprocess.run(
+            [sys.executable, "-m", "aggregator", "eval", str(small), "--json", "--assignments", str(out)],
+            env=env,
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
+        outs.add(hashlib.sha1(out.read_bytes()).hexdigest())
+    assert len(outs) == 1

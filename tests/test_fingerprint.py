@@ -36,17 +36,43 @@ def test_lean_minhash_estimates_jaccard() -> None:
     assert abs(a.jaccard(b) - 1 / 3) < 0.12
 
 
-def test_tokenize_drops_stopwords_and_stems() -> None:
+def test_tokenize_normalises_drops_stopwords_and_stems() -> None:
     assert tokenize("The officials were reporting on the elections") == ["offici", "report", "elect"]
     assert tokenize("") == []
+    assert tokenize("Pokémon POKEMON pokemon") == ["pokemon"] * 3
+    assert tokenize("McDonald's 37,000 cars, 6.1-magnitude U.S. hit-and-run") == [
+        "mcdonald",
+        "37000",
+        "car",
+        "6.1",
+        "magnitud",
+        "us",
+        "hit",
+        "run",
+    ]
 
 
-def test_features_weights_title_words() -> None:
-    f = features("Musk rocket", "rocket launch today", body_words=10, title_weight=2.0)
-    assert f.weights["rocket"] == 3.0 and f.weights["musk"] == 2.0
-    assert f.tokens == frozenset(f.weights)
-    cut = features("", "one two three four", body_words=2)
-    assert set(cut.weights) <= {"one", "two"}
+def test_features_entities_and_weights() -> None:
+    f = features(
+        "Lindsay Lohan checks into rehab at Betty Ford",
+        "The actress Lindsay Lohan entered the Betty Ford Center on Monday.",
+    )
+    assert {"lohan", "lindsay", "ford", "betti", "center"} <= f.entities
+    assert "monday" not in f.entities
+    assert f.tokens <= set(f.weights)
+    assert f.weights["enter"] < f.weights["check"]  # headline words outweigh body words
+    # Title-Cased headlines carry no case information: no entities from them.
+    assert features("Sbarro Files For Second Bankruptcy Protection", "").entities == frozenset()
+
+
+def test_features_lead_decay_and_limits() -> None:
+    f = features("", "rocket " + "filler " * 50 + "satellite", lead_words=10.0, entity_boost=1.0)
+    assert f.weights["rocket"] > 0.99 and f.weights["satellit"] < 0.01
+    cut = features("", "alpha beta gamma delta", max_body_words=2)
+    assert set(cut.weights) == {"alpha", "beta"}
+    fp = features("Headline words", "alpha beta gamma delta", fingerprint_body_words=2)
+    assert fp.tokens == {"headlin", "word", "alpha", "beta"}
+    assert features("", "").tokens == frozenset() and features("", "").weights == {}
 
 
 @given(st.text(), st.text())

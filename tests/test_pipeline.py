@@ -256,11 +256,11 @@ def test_a_hung_server_does_not_hold_up_the_others(tmp_path, feed_server: FeedSe
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(
-        '[storage]\ndb_path = "h.db"\n[feeds]\nallow_private_addresses = true\nopml = ""\n[fetch]\nread_timeout = 1.0\nconnect_timeout = 1.0\n'
+        '[storage]\ndb_path = "h.db"\n[feeds]\nallow_private_addresses = true\nopml = ""\n[fetch]\nread_timeout = 3.0\nconnect_timeout = 1.0\n'
     )
 
     def hang(h: BaseHTTPRequestHandler) -> None:
-        time.sleep(4)
+        time.sleep(6)
 
     feed_server.routes["/hang.xml"] = Route(handler=hang)
     feed_server.routes["/fine.xml"] = Route(rss([story(1)]))
@@ -271,8 +271,8 @@ def test_a_hung_server_does_not_hold_up_the_others(tmp_path, feed_server: FeedSe
         agg.add_feed(feed_server.url("/fine.xml"))
         reports = agg.update(progress=lambda r: done.append((r.feed_url, time.monotonic() - started)))
     assert [u.rsplit("/", 1)[1] for u, _ in done] == ["fine.xml", "hang.xml"]
-    assert done[0][1] < 0.9  # stored before the hung one timed out
-    assert done[1][1] < 2.5  # read timeout, not the server's 4 s
+    assert done[0][1] < 2.5  # stored before the hung one timed out
+    assert 2.9 < done[1][1] < 5.0  # the read timeout, not the server's 6 s
     hung = next(r for r in reports if r.feed_url.endswith("hang.xml"))
     assert hung.status == "error" and "Timeout" in (hung.error or "")
 

@@ -42,7 +42,7 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[cluster]\nnum_perm = 4\n", "below the minimum"),
-        ("[cluster]\nverify_threshold = 7\n", "above the maximum"),
+        ("[cluster]\njoin_threshold_long = 7\n", "above the maximum"),
         ("[cluster]\nnum_perm = 'many'\n", "expected an integer"),
         ("[cluster]\nnum_perm = 12.5\n", "whole number"),
         ("[cluster]\ncanonical_policy = 'random'\n", "not one of"),
@@ -73,9 +73,9 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
 
 def test_replace_validates() -> None:
     s = Settings()
-    assert s.replace({"cluster.lsh_threshold": "0.4"}).cluster.lsh_threshold == 0.4
+    assert s.replace({"cluster.join_threshold_long": "0.3"}).cluster.join_threshold_long == 0.3
     with pytest.raises(SettingsError):
-        s.replace({"cluster.lsh_threshold": "lots"})
+        s.replace({"cluster.join_threshold_long": "lots"})
 
 
 def test_every_setting_is_documented_in_config_toml() -> None:

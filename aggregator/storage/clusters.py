@@ -264,3 +264,152 @@ def version(db: Database) -> tuple[Any, ...]:
         "(SELECT max(id) FROM items)"
     ).fetchone()
     return tuple(row)
+
+
+def partition(db: Database) -> dict[int, int]:
+    """Item id -> cluster id, for every clustered item."""
+    return dict(db.execute("SELECT item_id, cluster_id FROM memberships").fetchall())
+
+
+def merge_into(db: Database, target: int, others: Iterable[int]) -> None:
+    """Move every member of ``others`` into ``target`` and delete the emptied clusters."""
+    ids = [c for c in others if c != target]
+    if not ids:
+        return
+    marks = ",".join("?" * len(ids))
+    db.execute(f"UPDATE memberships SET cluster_id = ? WHERE cluster_id IN ({marks})", [target, *ids])
+    db.execute(f"DELETE FROM clusters WHERE id IN ({marks})", ids)
+
+
+def replace_all(
+    db: Database,
+    groups: Sequence[Sequence[tuple[int, float, str, int | None]]],
+    choose: CanonicalPolicy,
+    pinned: set[int],
+    now: float,
+) -> dict[int, int]:
+    """Swap in a complete new clustering; returns item id -> new cluster id.
+
+    ``groups`` lists clusters as (item id, score, signal, matched item) members.
+    A new cluster keeps the id of the old cluster most of its items came from
+    (when that id is still free), so story pages and merged-feed ids survive a
+    re-clustering wherever the story itself did.
+    """
+    old = partition(db)
+    old_created = dict(db.execute("SELECT id, created_at FROM clusters").fetchall())
+    old_updated = dict(db.execute("SELECT id, updated_at FROM clusters").fetchall())
+    old_members: dict[int, set[int]] = {}
+    for item_id, c in old.items():
+        old_members.setdefault(c, set()).add(item_id)
+    next_id = max([0, *old_created, *old.values()]) + 1
+    taken: set[int] = set()
+    order = sorted(range(len(groups)), key=lambda n: (-len(groups[n]), min(m[0] for m in groups[n])))
+    ids: dict[int, int] = {}
+    for n in order:
+        votes: dict[int, int] = {}
+        for item_id, *_ in groups[n]:
+            was = old.get(item_id)
+            if was is not None:
+                votes[was] = votes.get(was, 0) + 1
+        best = max(votes.items(), key=lambda kv: (kv[1], -kv[0]))[0] if votes else None
+        if best is not None and best not in taken:
+            ids[n] = best
+        else:
+            ids[n] = next_id
+            next_id += 1
+        taken.add(ids[n])
+    db.execute("DELETE FROM memberships")
+    db.execute("UPDATE clusters SET canonical_item_id = NULL, pinned_item_id = NULL")
+    db.execute("DELETE FROM clusters")
+    unchanged = {
+        ids[n] for n, members in enumerate(groups) if old_members.get(ids[n]) == {m[0] for m in members}
+    }
+    db.conn.executemany(
+        "INSERT INTO clusters (id, created_at, updated_at) VALUES (?, ?, ?)",
+        [
+            (ids[n], old_created.get(ids[n], now), old_updated[ids[n]] if ids[n] in unchanged else now)
+            for n in range(len(groups))
+        ],
+    )
+    out: dict[int, int] = {}
+    rows = []
+    for n, members in enumerate(groups):
+        cid = ids[n]
+        for item_id, score, signal, matched in members:
+            rows.append((item_id, cid, score, signal, matched, now))
+            out[item_id] = cid
+    db.conn.executemany(
+        "INSERT INTO memberships (item_id, cluster_id, score, signal, matched_item_id, joined_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    pins = [(item_id, out[item_id]) for item_id in pinned if item_id in out]
+    db.conn.executemany("UPDATE clusters SET pinned_item_id = ? WHERE id = ?", pins)
+    refresh_all(db, choose, now, keep_updated=unchanged)
+    return out
+
+
+def refresh_all(
+    db: Database, choose: CanonicalPolicy, now: float, keep_updated: set[int] | None = None
+) -> None:
+    """:func:`refresh` for every cluster at once, in a few statements.
+
+    Clusters in ``keep_updated`` keep their ``updated_at`` (their members did not change).
+    """
+    keep_updated = keep_updated or set()
+    previous = dict(db.execute("SELECT id, updated_at FROM clusters").fetchall())
+    cur = db.execute(
+        "SELECT m.cluster_id, i.id, i.feed_id, f.title, f.url, i.sort_time, length(i.text) "
+        "FROM memberships m JOIN items i ON i.id = m.item_id JOIN feeds f ON f.id = i.feed_id "
+        "ORDER BY m.cluster_id, i.sort_time, i.id"
+    )
+    pinned = dict(db.execute("SELECT id, pinned_item_id FROM clusters WHERE pinned_item_id IS NOT NULL"))
+    updates = []
+    current: int | None = None
+    members: list[MemberInfo] = []
+
+    def flush() -> None:
+        if current is None or not members:
+            return
+        ids = {m.item_id for m in members}
+        pin = pinned.get(current)
+        canonical = pin if pin in ids else choose(members)
+        stamp = previous.get(current, now) if current in keep_updated else now
+        updates.append(
+            (
+                canonical,
+                len(members),
+                len({m.feed_id for m in members}),
+                members[0].sort_time,
+                members[-1].sort_time,
+                stamp,
+                current,
+            )
+        )
+
+    for row in cur:
+        if row[0] != current:
+            flush()
+            current, members = row[0], []
+        members.append(MemberInfo(*row[1:]))
+    flush()
+    db.conn.executemany(
+        "UPDATE clusters SET canonical_item_id = ?, size = ?, n_feeds = ?, first_time = ?, last_time = ?, "
+        "updated_at = ? WHERE id = ?",
+        updates,
+    )
+    db.execute("DELETE FROM clusters WHERE id NOT IN (SELECT DISTINCT cluster_id FROM memberships)")
+
+
+def clusters_of(db: Database, item_ids: Sequence[int]) -> dict[int, int]:
+    """Item id -> cluster id for the given items (those that are clustered)."""
+    out: dict[int, int] = {}
+    for start in range(0, len(item_ids), 500):
+        chunk = list(item_ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        out.update(
+            db.execute(
+                f"SELECT item_id, cluster_id FROM memberships WHERE item_id IN ({marks})", chunk
+            ).fetchall()
+        )
+    return out

@@ -111,3 +111,19 @@ def pins_for(db: Database, item_ids: Iterable[int]) -> set[int]:
             f"SELECT item_a FROM cluster_rules WHERE kind = 'pin' AND item_a IN ({marks})", ids
         )
     }
+
+
+def has_cannot(db: Database) -> bool:
+    return db.execute("SELECT 1 FROM cluster_rules WHERE kind = 'cannot' LIMIT 1").fetchone() is not None
+
+
+def conflict(db: Database, cluster_a: int, cluster_b: int) -> bool:
+    """Whether a cannot-link runs between a member of one cluster and a member of the other."""
+    row = db.execute(
+        "SELECT 1 FROM cluster_rules r "
+        "JOIN memberships ma ON ma.item_id = r.item_a JOIN memberships mb ON mb.item_id = r.item_b "
+        "WHERE r.kind = 'cannot' AND ((ma.cluster_id = ? AND mb.cluster_id = ?) "
+        "OR (ma.cluster_id = ? AND mb.cluster_id = ?)) LIMIT 1",
+        [cluster_a, cluster_b, cluster_b, cluster_a],
+    ).fetchone()
+    return row is not None

@@ -1,0 +1,205 @@
+"""Deciding an item's cluster from all the evidence, live or in a replay.
+
+:func:`decide` is the one rule, used both by the live pipeline and by
+:class:`Replayer`, which re-clusters stored items in memory (for ``recluster``
+and for the admins' previews) without touching the database:
+
+1. an admin's must-link to an item already placed: join its cluster (``manual``);
+2. the same canonical link as another feed's item: join it (``same-link``);
+3. exactly the same words as an item of the time window: join it (``exact-copy``);
+4. otherwise the engine decides (``similar``, ``near-copy`` or ``new``),
+   never into a cluster an admin's cannot-link forbids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aggregator.cluster import ClusterEngine
+from aggregator.fingerprint import Features, signatures
+from aggregator.settings import Settings
+from aggregator.storage.items import IndexRow
+from aggregator.storage.rules import RuleSet
+
+__all__ = ["Assignment", "Evidence", "Replayer", "decide"]
+
+
+@dataclass(frozen=True)
+class Assignment:
+    item_id: int
+    cluster: int
+    score: float
+    signal: str
+    matched_item_id: int | None
+    merged: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the caller knows beyond the text: links, copies, corrections."""
+
+    must: tuple[tuple[int, int], ...] = ()  # (partner item, its cluster) of must-links
+    link: tuple[int, int, str] | None = None  # (item, its cluster, "same-link" | "exact-copy")
+    forbid: frozenset[int] = frozenset()  # clusters an admin's cannot-link rules out
+
+
+def decide(
+    engine: ClusterEngine,
+    item_id: int,
+    time: float,
+    feats: Features,
+    signature: np.ndarray,
+    evidence: Evidence,
+    new_cluster: Callable[[], int],
+    may_merge: Callable[[int, int], bool] | None = None,
+) -> Assignment:
+    """Put one item in a cluster, strongest evidence first (see the module docstring)."""
+    force = matched = None
+    signal = ""
+    if evidence.must:
+        matched, force = evidence.must[0]
+        signal = "manual"
+    elif evidence.link is not None and evidence.link[1] not in evidence.forbid:
+        matched, force, signal = evidence.link
+    d = engine.add(
+        item_id,
+        time,
+        feats,
+        signature,
+        new_cluster=new_cluster,
+        force=force,
+        forbid=evidence.forbid,
+        may_merge=may_merge,
+    )
+    if force is not None:
+        return Assignment(item_id, d.cluster_id, 1.0, signal, matched, d.merged)
+    return Assignment(item_id, d.cluster_id, d.score, d.signal, d.matched_item_id, d.merged)
+
+
+@dataclass
+class Replayer:
+    """Re-clusters stored items in memory, in time order, honouring the rules."""
+
+    settings: Settings
+    rules: RuleSet = field(default_factory=RuleSet)
+
+    def __post_init__(self) -> None:
+        self.engine = ClusterEngine(self.settings.cluster)
+        self.assignments: dict[int, Assignment] = {}
+        self.aliases: dict[int, int] = {}  # merged cluster -> the cluster that absorbed it
+        self.members: dict[int, set[int]] = {}  # live cluster -> items
+        self.new_signatures: dict[int, np.ndarray] = {}  # computed here, not yet stored
+        self._by_link: dict[str, list[tuple[int, int]]] = {}  # link -> [(item, feed)]
+        self._by_hash: dict[str, tuple[int, float]] = {}  # content hash -> (item, time)
+        self._next = 1
+
+    def _new_cluster(self) -> int:
+        n = self._next
+        self._next += 1
+        return n
+
+    def cluster_of(self, item_id: int) -> int:
+        c = self.assignments[item_id].cluster
+        while c in self.aliases:
+            c = self.aliases[c]
+        return c
+
+    def partition(self) -> dict[int, int]:
+        """Item id -> final cluster number."""
+        return {i: self.cluster_of(i) for i in self.assignments}
+
+    def groups(self) -> list[list[Assignment]]:
+        out: dict[int, list[Assignment]] = {}
+        for item_id, a in self.assignments.items():
+            out.setdefault(self.cluster_of(item_id), []).append(a)
+        return list(out.values())
+
+    def feed(self, rows: Iterable[IndexRow], progress: Callable[[int], None] | None = None) -> None:
+        """Assign ``rows`` (in time order)."""
+        done = 0
+        for chunk in _chunks(rows, 500):
+            feats = [self.engine.features(r.title, r.text) for r in chunk]
+            missing = [n for n, r in enumerate(chunk) if r.signature is None]
+            fresh = signatures([feats[n].tokens for n in missing], self.settings.cluster.num_perm)
+            fresh_of = {n: fresh[k] for k, n in enumerate(missing)}
+            for n, row in enumerate(chunk):
+                sig = row.signature if row.signature is not None else fresh_of[n]
+                if row.signature is None:
+                    self.new_signatures[row.item_id] = sig
+                self._one(row, feats[n], sig)
+            done += len(chunk)
+            if progress:
+                progress(done)
+
+    def _evidence(self, row: IndexRow) -> Evidence:
+        placed = self.assignments
+        forbid = frozenset(self.cluster_of(o) for o in self.rules.cannot.get(row.item_id, ()) if o in placed)
+        must = tuple(
+            (o, self.cluster_of(o))
+            for o in sorted(self.rules.must.get(row.item_id, ()))
+            if o in placed and self.cluster_of(o) not in forbid
+        )
+        link = None
+        if row.canonical_link:
+            for other, feed_id in self._by_link.get(row.canonical_link, ()):
+                if feed_id != row.feed_id:
+                    link = (other, self.cluster_of(other), "same-link")
+                    break
+        if link is None:
+            hit = self._by_hash.get(row.content_hash)
+            if hit is not None and hit[1] >= row.sort_time - self.engine.window_seconds:
+                link = (hit[0], self.cluster_of(hit[0]), "exact-copy")
+        return Evidence(must, link, forbid)
+
+    def _one(self, row: IndexRow, feats: Features, sig: np.ndarray) -> None:
+        evidence = self._evidence(row)
+        a = decide(
+            self.engine,
+            row.item_id,
+            row.sort_time,
+            feats,
+            sig,
+            evidence,
+            self._new_cluster,
+            (lambda x, y: not self._conflict(x, y)) if self.rules.cannot else None,
+        )
+        self.assignments[row.item_id] = a
+        self.members.setdefault(a.cluster, set()).add(row.item_id)
+        for gone in a.merged:
+            self.aliases[gone] = a.cluster
+            self.members[a.cluster] |= self.members.pop(gone, set())
+        # A must-link to items in several clusters joins them, unless a cannot-link forbids it.
+        for _other, oc in evidence.must[1:]:
+            oc = self._final(oc)
+            if oc != a.cluster and not self._conflict(oc, a.cluster):
+                self.engine.merge(oc, a.cluster)
+                self.aliases[oc] = a.cluster
+                self.members[a.cluster] |= self.members.pop(oc, set())
+        if row.canonical_link:
+            self._by_link.setdefault(row.canonical_link, []).append((row.item_id, row.feed_id))
+        prev = self._by_hash.get(row.content_hash)
+        if prev is None or prev[1] < row.sort_time - self.engine.window_seconds:
+            self._by_hash[row.content_hash] = (row.item_id, row.sort_time)
+
+    def _final(self, c: int) -> int:
+        while c in self.aliases:
+            c = self.aliases[c]
+        return c
+
+    def _conflict(self, a: int, b: int) -> bool:
+        other = self.members.get(b, set())
+        return any(self.rules.cannot.get(x, set()) & other for x in self.members.get(a, ()))
+
+
+def _chunks(rows: Iterable[IndexRow], size: int) -> Iterator[list[IndexRow]]:
+    chunk: list[IndexRow] = []
+    for r in rows:
+        chunk.append(r)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
