@@ -46,10 +46,14 @@ def test_every_command_takes_config_and_db() -> None:
 
 
 def test_admin_accounts(run) -> None:  # type: ignore[no-untyped-def]
-    assert "password set for alice" in run("admin", "set-password", "alice", "--password", "a long enough password")
+    assert "password set for alice" in run(
+        "admin", "set-password", "alice", "--password", "a long enough password"
+    )
     assert run("admin", "list").strip() == "alice"
     assert "at least 10 characters" in run("admin", "set-password", "bob", "--password", "short", ok=False)
-    assert "account names" in run("admin", "set-password", "bad name!", "--password", "a long enough password", ok=False)
+    assert "account names" in run(
+        "admin", "set-password", "bad name!", "--password", "a long enough password", ok=False
+    )
 
 
 def test_feed_lifecycle(run, demo_feeds: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
