@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from aggregator import opml
+from aggregator import opml, tuning
 from aggregator.fetch import Fetcher, FetchLimits, address_problem, is_local, local_path
 from aggregator.models import (
     ClusterDetail,
@@ -28,16 +30,28 @@ from aggregator.models import (
     UpdateReport,
 )
 from aggregator.pipeline import Pipeline
-from aggregator.settings import Settings, load_settings
+from aggregator.replay import Replayer
+from aggregator.settings import Settings, SettingsError, load_settings
 from aggregator.storage import backup as storage_backup
 from aggregator.storage import clusters as clusters_store
 from aggregator.storage import feeds as feeds_store
 from aggregator.storage import integrity_check as storage_integrity_check
 from aggregator.storage import items as items_store
+from aggregator.storage import jobs as jobs_store
 from aggregator.storage import open_database, write_transaction
+from aggregator.storage import rules as rules_store
 from aggregator.storage import search as search_store
+from aggregator.storage import versions as versions_store
+from aggregator.storage.jobs import Job
+from aggregator.storage.rules import Rule
+from aggregator.storage.versions import SettingsVersion
 
-__all__ = ["Aggregator", "FeedError"]
+__all__ = ["Aggregator", "CorrectionError", "FeedError", "JobError"]
+
+log = logging.getLogger("aggregator")
+
+JOB_KINDS = ("preview", "apply", "revert", "recluster")
+STALE_JOB_SECONDS = 600.0
 
 Progress = Callable[[int, int], None]
 SETTLE_SECONDS = 1.0
@@ -45,6 +59,57 @@ SETTLE_SECONDS = 1.0
 
 class FeedError(ValueError):
     """A feed URL cannot be added or found."""
+
+
+class CorrectionError(ValueError):
+    """A manual correction names something that does not exist or makes no sense."""
+
+
+class JobError(RuntimeError):
+    """A background job cannot start now."""
+
+
+def _run_job(base: Settings, db_path: Path, job_id: int) -> None:
+    """Body of a background job: its own connection, progress stored as it goes."""
+    with Aggregator(base, db_path=db_path) as agg:
+        job = agg.job(job_id)
+        if job is None:
+            return
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.5 or done >= total:
+                last[0] = now
+                with write_transaction(agg.db):
+                    jobs_store.update(agg.db, job_id, agg.clock(), done=done, total=total)
+
+        def set_state(**fields: Any) -> None:
+            with write_transaction(agg.db):
+                jobs_store.update(agg.db, job_id, agg.clock(), **fields)
+
+        set_state(state="running", message="")
+        p = job.params
+        try:
+            if job.kind == "preview":
+                report = agg.preview(p.get("changes", {}), float(p.get("hours", 72)), progress)
+                set_state(state="done", result=report.as_dict(), message="preview ready")
+            elif job.kind == "apply":
+                version = agg.apply_settings(
+                    p.get("changes", {}), job.author, p.get("note", ""), progress=progress
+                )
+                set_state(
+                    state="done", result={"version": version}, message=f"settings version {version} applied"
+                )
+            elif job.kind == "revert":
+                version = agg.revert_settings(int(p["version"]), job.author, progress)
+                set_state(state="done", result={"version": version}, message=f"reverted as version {version}")
+            else:
+                n = agg.recluster(progress)
+                set_state(state="done", result={"items": n}, message=f"reclustered {n} items")
+        except Exception as exc:
+            log.exception("job %d failed", job_id)
+            set_state(state="failed", message=f"{type(exc).__name__}: {exc}")
 
 
 class Aggregator:
@@ -64,11 +129,13 @@ class Aggregator:
         clock: Callable[[], float] = time.time,
         migrate: bool = True,
     ) -> None:
-        self.settings = settings
+        self.base_settings = settings  # from config.toml; admins' changes apply on top
         self.db_path = Path(db_path) if db_path is not None else settings.db_path
         self.db = open_database(self.db_path, migrate=migrate)
         self.clock = clock
-        self.pipeline = Pipeline(self.db, settings, clock)
+        self._version_id: int | None = None
+        self.settings = self._effective_settings()
+        self.pipeline = Pipeline(self.db, self.settings, clock)
         self._lock = threading.RLock()
 
     @classmethod
@@ -86,6 +153,40 @@ class Aggregator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- settings: config.toml plus the admins' latest settings version ----------------
+
+    def _effective_settings(self) -> Settings:
+        version = versions_store.latest(self.db)
+        self._version_id = version.id if version else None
+        if version is None:
+            return self.base_settings
+        settings, problems = tuning.apply_overrides(self.base_settings, version.overrides)
+        for problem in problems:
+            log.warning("settings version %d: ignoring %s", version.id, problem)
+        return settings
+
+    def reload_settings(self) -> bool:
+        """Pick up a settings version applied by another process; True if settings changed."""
+        latest = versions_store.latest(self.db)
+        if (latest.id if latest else None) == self._version_id:
+            return False
+        with self._lock:
+            self.settings = self._effective_settings()
+            self.pipeline.settings = self.settings
+            self.pipeline.invalidate_local()
+        return True
+
+    def settings_version(self) -> SettingsVersion | None:
+        return versions_store.latest(self.db)
+
+    def settings_history(self, limit: int = 50) -> list[SettingsVersion]:
+        return versions_store.history(self.db, limit)
+
+    def admin_overrides(self) -> dict[str, Any]:
+        """Settings admins changed from config.toml, in force now."""
+        version = versions_store.latest(self.db)
+        return dict(version.overrides) if version else {}
 
     # -- feeds -------------------------------------------------------------------------
 
@@ -205,6 +306,7 @@ class Aggregator:
         Fetches run concurrently, within overall and per-host limits; each result
         is parsed, clustered and stored as soon as it arrives, one feed at a time.
         """
+        self.reload_settings()
         todo = list(feeds) if feeds is not None else feeds_store.due(self.db, self.clock())
         if not todo:
             return []
@@ -250,6 +352,182 @@ class Aggregator:
     def rebuild_index(self) -> int:
         with self._lock:
             return self.pipeline.rebuild_index()
+
+    # -- admin: previews, applying settings, corrections --------------------------------
+
+    def preview(
+        self, changes: dict[str, Any], hours: float, progress: Progress | None = None
+    ) -> tuning.PreviewReport:
+        """What ``changes`` would do to the stories of the last ``hours``, without doing it.
+
+        The items of the period are re-clustered twice in memory, with the current and
+        with the proposed settings, and the two partitions compared; the admins'
+        corrections serve as labeled pairs for precision and recall.
+        """
+        clean, errors = tuning.validate_changes(changes)
+        if errors:
+            raise SettingsError("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        proposed = self.settings.replace(clean)
+        rules = rules_store.load(self.db)
+        latest = items_store.latest_time(self.db) or self.clock()
+        since = latest - hours * 3600
+        rows = list(items_store.index_rows(self.db, since, self.settings.cluster.num_perm))
+        total = 2 * len(rows)
+        partitions = []
+        for n, settings in enumerate((self.settings, proposed)):
+            if settings.cluster.num_perm != self.settings.cluster.num_perm:
+                rows = [dataclasses.replace(r, signature=None) for r in rows]
+            replayer = Replayer(settings, rules)
+            offset = n * len(rows)
+
+            def step(done: int, offset: int = offset) -> None:
+                if progress:
+                    progress(offset + done, total)
+
+            replayer.feed(rows, step)
+            partitions.append(replayer.partition())
+        must, cannot = rules.pairs("must"), rules.pairs("cannot")
+        labeled = {
+            "current": tuning.labeled_scores(partitions[0], must, cannot),
+            "proposed": tuning.labeled_scores(partitions[1], must, cannot),
+        }
+        titles = {r.item_id: r.title for r in rows}
+        return tuning.compare(partitions[0], partitions[1], titles, labeled)
+
+    def apply_settings(
+        self,
+        changes: dict[str, Any],
+        author: str,
+        note: str = "",
+        *,
+        reverts: int | None = None,
+        replace: bool = False,
+        progress: Progress | None = None,
+    ) -> int:
+        """Save a new settings version (kept in the history) and re-cluster with it.
+
+        ``changes`` are added to the overrides in force (``replace``: they become the
+        overrides).  Returns the new version's id.
+        """
+        clean, errors = tuning.validate_changes(changes)
+        if errors:
+            raise SettingsError("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        overrides = {} if replace else self.admin_overrides()
+        overrides.update(tuning.json_ready(clean))
+        # An override equal to the config value is no override.
+        overrides = {
+            k: v for k, v in overrides.items() if tuning.json_ready({k: self.base_settings.get(k)})[k] != v
+        }
+        with self._lock, write_transaction(self.db):
+            version = versions_store.add(self.db, overrides, author, self.clock(), note, reverts)
+        self.reload_settings()
+        self.recluster(progress)
+        return version
+
+    def revert_settings(self, version_id: int, author: str, progress: Progress | None = None) -> int:
+        """Make the settings of ``version_id`` (0: config.toml alone) current again, as a new version."""
+        if version_id == 0:
+            target: dict[str, Any] = {}
+        else:
+            version = versions_store.get(self.db, version_id)
+            if version is None:
+                raise SettingsError(f"no settings version {version_id}")
+            target = version.overrides
+        return self.apply_settings(
+            target,
+            author,
+            f"revert to version {version_id}",
+            reverts=version_id or None,
+            replace=True,
+            progress=progress,
+        )
+
+    def start_job(self, kind: str, params: dict[str, Any], author: str) -> int:
+        """Run a preview, an apply, a revert or a recluster in a background thread.
+
+        Progress and the result are stored in the ``jobs`` table (see :meth:`job`), so
+        any process can show them.  Only one job that re-clusters runs at a time.
+        """
+        if kind not in JOB_KINDS:
+            raise ValueError(f"unknown job kind {kind!r}")
+        now = self.clock()
+        with self._lock, write_transaction(self.db):
+            jobs_store.interrupt_stale(self.db, now - STALE_JOB_SECONDS, now)
+            if kind != "preview" and any(
+                not j.finished and j.kind != "preview" for j in jobs_store.latest(self.db, limit=20)
+            ):
+                raise JobError("another settings change or recluster is still running")
+            job_id = jobs_store.create(self.db, kind, params, author, now)
+        thread = threading.Thread(
+            target=_run_job,
+            args=(self.base_settings, self.db_path, job_id),
+            name=f"job-{job_id}",
+            daemon=True,
+        )
+        thread.start()
+        return job_id
+
+    def job(self, job_id: int) -> Job | None:
+        return jobs_store.get(self.db, job_id)
+
+    def jobs(self, limit: int = 20) -> list[Job]:
+        return jobs_store.latest(self.db, limit=limit)
+
+    def merge_clusters(self, target: int, source: int, author: str) -> None:
+        """Make two stories one; remembered as must-links that later re-clustering respects."""
+        if target == source:
+            raise CorrectionError("a story cannot be merged with itself")
+        with self._lock, write_transaction(self.db):
+            members = clusters_store.member_ids(self.db, [target, source])
+            if not members.get(target) or not members.get(source):
+                raise CorrectionError("no such story")
+            union = sorted(members[target] + members[source], key=lambda i: (self._sort_time_of(i), i))
+            anchor = union[0]
+            rules_store.add(self.db, "must", [(anchor, i) for i in union[1:]], author, self.clock())
+            clusters_store.merge_into(self.db, target, [source])
+            clusters_store.mark_manual(self.db, members[source])
+            self.pipeline.refresh_clusters({target}, self.clock())
+            self.pipeline.invalidate()
+
+    def move_item_out(self, item_id: int, author: str) -> int:
+        """Take an item out of its story into a story of its own; remembered as cannot-links."""
+        with self._lock, write_transaction(self.db):
+            current = clusters_store.clusters_of(self.db, [item_id]).get(item_id)
+            if current is None:
+                raise CorrectionError("no such item")
+            others = [i for i in clusters_store.member_ids(self.db, [current])[current] if i != item_id]
+            if not others:
+                raise CorrectionError("the item is already alone in its story")
+            now = self.clock()
+            rules_store.add(self.db, "cannot", [(item_id, o) for o in others], author, now)
+            new = clusters_store.create(self.db, now)
+            clusters_store.add_member(self.db, item_id, new, 1.0, "manual", None, now)
+            self.pipeline.refresh_clusters({current, new}, now)
+            self.pipeline.invalidate()
+        return new
+
+    def pin_canonical(self, item_id: int, author: str) -> None:
+        """Make an item its story's canonical item, now and after any re-clustering."""
+        with self._lock, write_transaction(self.db):
+            current = clusters_store.clusters_of(self.db, [item_id]).get(item_id)
+            if current is None:
+                raise CorrectionError("no such item")
+            members = clusters_store.member_ids(self.db, [current])[current]
+            rules_store.unpin_cluster(self.db, members)
+            rules_store.add(self.db, "pin", [(item_id, None)], author, self.clock())
+            clusters_store.pin(self.db, current, item_id)
+            self.pipeline.refresh_clusters({current}, self.clock())
+
+    def correction_rules(self) -> list[Rule]:
+        return rules_store.all_rules(self.db)
+
+    def delete_rule(self, rule_id: int) -> None:
+        with write_transaction(self.db):
+            rules_store.delete(self.db, rule_id)
+
+    def _sort_time_of(self, item_id: int) -> float:
+        items = items_store.get_many(self.db, [item_id])
+        return items[0].sort_time if items else 0.0
 
     # -- queries -----------------------------------------------------------------------
 

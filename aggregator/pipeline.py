@@ -68,6 +68,10 @@ class Pipeline:
 
     # -- the cluster index: derived data, rebuilt from the database --------------------
 
+    def invalidate_local(self) -> None:
+        """Rebuild this process's index on next use (settings changed)."""
+        self._engine = None
+
     def invalidate(self) -> None:
         """Tell every process holding an index (this one too) to rebuild it."""
         meta_store.bump(self.db, GENERATION_KEY)

@@ -413,3 +413,27 @@ def clusters_of(db: Database, item_ids: Sequence[int]) -> dict[int, int]:
             ).fetchall()
         )
     return out
+
+
+def member_ids(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Cluster id -> its item ids."""
+    out: dict[int, list[int]] = {c: [] for c in cluster_ids}
+    marks = ",".join("?" * len(cluster_ids))
+    for item_id, cid in db.execute(
+        f"SELECT item_id, cluster_id FROM memberships WHERE cluster_id IN ({marks}) ORDER BY item_id",
+        list(cluster_ids),
+    ):
+        out[cid].append(item_id)
+    return out
+
+
+def mark_manual(db: Database, item_ids: Sequence[int]) -> None:
+    """Record that these items are where they are because an admin said so."""
+    marks = ",".join("?" * len(item_ids))
+    db.execute(
+        f"UPDATE memberships SET signal = 'manual', score = 1.0 WHERE item_id IN ({marks})", list(item_ids)
+    )
+
+
+def pin(db: Database, cluster_id: int, item_id: int) -> None:
+    db.execute("UPDATE clusters SET pinned_item_id = ? WHERE id = ?", [item_id, cluster_id])

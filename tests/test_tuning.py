@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aggregator import Aggregator
+from aggregator.core import CorrectionError
+from aggregator.settings import SettingsError
+from aggregator.tuning import compare, labeled_scores, validate_changes
+
+
+def groups(agg: Aggregator) -> set[frozenset[int]]:
+    by: dict[int, set[int]] = defaultdict(set)
+    for row in agg.export_rows():
+        by[row["cluster_id"]].add(row["item_id"])
+    return {frozenset(v) for v in by.values()}
+
+
+def cluster_of(agg: Aggregator, item_id: int) -> int:
+    return next(r["cluster_id"] for r in agg.export_rows() if r["item_id"] == item_id)
+
+
+@pytest.fixture
+def demo(agg: Aggregator, demo_feeds: Path) -> Aggregator:
+    agg.import_opml(demo_feeds / "demo.opml")
+    agg.update()
+    return agg
+
+
+def test_validate_changes() -> None:
+    clean, errors = validate_changes(
+        {
+            "cluster.join_threshold_long": "0.3",
+            "cluster.num_perm": "9",
+            "fetch.max_bytes": "5",
+            "cluster.canonical_policy": "x",
+        }
+    )
+    assert clean == {"cluster.join_threshold_long": 0.3}
+    assert set(errors) == {"cluster.num_perm", "fetch.max_bytes", "cluster.canonical_policy"}
+    assert "not a setting admins may change" in errors["fetch.max_bytes"]
+    assert "below the minimum" in errors["cluster.num_perm"]
+
+
+def test_compare_finds_merges_and_splits() -> None:
+    now = {1: 10, 2: 10, 3: 20, 4: 30, 5: 30}
+    then = {1: 1, 2: 1, 3: 1, 4: 2, 5: 3}
+    r = compare(now, then, {i: f"t{i}" for i in now}, {})
+    assert (r.items, r.clusters_now, r.clusters_then) == (5, 3, 3)
+    assert len(r.merges) == 1 and r.merges[0]["size"] == 3 and len(r.merges[0]["parts"]) == 2
+    assert len(r.splits) == 1 and r.splits[0]["size"] == 2
+
+
+def test_labeled_scores() -> None:
+    part = {1: 1, 2: 1, 3: 2, 4: 2}
+    s = labeled_scores(part, must={(1, 2), (1, 3)}, cannot={(3, 4)})
+    assert s is not None and s["precision"] == pytest.approx(0.5) and s["recall"] == pytest.approx(0.5)
+    assert labeled_scores(part, set(), set()) is None
+
+
+@given(st.dictionaries(st.integers(0, 50), st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1))
+def test_compare_of_a_partition_with_itself_shows_nothing(data: dict[int, tuple[int, int]]) -> None:
+    part = {k: v[0] for k, v in data.items()}
+    r = compare(part, part, {}, {})
+    assert r.merges == [] and r.splits == [] and r.clusters_now == r.clusters_then
+
+
+def test_preview_shows_a_merge_when_the_threshold_is_lowered(demo: Aggregator) -> None:
+    before = groups(demo)
+    report = demo.preview(
+        {"cluster.join_threshold_long": "0.02", "cluster.join_threshold_short": "0.01"}, hours=24 * 30
+    )
+    assert report.items == 44
+    assert report.clusters_then < report.clusters_now
+    assert report.merges and all(len(m["parts"]) >= 2 for m in report.merges if "parts" in m)
+    assert all(p["title"] for m in report.merges if "parts" in m for p in m["parts"])
+    assert groups(demo) == before  # a preview changes nothing
+    same = demo.preview({}, hours=24 * 30)
+    assert same.merges == [] and same.splits == []
+    with pytest.raises(SettingsError):
+        demo.preview({"cluster.join_threshold_long": "lots"}, hours=24)
+
+
+def test_apply_and_revert(demo: Aggregator) -> None:
+    demo.recluster()  # the baseline: the whole archive clustered in time order
+    original = groups(demo)
+    v1 = demo.apply_settings(
+        {"cluster.join_threshold_long": "0.02", "cluster.join_threshold_short": "0.01"}, "alice", "try lower"
+    )
+    assert demo.settings.cluster.join_threshold_long == 0.02
+    assert len(groups(demo)) < len(original)
+    history = demo.settings_history()
+    assert history[0].id == v1 and history[0].author == "alice" and history[0].note == "try lower"
+    assert history[0].overrides == {"cluster.join_threshold_long": 0.02, "cluster.join_threshold_short": 0.01}
+    # Another process sees the new settings.
+    with Aggregator(demo.base_settings, db_path=demo.db_path) as other:
+        assert other.settings.cluster.join_threshold_long == 0.02
+    v2 = demo.revert_settings(0, "bob")
+    assert demo.settings.cluster.join_threshold_long == demo.base_settings.cluster.join_threshold_long
+    assert demo.settings_history()[0].id == v2 and demo.settings_history()[0].overrides == {}
+    assert groups(demo) == original
+
+
+def test_corrections_survive_a_recluster(demo: Aggregator) -> None:
+    rows = list(demo.export_rows())
+    seed = next(r for r in rows if "Putin" in r["title"] and "Musk" in r["title"])
+    partner = next(
+        r for r in rows if r["cluster_id"] == seed["cluster_id"] and r["item_id"] != seed["item_id"]
+    )
+    lone = next(r for r in rows if "Tasmania" in r["title"] or "whale" in r["title"].lower())
+    # 1. Move one seed article out of its story.
+    new = demo.move_item_out(seed["item_id"], "alice")
+    assert cluster_of(demo, seed["item_id"]) == new != cluster_of(demo, partner["item_id"])
+    # 2. Merge two unrelated stories.
+    a, b = cluster_of(demo, partner["item_id"]), cluster_of(demo, lone["item_id"])
+    demo.merge_clusters(a, b, "alice")
+    assert cluster_of(demo, lone["item_id"]) == cluster_of(demo, partner["item_id"])
+    # 3. Pin the canonical item of the merged story.
+    demo.pin_canonical(lone["item_id"], "alice")
+    assert demo.cluster(a).summary.canonical.id == lone["item_id"]  # type: ignore[union-attr]
+    kinds = sorted({r.kind for r in demo.correction_rules()})
+    assert kinds == ["cannot", "must", "pin"]
+    demo.recluster()
+    assert cluster_of(demo, seed["item_id"]) != cluster_of(demo, partner["item_id"])
+    merged = cluster_of(demo, lone["item_id"])
+    assert merged == cluster_of(demo, partner["item_id"])
+    assert demo.cluster(merged).summary.canonical.id == lone["item_id"]  # type: ignore[union-attr]
+    # Bad corrections are clear errors.
+    with pytest.raises(CorrectionError):
+        demo.merge_clusters(merged, merged, "alice")
+    with pytest.raises(CorrectionError):
+        demo.move_item_out(10**9, "alice")
+
+
+def test_background_jobs_store_progress_and_results(demo: Aggregator) -> None:
+    job_id = demo.start_job(
+        "preview", {"changes": {"cluster.join_threshold_long": "0.02"}, "hours": 720}, "alice"
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = demo.job(job_id)
+        assert job is not None
+        if job.finished:
+            break
+        time.sleep(0.1)
+    assert job.state == "done", job.message
+    assert job.result["items"] == 44 and job.percent == 100
+    bad = demo.start_job("preview", {"changes": {"cluster.num_perm": "x"}, "hours": 1}, "alice")
+    while not demo.job(bad).finished:  # type: ignore[union-attr]
+        time.sleep(0.05)
+    assert demo.job(bad).state == "failed" and "num_perm" in demo.job(bad).message  # type: ignore[union-attr]
