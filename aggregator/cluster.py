@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -84,6 +85,15 @@ class _BandedLSH(MinHashLSH):  # type: ignore[misc]
         self.keys.insert(key, *hs)
         for h, table in zip(hs, self.hashtables, strict=True):
             table.insert(h, key)
+
+    def band_hits(self, hashvalues: np.ndarray, max_bucket: int) -> Counter[int]:
+        """Key -> number of bands shared with ``hashvalues`` (buckets over ``max_bucket`` skipped)."""
+        hits: Counter[int] = Counter()
+        for h, table in zip(self.band_keys(hashvalues), self.hashtables, strict=True):
+            bucket = table.get(h)
+            if len(bucket) <= max_bucket:
+                hits.update(bucket)
+        return hits
 
     def query_signature(self, hashvalues: np.ndarray, max_bucket: int) -> set[int]:
         """Keys sharing a band with ``hashvalues``; buckets larger than ``max_bucket``
@@ -413,12 +423,27 @@ class ClusterEngine:
         return {term: x * inv for term, x in vec.items()}
 
     def _candidates(self, signature: np.ndarray) -> list[_Item]:
-        out = []
-        for seq in sorted(self._lsh.query_signature(signature, self.settings.lsh_max_bucket)):
-            it = self._items.get(seq)
-            if it is not None:
-                out.append(it)
-        return out
+        """Items sharing a band with ``signature``, from its most promising clusters only.
+
+        Clusters are ranked by their best member's number of shared bands (more
+        shared bands, higher Jaccard similarity); only the top
+        ``max_candidate_clusters`` are verified, so the cost per item stays bounded
+        however full the window is.
+        """
+        hits = self._lsh.band_hits(signature, self.settings.lsh_max_bucket)
+        items = self._items
+        best: dict[int, int] = {}
+        for seq, n in hits.items():
+            it = items.get(seq)
+            if it is not None and n > best.get(it.cluster, 0):
+                best[it.cluster] = n
+        limit = self.settings.max_candidate_clusters
+        if len(best) > limit:
+            clusters = self._clusters
+            keep = set(sorted(best, key=lambda c: (-best[c], clusters[c].order))[:limit])
+        else:
+            keep = set(best)
+        return [items[s] for s in sorted(hits) if s in items and items[s].cluster in keep]
 
     @staticmethod
     def _closest(items: list[_Item], signature: np.ndarray) -> int | None:

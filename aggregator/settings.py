@@ -166,12 +166,20 @@ class ClusterSettings:
         admin=True,
     )
     lsh_max_bucket: int = setting(
-        1000,
+        300,
         "LSH buckets holding more items than this are skipped when looking for candidates: "
         "a min-hash value shared by that many items says nothing about the story. "
         "Keeps the cost flat as the window fills.",
         min=10,
         max=10_000_000,
+        admin=True,
+    )
+    max_candidate_clusters: int = setting(
+        32,
+        "At most this many candidate clusters are verified per item, those whose members share "
+        "the most LSH bands with it. Bounds the cost per item however full the window is.",
+        min=1,
+        max=100000,
         admin=True,
     )
     title_weight: float = setting(

@@ -110,3 +110,54 @@ def test_demo_feeds_parse_cleanly() -> None:
 def test_never_raises_on_any_bytes(body: bytes) -> None:
     p = parse_feed(body, "https://x.example/feed")
     assert p.error is not None or isinstance(p.entries, list)
+
+
+LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<rss version="2.0"><channel><title>&lol9;</title>
+<item><title>Laughs &lol9;</title><guid>1</guid><description>&lol9;</description></item></channel></rss>"""
+
+
+def test_billion_laughs_is_not_expanded() -> None:
+    import time
+
+    started = time.monotonic()
+    p = parse_feed(LAUGHS, "https://x.example/feed")
+    assert time.monotonic() - started < 2
+    assert p.error is None and p.warning  # read leniently, entities left unexpanded
+    assert all(len(e.title) < 100 and len(e.summary_html) < 100 for e in p.entries)
+
+
+def test_external_entities_are_not_resolved(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT")
+    body = (
+        f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY xxe SYSTEM "{secret.as_uri()}">]>'
+        '<rss version="2.0"><channel><title>t</title><item><title>&xxe;</title>'
+        "<description>&xxe;</description><guid>1</guid></item></channel></rss>"
+    ).encode()
+    p = parse_feed(body, "https://x.example/feed")
+    assert "TOP-SECRET" not in repr(p)
+
+
+def test_invalid_utf8_and_wrong_declared_encoding() -> None:
+    good = rss([{"title": "Café crème", "guid": "1", "description": "naïve"}])
+    broken = good.replace("crème".encode(), b"cr\xe8me\xff\xfe")  # latin-1 bytes in a UTF-8 document
+    p = parse_feed(broken, "https://x.example/feed")
+    assert p.error is None and len(p.entries) == 1 and p.entries[0].title.startswith("Caf")
+    declared = good.decode().replace('encoding="utf-8"', 'encoding="iso-8859-1"').encode("utf-8")
+    q = parse_feed(
+        declared, "https://x.example/feed", {"Content-Type": "application/rss+xml; charset=windows-1251"}
+    )
+    assert q.error is None and len(q.entries) == 1
