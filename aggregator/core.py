@@ -7,9 +7,10 @@ import hashlib
 import itertools
 import json
 import logging
+import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from pathlib import Path
 from typing import IO, Any
@@ -32,12 +33,14 @@ from aggregator.models import (
 from aggregator.pipeline import Pipeline
 from aggregator.replay import Replayer
 from aggregator.settings import Settings, SettingsError, load_settings
+from aggregator.storage import admin as admin_store
 from aggregator.storage import backup as storage_backup
 from aggregator.storage import clusters as clusters_store
 from aggregator.storage import feeds as feeds_store
 from aggregator.storage import integrity_check as storage_integrity_check
 from aggregator.storage import items as items_store
 from aggregator.storage import jobs as jobs_store
+from aggregator.storage import meta as meta_store
 from aggregator.storage import open_database, write_transaction
 from aggregator.storage import rules as rules_store
 from aggregator.storage import search as search_store
@@ -180,6 +183,9 @@ class Aggregator:
     def settings_version(self) -> SettingsVersion | None:
         return versions_store.latest(self.db)
 
+    def get_settings_version(self, version_id: int) -> SettingsVersion | None:
+        return versions_store.get(self.db, version_id)
+
     def settings_history(self, limit: int = 50) -> list[SettingsVersion]:
         return versions_store.history(self.db, limit)
 
@@ -187,6 +193,56 @@ class Aggregator:
         """Settings admins changed from config.toml, in force now."""
         version = versions_store.latest(self.db)
         return dict(version.overrides) if version else {}
+
+    def check_changes(self, changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Validate admins' proposed changes on top of the settings in force.
+
+        Returns (clean values, errors by key): each value against its definition,
+        then the rules that tie settings together (LSH bands x rows <= permutations).
+        """
+        clean, errors = tuning.validate_changes(changes)
+        if errors:
+            return clean, errors
+        c = self.settings.replace(clean).cluster
+        if c.lsh_bands * c.lsh_rows > c.num_perm:
+            key = next(
+                (k for k in ("cluster.lsh_bands", "cluster.lsh_rows", "cluster.num_perm") if k in clean),
+                "cluster.lsh_bands",
+            )
+            errors[key] = (
+                f"bands x rows ({c.lsh_bands} x {c.lsh_rows} = {c.lsh_bands * c.lsh_rows}) "
+                f"may not exceed num_perm ({c.num_perm})"
+            )
+        return clean, errors
+
+    # -- admin: sessions -----------------------------------------------------------------
+
+    def secret_key(self) -> str:
+        """The site's secret for signing session cookies: made once, kept in the database.
+
+        Every process serving the site reads the same secret, so a session made by
+        one is valid in all.
+        """
+        key = meta_store.get(self.db, "secret_key")
+        if key:
+            return key
+        with write_transaction(self.db):
+            key = meta_store.get(self.db, "secret_key")
+            if not key:
+                key = secrets.token_hex(32)
+                meta_store.put(self.db, "secret_key", key)
+        return key
+
+    def account_stamp(self, name: str) -> str | None:
+        """A keyed digest of an admin account's password hash; None if there is no such account.
+
+        Sessions keep it, so changing a password ends every session of that account.
+        """
+        stored = admin_store.get_hash(self.db, name)
+        if stored is None:
+            return None
+        key = self.secret_key().encode("ascii")[:64]
+        return hashlib.blake2b(stored.encode("utf-8"), key=key, digest_size=16).hexdigest()
 
     # -- feeds -------------------------------------------------------------------------
 
@@ -255,8 +311,13 @@ class Aggregator:
     def pause_feed(self, feed_id: int, paused: bool = True) -> None:
         feeds_store.set_paused(self.db, feed_id, paused)
 
-    def import_opml(self, source: str | Path | bytes) -> tuple[list[Feed], list[str]]:
-        """Subscribe to every feed of an OPML file; returns (new feeds, problems)."""
+    def import_opml(
+        self, source: str | Path | bytes, *, via_site: bool = False
+    ) -> tuple[list[Feed], list[str]]:
+        """Subscribe to every feed of an OPML file; returns (new feeds, problems).
+
+        ``via_site``: the file was uploaded through the site, so only http(s) feeds are taken.
+        """
         base = None
         if isinstance(source, (str, Path)):
             path = Path(source)
@@ -271,7 +332,7 @@ class Aggregator:
             if base is not None and is_local(url) and not local_path(url).is_absolute():
                 url = str(base / local_path(url))
             try:
-                feed, new = self.add_feed(url, entry.title)
+                feed, new = self.add_feed(url, entry.title, via_site=via_site)
             except FeedError as exc:
                 problems.append(str(exc))
                 continue
@@ -538,6 +599,10 @@ class Aggregator:
 
     def cluster(self, cluster_id: int) -> ClusterDetail | None:
         return clusters_store.detail(self.db, cluster_id)
+
+    def items_by_id(self, item_ids: Iterable[int]) -> dict[int, StoredItem]:
+        """Stored items (with their current cluster) by id; missing ids are left out."""
+        return {i.id: i for i in items_store.get_many(self.db, list(dict.fromkeys(item_ids)))}
 
     def backup(self, dest: str | Path) -> None:
         """A consistent copy of the database at ``dest``, taken while others write."""

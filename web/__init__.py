@@ -11,11 +11,24 @@ Optional Flask config keys (pass them to :func:`create_app`):
     The name shown in page titles and feeds; default ``the aggregator``.
 ``AGGREGATOR_CSP``
     The Content-Security-Policy header; default :data:`CONTENT_SECURITY_POLICY`.
+``AGGREGATOR_ADMIN_SESSION_SECONDS``
+    How long an admin stays logged in, at most (default 8 hours); also the
+    session cookie's lifetime.
+``SESSION_COOKIE_SECURE``
+    Send the admin session cookie over HTTPS only; default: on when
+    ``web.base_url`` is an https address.
+``SECRET_KEY``
+    Signs the admin session cookie; default: a random secret made once and kept
+    in the database, so every process serving the site shares it.
+
+Admin sessions are Flask's signed cookies, HttpOnly, SameSite=Lax and limited to
+``/admin`` (public pages never see them); see :mod:`web.admin`.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +56,8 @@ def create_app(
     """Build the Flask app for one database; migrations run once, here."""
     settings = settings or load_settings(config)
     db = Path(db_path) if db_path is not None else settings.db_path
-    Aggregator(settings, db_path=db).close()  # create the database and apply migrations
+    with Aggregator(settings, db_path=db) as agg:  # create the database and apply migrations
+        secret = agg.secret_key()
     app = Flask(__name__)
     app.config.update(
         AGGREGATOR_SETTINGS=settings,
@@ -52,8 +66,21 @@ def create_app(
         AGGREGATOR_SITE_TITLE=settings.web.site_title,
         AGGREGATOR_BASE_URL=settings.web.base_url.rstrip("/") or None,
         AGGREGATOR_CSP=CONTENT_SECURITY_POLICY,
+        AGGREGATOR_ADMIN_SESSION_SECONDS=8 * 3600,
+        # the admin area's session: signed cookie, scripts cannot read it, /admin only
+        SECRET_KEY=secret,
+        SESSION_COOKIE_NAME="aggregator_admin",
+        SESSION_COOKIE_PATH="/admin",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.web.base_url.lower().startswith("https://"),
+        MAX_CONTENT_LENGTH=5 * 1024 * 1024,  # admin forms and OPML uploads
     )
     app.config.update(**flask_config)
+    if "PERMANENT_SESSION_LIFETIME" not in flask_config:
+        app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(
+            seconds=float(app.config["AGGREGATOR_ADMIN_SESSION_SECONDS"])
+        )
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
 
@@ -85,10 +112,11 @@ def create_app(
         description = "Something went wrong on our side. Please try again in a moment."
         return render_template("error.html", code=500, name="Server error", description=description), 500
 
-    from web import filters, public
+    from web import admin, filters, public
 
     filters.register(app)
     app.register_blueprint(public.bp)
+    app.register_blueprint(admin.bp)
     return app
 
 

@@ -1,0 +1,624 @@
+"""The admin area through Flask's test client: access rules, settings and previews, apply and revert,
+corrections, feeds."""
+
+from __future__ import annotations
+
+import html as htmllib
+import io
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+from markupsafe import escape
+
+from aggregator import Aggregator, accounts
+from aggregator.accounts import set_password
+from aggregator.settings import definitions
+from aggregator.storage import jobs as jobs_store
+from tests.conftest import FeedServer, Route, rss
+from tests.test_web import seed_story, text_of
+from tests.test_web_security import audit, hostile_feed
+from web import create_app
+from web.admin import shown
+
+PASSWORD = "correct horse battery staple"
+LOWER = {"cluster.join_threshold_long": "0.02", "cluster.join_threshold_short": "0.01"}
+MONTH = "720"  # the demo's items span a few weeks
+
+
+def token_of(html: str) -> str:
+    m = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert m, "no CSRF field on the page"
+    return m.group(1)
+
+
+def login(client: Any, name: str = "alice", password: str = PASSWORD, next: str | None = None) -> Any:
+    page = client.get("/admin/login" + (f"?next={next}" if next else ""))
+    data = {"csrf_token": token_of(page.get_data(as_text=True)), "name": name, "password": password}
+    if next:
+        data["next"] = next
+    return client.post("/admin/login", data=data)
+
+
+class Admin:
+    """A logged-in test client that posts forms with the session's CSRF token."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        r = login(client)
+        assert r.status_code == 303, r.status_code
+        self.token = token_of(client.get("/admin/").get_data(as_text=True))
+
+    def get(self, url: str, status: int = 200) -> str:
+        r = self.client.get(url)
+        assert r.status_code == status, (url, r.status_code)
+        return str(r.get_data(as_text=True))
+
+    def post(self, url: str, data: dict[str, Any] | None = None, status: int = 303, **kw: Any) -> Any:
+        r = self.client.post(url, data={"csrf_token": self.token, **(data or {})}, **kw)
+        assert r.status_code == status, (url, r.status_code, r.get_data(as_text=True)[:2000])
+        return r
+
+    def follow(self, r: Any) -> str:
+        return self.get(r.headers["Location"])
+
+
+@pytest.fixture(autouse=True)
+def quick_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 at its cheapest: the tests log in often (the real parameters cost ~0.6 s a hash)."""
+    monkeypatch.setattr(accounts, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture
+def account(demo_agg: Aggregator) -> str:
+    set_password(demo_agg.db, "alice", PASSWORD, time.time())
+    return "alice"
+
+
+@pytest.fixture
+def admin(client: Any, account: str) -> Admin:
+    return Admin(client)
+
+
+def wait_job(agg: Aggregator, job_id: int, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = agg.job(job_id)
+        assert job is not None
+        if job.finished:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def job_id_of(r: Any) -> int:
+    m = re.fullmatch(r"/admin/jobs/(\d+)", r.headers["Location"])
+    assert m, r.headers["Location"]
+    return int(m.group(1))
+
+
+def groups(agg: Aggregator) -> set[frozenset[int]]:
+    by: dict[int, set[int]] = defaultdict(set)
+    for row in agg.export_rows():
+        by[row["cluster_id"]].add(row["item_id"])
+    return {frozenset(v) for v in by.values()}
+
+
+def cluster_of(agg: Aggregator, item_id: int) -> int:
+    return next(r["cluster_id"] for r in agg.export_rows() if r["item_id"] == item_id)
+
+
+def admin_rules(app: Any) -> list[Any]:
+    rules = [r for r in app.url_map.iter_rules() if r.endpoint.startswith("admin.")]
+    assert len(rules) >= 20, [r.rule for r in rules]
+    return rules
+
+
+def concrete(rule: Any) -> str:
+    return re.sub(r"<(?:[a-z]+:)?\w+>", "1", rule.rule)
+
+
+def state(agg: Aggregator) -> tuple[Any, ...]:
+    """Everything an admin action could change."""
+    return (
+        agg.counts(),
+        [(f.id, f.paused, f.status) for f in agg.feeds()],
+        [r.id for r in agg.correction_rules()],
+        [v.id for v in agg.settings_history()],
+        [j.id for j in agg.jobs()],
+        sorted(map(sorted, groups(agg))),
+        [(s.id, s.canonical.id) for s in agg.clusters(limit=100)],
+    )
+
+
+# -- access rules --------------------------------------------------------------------------
+
+
+def test_every_admin_route_refuses_without_a_session(
+    web_app: Any, demo_agg: Aggregator, account: str
+) -> None:
+    before = state(demo_agg)
+    client = web_app.test_client()
+    for rule in admin_rules(web_app):
+        url = concrete(rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            r = client.open(url, method=method, data={"name": "alice", "password": PASSWORD})
+            if rule.endpoint == "admin.login":
+                # the login page answers, but its form needs the CSRF token too
+                assert r.status_code == (200 if method == "GET" else 400), (url, method)
+                continue
+            assert r.status_code in (302, 303, 401, 403), (url, method, r.status_code)
+            if r.status_code in (302, 303):
+                assert r.headers["Location"].startswith("/admin/login"), (url, method)
+            assert r.headers["Cache-Control"] == "no-store"
+    # a forged or stale cookie is no session either
+    client.set_cookie("aggregator_admin", "eyJhZG1pbiI6ImFsaWNlIn0.x.y", path="/admin")
+    assert client.get("/admin/settings").status_code == 303
+    assert state(demo_agg) == before
+
+
+def test_every_admin_post_refuses_a_bad_or_missing_csrf_token(
+    web_app: Any, demo_agg: Aggregator, admin: Admin, account: str
+) -> None:
+    other = web_app.test_client()
+    assert login(other).status_code == 303
+    foreign = token_of(other.get("/admin/").get_data(as_text=True))
+    assert foreign != admin.token
+    before = state(demo_agg)
+    posts = [r for r in admin_rules(web_app) if "POST" in r.methods]
+    assert {r.endpoint for r in posts} >= {"admin.preview", "admin.apply", "admin.revert", "admin.merge"}
+    for rule in posts:
+        url = concrete(rule)
+        for token in (None, "", "x" * 43, foreign):
+            data = {"name": "alice", "password": PASSWORD, "other": "2", "version": "0", "paused": "1"}
+            if token is not None:
+                data["csrf_token"] = token
+            r = admin.client.post(url, data=data)
+            assert r.status_code in (400, 403), (url, token, r.status_code)
+    assert state(demo_agg) == before
+    assert admin.get("/admin/").count("Log out")  # still logged in: logout needs the token too
+
+
+def test_session_cookie_and_headers(client: Any, account: str) -> None:
+    r = login(client)
+    assert r.status_code == 303 and r.headers["Location"] == "/admin/"
+    cookie = r.headers["Set-Cookie"]
+    for flag in ("HttpOnly", "SameSite=Lax", "Path=/admin", "Expires="):
+        assert flag in cookie, cookie
+    assert "Secure" not in cookie  # plain http in tests; on with an https base_url
+    page = client.get("/admin/settings")
+    assert page.status_code == 200
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "noindex" in page.headers["X-Robots-Tag"]
+    assert "script-src" not in page.headers["Content-Security-Policy"]  # no script is allowed
+    public = client.get("/")
+    assert "Set-Cookie" not in public.headers and "no-store" not in public.headers["Cache-Control"]
+
+
+def test_secure_cookies_with_an_https_base_url(demo_agg: Aggregator, account: str) -> None:
+    settings = demo_agg.settings.replace({"web.base_url": "https://news.example.org"})
+    app = create_app(settings, db_path=demo_agg.db_path)
+    client = app.test_client()
+    r = client.get("/admin/login", base_url="https://news.example.org")
+    assert "Secure" in r.headers["Set-Cookie"]
+
+
+def test_the_secret_is_random_kept_in_the_database_and_shared(demo_agg: Aggregator, tmp_path: Path) -> None:
+    a = create_app(demo_agg.settings, db_path=demo_agg.db_path)
+    b = create_app(demo_agg.settings, db_path=demo_agg.db_path)
+    c = create_app(demo_agg.settings, db_path=tmp_path / "other.db")
+    assert a.secret_key == b.secret_key == demo_agg.secret_key()
+    assert a.secret_key != c.secret_key and len(str(a.secret_key)) >= 64
+
+
+def test_wrong_passwords_and_the_rate_limit(client: Any, account: str) -> None:
+    r = login(client, password="wrong password!")
+    assert r.status_code == 401
+    assert "Wrong account name or password." in r.get_data(as_text=True)
+    r = login(client, name="mallory", password=PASSWORD)
+    assert r.status_code == 401
+    for _ in range(4):
+        login(client, password="still wrong")
+    r = login(client)  # the right password, too late
+    assert r.status_code == 429 and "Too many failed logins" in r.get_data(as_text=True)
+    assert client.get("/admin/").status_code == 303
+
+
+def test_login_makes_a_new_session_and_logout_ends_it(client: Any, account: str) -> None:
+    before = token_of(client.get("/admin/login").get_data(as_text=True))
+    assert login(client).status_code == 303
+    page = client.get("/admin/").get_data(as_text=True)
+    after = token_of(page)
+    assert after != before
+    assert "alice" in text_of(page)
+    r = client.post("/admin/logout", data={"csrf_token": after})
+    assert r.status_code == 303 and r.headers["Location"] == "/admin/login"
+    assert "You are logged out." in client.get("/admin/login").get_data(as_text=True)
+    assert client.get("/admin/").status_code == 303
+
+
+def test_login_returns_to_the_page_asked_for_but_only_inside_the_admin(client: Any, account: str) -> None:
+    r = client.get("/admin/rules?x=1")
+    assert r.headers["Location"] == "/admin/login?next=/admin/rules?x%3D1"
+    assert login(client, next="/admin/rules?x=1").headers["Location"] == "/admin/rules?x=1"
+    for evil in ("https://evil.example/", "//evil.example/admin", "/admin/../x", "/\\evil.example"):
+        client.post(
+            "/admin/logout", data={"csrf_token": token_of(client.get("/admin/").get_data(as_text=True))}
+        )
+        assert login(client, next=evil).headers["Location"] == "/admin/", evil
+
+
+def test_sessions_end_after_their_lifetime_and_when_the_password_changes(
+    client: Any, demo_agg: Aggregator, account: str
+) -> None:
+    login(client)
+    assert client.get("/admin/").status_code == 200
+    with client.session_transaction("/admin/") as s:
+        s["login_at"] = time.time() - 9 * 3600
+    r = client.get("/admin/")
+    assert r.status_code == 303
+    assert "Your session has ended" in client.get(r.headers["Location"]).get_data(as_text=True)
+    login(client)
+    assert client.get("/admin/").status_code == 200
+    set_password(demo_agg.db, "alice", PASSWORD + "!", time.time())
+    assert client.get("/admin/").status_code == 303
+
+
+# -- settings, previews, apply, revert ------------------------------------------------------
+
+
+def test_the_settings_form_shows_every_admin_setting_with_its_documentation(admin: Admin) -> None:
+    page = admin.get("/admin/settings")
+    admin_defs = [d for d in definitions() if d.admin]
+    assert {d.section for d in admin_defs} == {"cluster"}
+    assert "<legend>[cluster]</legend>" in page
+    for d in admin_defs:
+        assert f'name="{d.key}"' in page, d.key
+        assert str(escape(d.doc)) in page, d.key
+        assert f"default: {shown(d.default)}" in htmllib.unescape(page), d.key
+    assert 'name="cluster.num_perm" type="text" inputmode="decimal" value="128"' in page
+    assert "16 to 512" in page  # its range
+    assert "one of earliest, most_complete, preferred" in page
+    for d in definitions():
+        if not d.admin:
+            assert f'name="{d.key}"' not in page, d.key
+
+
+def test_bad_settings_get_clear_errors_and_start_nothing(admin: Admin, demo_agg: Aggregator) -> None:
+    r = admin.post(
+        "/admin/preview",
+        {
+            "cluster.join_threshold_long": "lots",
+            "cluster.num_perm": "9",
+            "cluster.canonical_policy": "loudest",
+            "hours": "0",
+        },
+        status=400,
+    )
+    page = r.get_data(as_text=True)
+    text = text_of(page)
+    assert "4 settings need fixing" in text
+    assert "cluster.join_threshold_long: expected a number, got 'lots'" in htmllib.unescape(text)
+    assert "9 is below the minimum 16" in text
+    assert "is not one of earliest, most_complete, preferred" in text
+    assert "the period must be between 1 and 8760 hours" in text
+    assert 'value="lots" size="12" aria-describedby="s-cluster.join_threshold_long-doc' in page  # kept
+    assert 'aria-invalid="true"' in page
+    # settings that are fine one by one but not together
+    r = admin.post(
+        "/admin/preview", {"cluster.lsh_bands": "64", "cluster.lsh_rows": "4", "hours": "72"}, status=400
+    )
+    assert "may not exceed num_perm (128)" in text_of(r.get_data(as_text=True))
+    # a setting admins may not change is not even read
+    r = admin.post("/admin/preview", {"fetch.max_bytes": "5", "hours": "72"}, status=200)
+    assert "Nothing to preview" in r.get_data(as_text=True)
+    assert demo_agg.jobs() == []
+
+
+def test_a_job_page_refreshes_itself_until_the_job_ends(admin: Admin, demo_agg: Aggregator) -> None:
+    job_id = jobs_store.create(
+        demo_agg.db, "preview", {"changes": LOWER, "hours": 72.0}, "alice", time.time()
+    )
+    jobs_store.update(demo_agg.db, job_id, time.time(), state="running", done=30, total=88)
+    page = admin.get(f"/admin/jobs/{job_id}")
+    assert '<meta http-equiv="refresh" content="2">' in page
+    assert '<progress max="100" value="34"' in page and "30 of 88" in page
+    assert "Preview of the last 3 days" in text_of(page)
+    jobs_store.update(demo_agg.db, job_id, time.time(), state="failed", message="SettingsError: nope")
+    page = admin.get(f"/admin/jobs/{job_id}")
+    assert "http-equiv" not in page and "SettingsError: nope" in page
+    # a job whose process died stops refreshing too
+    stuck = jobs_store.create(demo_agg.db, "recluster", {}, "alice", time.time() - 3600)
+    page = admin.get(f"/admin/jobs/{stuck}")
+    assert "http-equiv" not in page and "stalled" in page
+    assert admin.get("/admin/jobs/999", status=404)
+
+
+def preview(admin: Admin, agg: Aggregator, changes: dict[str, str], hours: str = MONTH) -> tuple[int, str]:
+    r = admin.post("/admin/preview", {**changes, "hours": hours})
+    job_id = job_id_of(r)
+    job = wait_job(agg, job_id)
+    assert job.state == "done", job.message
+    return job_id, admin.get(f"/admin/jobs/{job_id}")
+
+
+def test_preview_shows_a_merge_when_the_threshold_is_lowered(admin: Admin, demo_agg: Aggregator) -> None:
+    before = state(demo_agg)
+    job_id, page = preview(admin, demo_agg, LOWER)
+    text = text_of(page)
+    assert "http-equiv" not in page
+    assert "cluster.join_threshold_long 0.4 0.02" in text and "cluster.join_threshold_short 0.1 0.01" in text
+    assert "Items replayed 44" in text
+    m = re.search(r"Stories now (\d+) Stories with the proposed settings (\d+)", text)
+    assert m and int(m.group(2)) < int(m.group(1))
+    m = re.search(r"Stories that would merge \((\d+)\)", text)
+    assert m and int(m.group(1)) >= 1
+    assert "would become one" in text
+    # examples to click through: the public and the admin page of each story involved
+    stories = set(re.findall(r'href="/story/(\d+)"', page))
+    assert stories and all(demo_agg.cluster(int(s)) is not None for s in stories)
+    assert {f"/admin/story/{s}" for s in stories} <= set(re.findall(r'href="(/admin/story/\d+)"', page))
+    seed = demo_agg.cluster(seed_story(demo_agg))
+    assert seed is not None and str(escape(seed.summary.canonical.title)) in page
+    assert "No labeled pairs in this period" in text
+    assert f'name="preview" value="{job_id}"' in page and "Apply these settings" in text
+    after = state(demo_agg)
+    assert after[:4] == before[:4] and after[5:] == before[5:]  # a preview changes no story
+
+
+def test_apply_then_revert(admin: Admin, demo_agg: Aggregator) -> None:
+    demo_agg.recluster()  # the baseline: the whole archive clustered in time order
+    original = groups(demo_agg)
+    preview_id, _ = preview(admin, demo_agg, LOWER)
+    r = admin.post("/admin/apply", {"preview": preview_id, "note": "  try   lower  "})
+    apply_id = job_id_of(r)
+    assert apply_id != preview_id
+    job = wait_job(demo_agg, apply_id)
+    assert job.state == "done" and job.result == {"version": 1}, job.message
+    page = text_of(admin.get(f"/admin/jobs/{apply_id}"))
+    assert "Settings version 1 is now in force" in page and f"From preview #{preview_id}: “try lower”" in page
+    assert len(groups(demo_agg)) < len(original)
+    # the settings form shows what is in force
+    form = admin.get("/admin/settings")
+    assert 'name="cluster.join_threshold_long" type="text" inputmode="decimal" value="0.02"' in form
+    assert "In force: settings version 1" in text_of(form)
+    history = text_of(admin.get("/admin/history"))
+    assert "Version 1 in force by alice" in history and "“try lower”" in history
+    assert "cluster.join_threshold_long 0.4 0.02" in history
+    assert "cluster.join_threshold_long = 0.02" in history
+    # the same preview cannot be applied twice: the settings changed since
+    r = admin.post("/admin/apply", {"preview": preview_id})
+    assert "The settings changed since this preview" in admin.follow(r)
+    assert len(demo_agg.jobs()) == 2
+    # back to config.toml, in one click
+    revert_id = job_id_of(admin.post("/admin/revert", {"version": 0}))
+    assert wait_job(demo_agg, revert_id).state == "done"
+    assert "Back to config.toml alone" in text_of(admin.get(f"/admin/jobs/{revert_id}"))
+    with Aggregator(demo_agg.base_settings, db_path=demo_agg.db_path) as fresh:
+        assert fresh.settings.cluster.join_threshold_long == 0.40
+        assert fresh.admin_overrides() == {}
+    assert groups(demo_agg) == original
+    history = text_of(admin.get("/admin/history"))
+    assert "Version 2 in force by alice" in history and "revert to version 0" in history
+    assert "cluster.join_threshold_long 0.02 0.4" in history
+    # and to version 1 again
+    again = job_id_of(admin.post("/admin/revert", {"version": 1}))
+    assert wait_job(demo_agg, again).state == "done"
+    latest = demo_agg.settings_history()[0]
+    assert latest.id == 3 and latest.reverts == 1 and latest.overrides["cluster.join_threshold_long"] == 0.02
+    assert 'aria-label="Revert to version 3"' not in admin.get("/admin/history")  # the one in force
+    admin.post("/admin/revert", {"version": 99}, status=404)
+
+
+def test_only_one_reclustering_job_at_a_time(admin: Admin, demo_agg: Aggregator) -> None:
+    jobs_store.create(demo_agg.db, "recluster", {}, "bob", time.time())  # "running" elsewhere
+    r = admin.post("/admin/recluster")
+    assert "another settings change or recluster is still running" in admin.follow(r)
+    r = admin.post("/admin/revert", {"version": 0})
+    assert "Not now" in admin.follow(r)
+    assert len(demo_agg.jobs()) == 1
+
+
+# -- corrections -----------------------------------------------------------------------------
+
+
+def test_corrections_survive_a_recluster(admin: Admin, demo_agg: Aggregator) -> None:
+    seed_id = seed_story(demo_agg)
+    detail = demo_agg.cluster(seed_id)
+    assert detail is not None and len(detail.members) >= 2
+    page = admin.get(f"/admin/story/{seed_id}")
+    for m in detail.members:
+        assert f'action="/admin/items/{m.id}/move-out"' in page
+        assert str(escape(m.title)) in page
+    moved, partner = detail.members[0], detail.members[1]
+    rows = list(demo_agg.export_rows())
+    lone = next(r for r in rows if "Tasmania" in r["title"] or "whale" in r["title"].lower())
+    # 1. move an item out of its story
+    r = admin.post(f"/admin/items/{moved.id}/move-out")
+    assert r.headers["Location"] == f"/admin/story/{seed_id}"
+    new = cluster_of(demo_agg, moved.id)
+    assert new != cluster_of(demo_agg, partner.id)
+    shown_title = str(escape(moved.title[:119] + "…" if len(moved.title) > 120 else moved.title))
+    assert f'Moved “{shown_title}” out into <a href="/admin/story/{new}">story #{new}</a>' in admin.follow(r)
+    # 2. merge another story into the partner's
+    target, source = cluster_of(demo_agg, partner.id), lone["cluster_id"]
+    r = admin.post(f"/admin/story/{target}/merge", {"other": f"#{source}"})
+    assert f"Story #{source} is now part of this story" in admin.follow(r)
+    assert cluster_of(demo_agg, lone["item_id"]) == target
+    # 3. pin the canonical item
+    admin.post(f"/admin/items/{lone['item_id']}/pin")
+    detail = demo_agg.cluster(target)
+    assert detail is not None and detail.summary.canonical.id == lone["item_id"]
+    assert "pinned" in admin.get(f"/admin/story/{target}")
+    rules = text_of(admin.get("/admin/rules"))
+    for kind in ("same story", "different stories", "canonical item"):
+        assert kind in rules
+    # a re-clustering keeps every correction
+    job_id = job_id_of(admin.post("/admin/recluster"))
+    assert wait_job(demo_agg, job_id).state == "done"
+    assert "reclustered 44 items" in admin.get(f"/admin/jobs/{job_id}")
+    assert cluster_of(demo_agg, moved.id) != cluster_of(demo_agg, partner.id)
+    merged = cluster_of(demo_agg, lone["item_id"])
+    assert merged == cluster_of(demo_agg, partner.id)
+    detail = demo_agg.cluster(merged)
+    assert detail is not None and detail.summary.canonical.id == lone["item_id"]
+    # the corrections are labeled pairs for previews
+    _, page = preview(admin, demo_agg, LOWER)
+    text = text_of(page)
+    assert "No labeled pairs" not in text
+    assert re.search(r"Precision \d\.\d{3} \d\.\d{3} Recall \d\.\d{3} \d\.\d{3} F1", text)
+    # bad corrections are clear errors
+    r = admin.post(f"/admin/story/{merged}/merge", {"other": str(merged)})
+    assert "Cannot merge: a story cannot be merged with itself." in admin.follow(r)
+    r = admin.post(f"/admin/story/{merged}/merge", {"other": "999999"})
+    assert "Cannot merge: no such story." in admin.follow(r)
+    admin.post(f"/admin/story/{merged}/merge", {"other": "soon"}, status=400)
+    admin.post("/admin/items/999999/move-out", status=404)
+    r = admin.post(f"/admin/items/{moved.id}/move-out")
+    assert "already alone in its story" in admin.follow(r)
+
+
+def test_deleting_a_rule(admin: Admin, demo_agg: Aggregator) -> None:
+    seed_id = seed_story(demo_agg)
+    detail = demo_agg.cluster(seed_id)
+    assert detail is not None
+    admin.post(f"/admin/items/{detail.members[-1].id}/pin")
+    (rule,) = demo_agg.correction_rules()
+    page = admin.get("/admin/rules")
+    assert f'action="/admin/rules/{rule.id}/delete"' in page
+    r = admin.post(f"/admin/rules/{rule.id}/delete")
+    assert f"Rule #{rule.id} deleted" in admin.follow(r)
+    assert demo_agg.correction_rules() == []
+    admin.post(f"/admin/rules/{rule.id}/delete", status=404)
+
+
+def test_finding_a_story_to_correct(admin: Admin, demo_agg: Aggregator) -> None:
+    seed_id = seed_story(demo_agg)
+    page = admin.get("/admin/stories?q=Starlink+Taiwan+Musk")
+    assert f'href="/admin/story/{seed_id}"' in page
+    r = admin.client.get(f"/admin/stories?id=%23{seed_id}")
+    assert r.status_code == 303 and r.headers["Location"] == f"/admin/story/{seed_id}"
+    admin.get("/admin/stories?id=x", status=400)
+    admin.get("/admin/story/999999", status=404)
+
+
+# -- feeds ------------------------------------------------------------------------------------
+
+
+def test_feed_management(admin: Admin, demo_agg: Aggregator, feed_server: FeedServer, tmp_path: Path) -> None:
+    feed_server.routes["/good.xml"] = Route(
+        body=rss([{"title": "Harbour cranes stop in strike", "link": "https://t.example/1", "guid": "g1"}])
+    )
+    feed_server.routes["/bad.xml"] = Route(status=500, body=b"oops")
+    r = admin.post("/admin/feeds", {"url": feed_server.url("/good.xml"), "title": "Good Feed"})
+    assert "Subscribed to Good Feed" in admin.follow(r)
+    r = admin.post("/admin/feeds", {"url": feed_server.url("/good.xml")})
+    assert "Already subscribed to Good Feed" in admin.follow(r)
+    for bad in ("file:///etc/passwd", str(tmp_path / "x.xml"), "ftp://example.org/feed", ""):
+        r = admin.post("/admin/feeds", {"url": bad})
+        assert "Cannot add that feed" in admin.follow(r), bad
+    good = next(f for f in demo_agg.feeds() if f.title == "Good Feed")
+    # poll now
+    r = admin.post(f"/admin/feeds/{good.id}/poll")
+    assert "Polled Good Feed: ok, 1 new, 0 updated." in admin.follow(r)
+    # per-feed error state
+    admin.post("/admin/feeds", {"url": feed_server.url("/bad.xml"), "title": "Bad Feed"})
+    bad = next(f for f in demo_agg.feeds() if f.title == "Bad Feed")
+    r = admin.post(f"/admin/feeds/{bad.id}/poll")
+    assert "Polled Bad Feed: error" in admin.follow(r)
+    page = admin.get("/admin/feeds")
+    row = page[page.index(f'id="feed-{bad.id}"') :]
+    row = row[: row.index("</tr>")]
+    assert "Failing" in row and "500" in row and "1 failure in a row" in row
+    # pause and resume
+    admin.post(f"/admin/feeds/{good.id}/pause", {"paused": "1"})
+    assert demo_agg.feed(good.id).paused  # type: ignore[union-attr]
+    assert "(paused)" in admin.get("/admin/feeds")
+    admin.post(f"/admin/feeds/{good.id}/pause", {"paused": "0"})
+    assert not demo_agg.feed(good.id).paused  # type: ignore[union-attr]
+    # remove, after a confirmation page
+    name = demo_agg.feed(good.id).display_name  # type: ignore[union-attr]
+    confirm = admin.get(f"/admin/feeds/{good.id}/remove")
+    assert f"Remove {name}?" in confirm and "1 item" in text_of(confirm)
+    r = admin.post(f"/admin/feeds/{good.id}/remove")
+    assert f"Removed {name} and its items." in admin.follow(r)
+    assert demo_agg.feed(good.id) is None
+    admin.post(f"/admin/feeds/{good.id}/remove", status=404)
+    admin.get(f"/admin/feeds/{good.id}/remove", status=404)
+
+
+def test_opml_export_and_import(admin: Admin, demo_agg: Aggregator, feed_server: FeedServer) -> None:
+    r = admin.client.get("/admin/feeds/export.opml")
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    assert (
+        r.headers["Content-Type"].startswith("text/x-opml")
+        and "attachment" in r.headers["Content-Disposition"]
+    )
+    exported = r.get_data(as_text=True)
+    assert exported.count("<outline") >= len(demo_agg.feeds())
+    opml = f"""<?xml version="1.0"?><opml version="2.0"><head><title>t</title></head><body>
+      <outline type="rss" text="Served" xmlUrl="{feed_server.url("/served.xml")}"/>
+      <outline type="rss" text="Local" xmlUrl="file:///etc/passwd"/>
+    </body></opml>""".encode()
+    r = admin.post(
+        "/admin/feeds/import",
+        {"opml": (io.BytesIO(opml), "feeds.opml")},
+        content_type="multipart/form-data",
+    )
+    page = text_of(admin.follow(r))
+    assert "Imported 1 new feed." in page and "Skipped: not an http(s) URL: file:///etc/passwd" in page
+    assert not any(f.url.startswith("file:") and "passwd" in f.url for f in demo_agg.feeds())
+    r = admin.post(
+        "/admin/feeds/import",
+        {"opml": (io.BytesIO(b"not xml"), "x.opml")},
+        content_type="multipart/form-data",
+    )
+    assert "Cannot import that file" in admin.follow(r)
+    r = admin.post("/admin/feeds/import", {}, content_type="multipart/form-data")
+    assert "Choose an OPML file" in admin.follow(r)
+
+
+# -- every admin page: no script, nothing from a feed gets through -----------------------------
+
+
+def test_admin_pages_have_nothing_that_could_run(hostile: Aggregator) -> None:
+    agg = hostile
+    client = create_app(agg.settings).test_client()
+    set_password(agg.db, "alice", PASSWORD, time.time())
+    admin = Admin(client)
+    (story,) = agg.clusters()
+    (feed,) = agg.feeds()
+    admin.post(f"/admin/items/{story.canonical.id}/pin")
+    job_id, _ = preview(admin, agg, LOWER, hours="8760")
+    pages = [
+        "/admin/",
+        "/admin/settings",
+        "/admin/history",
+        "/admin/jobs",
+        f"/admin/jobs/{job_id}",
+        "/admin/stories",
+        f"/admin/story/{story.id}",
+        "/admin/rules",
+        "/admin/feeds",
+        f"/admin/feeds/{feed.id}/remove",
+    ]
+    for url in pages:
+        page = admin.get(url)
+        assert audit(page) == [], url
+        assert "<script" not in page.lower(), url
+    client.post("/admin/logout", data={"csrf_token": admin.token})
+    assert audit(client.get("/admin/login").get_data(as_text=True)) == []
+
+
+@pytest.fixture
+def hostile(agg: Aggregator, feed_server: FeedServer) -> Aggregator:
+    """A database with one hostile feed's item (scripts, handlers, javascript: links)."""
+    feed_server.routes["/hostile.xml"] = Route(body=hostile_feed())
+    agg.add_feed(feed_server.url("/hostile.xml"))
+    (report,) = agg.update()
+    assert report.status == "ok"
+    return agg
