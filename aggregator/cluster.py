@@ -440,7 +440,9 @@ class ClusterEngine:
         limit = self.settings.max_candidate_clusters
         if len(best) > limit:
             clusters = self._clusters
-            keep = set(sorted(best, key=lambda c: (-best[c], clusters[c].order))[:limit])
+            keep = {
+                c for _, _, c in heapq.nsmallest(limit, ((-n, clusters[c].order, c) for c, n in best.items()))
+            }
         else:
             keep = set(best)
         return [items[s] for s in sorted(hits) if s in items and items[s].cluster in keep]

@@ -203,16 +203,28 @@ class Aggregator:
         clean, errors = tuning.validate_changes(changes)
         if errors:
             return clean, errors
-        c = self.settings.replace(clean).cluster
-        if c.lsh_bands * c.lsh_rows > c.num_perm:
-            key = next(
-                (k for k in ("cluster.lsh_bands", "cluster.lsh_rows", "cluster.num_perm") if k in clean),
-                "cluster.lsh_bands",
-            )
-            errors[key] = (
-                f"bands x rows ({c.lsh_bands} x {c.lsh_rows} = {c.lsh_bands * c.lsh_rows}) "
-                f"may not exceed num_perm ({c.num_perm})"
-            )
+        try:
+            self.settings.replace(clean)
+        except SettingsError as exc:
+            message = str(exc)
+            key = message.removeprefix("setting ").split(":", 1)[0]
+            # Report it on a setting the admin changed, where possible.
+            if key not in clean:
+                key = next(
+                    (
+                        k
+                        for k in (
+                            "cluster.lsh_bands",
+                            "cluster.lsh_rows",
+                            "cluster.num_perm",
+                            "cluster.short_terms",
+                            "cluster.long_terms",
+                        )
+                        if k in clean
+                    ),
+                    key,
+                )
+            errors[key] = message.split(": ", 1)[-1]
         return clean, errors
 
     # -- admin: sessions -----------------------------------------------------------------
@@ -425,7 +437,7 @@ class Aggregator:
         with the proposed settings, and the two partitions compared; the admins'
         corrections serve as labeled pairs for precision and recall.
         """
-        clean, errors = tuning.validate_changes(changes)
+        clean, errors = self.check_changes(changes)
         if errors:
             raise SettingsError("; ".join(f"{k}: {v}" for k, v in errors.items()))
         proposed = self.settings.replace(clean)
@@ -470,7 +482,7 @@ class Aggregator:
         ``changes`` are added to the overrides in force (``replace``: they become the
         overrides).  Returns the new version's id.
         """
-        clean, errors = tuning.validate_changes(changes)
+        clean, errors = self.check_changes(changes)
         if errors:
             raise SettingsError("; ".join(f"{k}: {v}" for k, v in errors.items()))
         overrides = {} if replace else self.admin_overrides()

@@ -392,7 +392,23 @@ class Settings:
             d = _lookup(key)
             grouped.setdefault(d.section, {})[d.name] = d.coerce(value)
         sections = {name: dataclasses.replace(getattr(self, name), **vals) for name, vals in grouped.items()}
-        return dataclasses.replace(self, **sections)
+        new = dataclasses.replace(self, **sections)
+        for key, problem in new.problems().items():
+            raise SettingsError(f"setting {key}: {problem}")
+        return new
+
+    def problems(self) -> dict[str, str]:
+        """Rules that tie settings together, broken: setting key -> what is wrong."""
+        c = self.cluster
+        out: dict[str, str] = {}
+        if c.lsh_bands * c.lsh_rows > c.num_perm:
+            out["cluster.lsh_bands"] = (
+                f"bands x rows ({c.lsh_bands} x {c.lsh_rows} = {c.lsh_bands * c.lsh_rows}) "
+                f"may not exceed num_perm ({c.num_perm})"
+            )
+        if c.short_terms >= c.long_terms:
+            out["cluster.long_terms"] = f"must be more than short_terms ({c.short_terms})"
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         return {d.key: self.get(d.key) for d in definitions()}

@@ -103,3 +103,11 @@ def test_docs_reference_is_current() -> None:
     assert doc == markdown_reference(), "run `make docs` to regenerate docs/settings.md"
     for d in definitions():
         assert f"`{d.name}`" in doc
+
+
+def test_cross_setting_rules(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="may not exceed num_perm"):
+        Settings().replace({"cluster.lsh_bands": 64, "cluster.lsh_rows": 4})
+    with pytest.raises(SettingsError, match="must be more than short_terms"):
+        load_settings(write(tmp_path, "[cluster]\nshort_terms = 30\nlong_terms = 20\n"))
+    assert Settings().problems() == {}
