@@ -37,7 +37,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import mul
@@ -48,7 +48,14 @@ from datasketch import MinHashLSH
 from aggregator.fingerprint import Features, features
 from aggregator.settings import ClusterSettings
 
-__all__ = ["ClusterEngine", "Decision"]
+__all__ = ["NAME_ABSENT_IN_CLUSTER", "NAME_ABSENT_IN_ITEM", "ClusterEngine", "Decision"]
+
+# The name-mismatch rule (``name_mismatch_factor``): a cluster's main name is "absent"
+# from an article whose vector gives it less than this weight (a passing mention)...
+NAME_ABSENT_IN_ITEM = 0.1
+# ...and the article's main name is absent from a cluster whose centroid gives it
+# less than this share of its norm.
+NAME_ABSENT_IN_CLUSTER = 0.05
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,8 @@ class _Cluster:
     first: float = math.inf
     last: float = -math.inf
     members: list[int] = field(default_factory=list)  # seqs (may include expired)
+    names: set[str] = field(default_factory=set)  # terms some member took for a name
+    top_name: str | None = None  # the name with the largest centroid weight
 
     def add_time(self, t: float) -> None:
         self.first = min(self.first, t)
@@ -124,6 +133,18 @@ class _Cluster:
 
     def cohesion(self) -> float:
         return math.sqrt(max(self.norm2, 0.0)) / self.size if self.size else 0.0
+
+    def find_top_name(self, terms: Iterable[str]) -> None:
+        """Update ``top_name`` from ``terms`` (whose weights grew), ties to the smaller term."""
+        cen, names = self.centroid, self.names
+        best = self.top_name
+        w = cen[best] if best is not None else -1.0
+        for term in terms:
+            if term in names:
+                x = cen.get(term, 0.0)
+                if x > w or (x == w and best is not None and term < best):
+                    best, w = term, x
+        self.top_name = best
 
 
 @dataclass
@@ -276,12 +297,22 @@ class ClusterEngine:
 
         threshold = self.join_threshold(len(vec))
         half_life = self.half_life(len(vec))
+        name = self._main_name(vec, feats)
+        mismatch = s.name_mismatch_factor
         scored: list[tuple[float, _Cluster]] = []
         best_below = 0.0
         for c in clusters:
             if c.norm2 <= 0:
                 continue
-            score = _dot(vec, c.centroid) * self._decay(c.first, c.last, t, t, half_life) / math.sqrt(c.norm2)
+            norm = math.sqrt(c.norm2)
+            score = _dot(vec, c.centroid) * self._decay(c.first, c.last, t, t, half_life) / norm
+            if (
+                name is not None
+                and c.top_name is not None
+                and vec.get(c.top_name, 0.0) < NAME_ABSENT_IN_ITEM
+                and c.centroid.get(name, 0.0) < NAME_ABSENT_IN_CLUSTER * norm
+            ):
+                score *= mismatch  # another protagonist: another event of the same kind
             if score >= threshold:
                 scored.append((score, c))
             elif score > best_below:
@@ -355,6 +386,19 @@ class ClusterEngine:
         if n_terms >= s.long_terms:
             return 1.0
         return math.log(n_terms / s.short_terms) / math.log(s.long_terms / s.short_terms)
+
+    def _main_name(self, vec: dict[str, float], feats: Features) -> str | None:
+        """The article's most weighted name, if the name-mismatch rule applies to it."""
+        if self.settings.name_mismatch_factor >= 1.0 or not feats.entities:
+            return None
+        if self._length_share(len(vec)) < 1.0:  # headlines: case is no reliable guide to names
+            return None
+        best, w = None, 0.0
+        for term in feats.entities:
+            x = vec.get(term, 0.0)
+            if x > w or (x == w and best is not None and term < best):
+                best, w = term, x
+        return best
 
     def join_threshold(self, n_terms: int) -> float:
         """Length-aware join threshold for an item with ``n_terms`` distinct terms."""
@@ -486,6 +530,9 @@ class ClusterEngine:
         c.norm2 += 2.0 * _dot(vec, cen) + sum(x * x for x in vec.values())
         for term, x in vec.items():
             cen[term] = cen.get(term, 0.0) + x
+        if feats.entities and vec:
+            c.names |= feats.entities
+            c.find_top_name(vec)
         c.size += 1
         c.live += 1
         c.add_time(t)
@@ -515,6 +562,10 @@ class ClusterEngine:
         cen = keep.centroid
         for term, x in gone.centroid.items():
             cen[term] = cen.get(term, 0.0) + x
+        if gone.names:
+            keep.names |= gone.names
+            keep.top_name = None
+            keep.find_top_name(sorted(keep.names))
         keep.size += gone.size
         keep.live += gone.live
         keep.add_time(gone.first)

@@ -106,10 +106,15 @@ STOPWORDS: frozenset[str] = frozenset(_STOPWORDS_TEXT.split())
 
 _stemmer = Stemmer.Stemmer("english")
 
-# Capitalised but never a story-specific entity (stored as stems).
+# Capitalised but never a story-specific entity (stored as stems): weekdays, months,
+# and the political titles that precede names ("President Vladimir Putin"), which
+# would otherwise make any two stories about heads of state look alike.
 _NOT_ENTITIES: frozenset[str] = frozenset(
     _stemmer.stemWords(
         [
+            "president",
+            "minister",
+            "prime",
             "monday",
             "tuesday",
             "wednesday",

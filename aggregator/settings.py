@@ -258,6 +258,16 @@ class ClusterSettings:
     long_terms: int = setting(
         25, "Items with at least this many distinct terms count as articles.", min=2, max=10000, admin=True
     )
+    name_mismatch_factor: float = setting(
+        0.5,
+        "An article's score against a cluster is multiplied by this when the article's main "
+        "name (its most weighted capitalised term) is absent from the cluster and the "
+        "cluster's main name is absent from the article: the same kind of event with another "
+        "protagonist (two DUI arrests, two casting announcements). Articles only; 1 turns it off.",
+        min=0.0,
+        max=1.0,
+        admin=True,
+    )
     merge_ratio: float = setting(
         0.75,
         "Two clusters an item matches both merge when their centroids' cosine reaches "
