@@ -68,7 +68,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, BenchSetting
     ap.add_argument("--items-per-day", type=_size)
     ap.add_argument("--workdir", type=Path, default=HERE / ".work", help="scratch databases and caches")
     ap.add_argument("--rebuild-site-db", action="store_true", help="rebuild the cached database of figure 5")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="where to write the JSON (default results/latest.json, results/quick.json with --quick)",
+    )
     ap.add_argument("--show", type=Path, metavar="JSON", help="print the table of a saved run and exit")
     args = ap.parse_args(argv)
     bs = QUICK if args.quick else FULL
@@ -88,6 +92,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, BenchSetting
         if value is not None:
             bs = replace(bs, **{field: value})
     bs = replace(bs, workdir=args.workdir)
+    if args.out is None:
+        args.out = HERE / "results" / ("quick.json" if args.quick else "latest.json")
     return args, bs
 
 
@@ -242,11 +248,11 @@ def report(results: dict[str, Any]) -> str:
         f"on {m['cores']} cores ({m['cpu']}), Python {m['python']}",
         f"command: {results['command']}",
         "",
-        f"{'fig':<4}{'figure':<46}{'measured':<40}{'goal':<30}ok",
+        f"{'fig':<4}{'figure':<46}{'measured':<48}{'goal':<30}ok",
     ]
 
     def row(fig: str, name: str, measured: str, goal: str, ok: bool | None) -> None:
-        lines.append(f"{fig:<4}{name:<46}{measured:<40}{goal:<30}{_yes(ok)}")
+        lines.append(f"{fig:<4}{name:<46}{measured:<48}{goal:<30}{_yes(ok)}")
 
     if "1" in f:
         r = f["1"]
