@@ -34,9 +34,9 @@ QUICK = BenchSettings(
     fp_items=3_000,
     stage_items=10_000,
     e2e_items=3_000,
-    scale_items=30_000,
-    ingest_budget=30.0,
-    e2e_budget=25.0,
+    scale_items=20_000,
+    ingest_budget=25.0,
+    e2e_budget=20.0,
     load_seconds=3.0,
 )
 
