@@ -234,30 +234,27 @@ class Pipeline:
             items.append(item)
         duplicates = len(entries) - len(items)
         known = items_store.existing(self.db, feed_id, [i.identity for i in items])
-        new: list[tuple[int, Item, float]] = []
+        fresh = [item for item in items if item.identity not in known]
         changed: list[tuple[int, Item]] = []
         for item in items:
-            if item.identity not in known:
-                sort_time = self._sort_time(item.published, now)
-                new.append((items_store.insert(self.db, feed_id, item, now, sort_time), item, sort_time))
-            elif known[item.identity][1] != item.content_hash:
+            if item.identity in known and known[item.identity][1] != item.content_hash:
                 # An outlet edited an item: it keeps its identity and its cluster.
                 item_id = known[item.identity][0]
                 items_store.update(self.db, item_id, item, now)
                 changed.append((item_id, item))
+        times = [self._sort_time(item.published, now) for item in fresh]
+        ids = items_store.insert_many(self.db, feed_id, fresh, now, times)
+        new = list(zip(ids, fresh, times, strict=True))
         todo = [(i, it) for i, it, _ in new] + changed
         feats = [engine.features(it.title, it.text) for _, it in todo]
         sigs = signatures([f.tokens for f in feats], self.settings.cluster.num_perm)
         items_store.save_signatures(self.db, [(i, sigs[n]) for n, (i, _) in enumerate(todo)])
-        touched: set[int] = {c for c in clusters_store.clusters_of(self.db, [i for i, _ in changed]).values()}
-        # New items join clusters in time order, as if they had arrived one by one.
-        order = sorted(range(len(new)), key=lambda n: (new[n][2], new[n][0]))
-        for n in order:
-            item_id, item, sort_time = new[n]
-            touched |= self._assign(engine, feed_id, item, item_id, sort_time, feats[n], sigs[n], now)
+        touched: set[int] = set(clusters_store.clusters_of(self.db, [i for i, _ in changed]).values())
+        if new:
+            touched |= self._assign_all(engine, feed_id, new, feats, sigs, now)
         self.refresh_clusters(touched, now)
-        self._last_id = max(self._last_id, max((i for i, _, _ in new), default=0))
-        return IngestResult([i for i, _, _ in new], [i for i, _ in changed], duplicates)
+        self._last_id = max(self._last_id, max(ids, default=0))
+        return IngestResult(ids, [i for i, _ in changed], duplicates)
 
     def _sort_time(self, published: float | None, now: float) -> float:
         """When the story happened, as far as ordering goes: a future date is clamped to now."""
@@ -265,50 +262,76 @@ class Pipeline:
             return now
         return min(published, now)
 
-    def _assign(
+    def _assign_all(
         self,
         engine: ClusterEngine,
         feed_id: int,
-        item: Item,
-        item_id: int,
-        time: float,
-        feats: Features,
-        sig: np.ndarray,
+        new: list[tuple[int, Item, float]],
+        feats: Sequence[Features],
+        sigs: np.ndarray,
         now: float,
     ) -> set[int]:
-        """Put one new item in a cluster and store why; returns the clusters it changed."""
-        link: tuple[int, int, str] | None = None
-        if item.canonical_link:
-            hit = items_store.find_by_link(self.db, item.canonical_link, exclude_feed=feed_id)
-            if hit is not None:
-                link = (hit[0], hit[1], "same-link")
-        if link is None:
-            hit = items_store.find_by_content_hash(
-                self.db, item.content_hash, time - engine.window_seconds, exclude_item=item_id
-            )
-            if hit is not None:
-                link = (hit[0], hit[1], "exact-copy")
+        """Put a feed's new items in clusters, in time order, and store why.
+
+        Same-link and same-words evidence is looked up for the whole batch at once;
+        memberships are written together at the end.  Returns the clusters changed.
+        """
+        window = engine.window_seconds
+        links = items_store.clustered_by_link(
+            self.db,
+            sorted({it.canonical_link for _, it, _ in new if it.canonical_link}),
+            exclude_feed=feed_id,
+        )
+        copies = items_store.clustered_by_hash(self.db, sorted({it.content_hash for _, it, _ in new}))
+        alias: dict[int, int] = {}  # cluster merged away in this batch -> where it went
+
+        def final(c: int) -> int:
+            while c in alias:
+                c = alias[c]
+            return c
+
         may_merge = None
         if rules_store.has_cannot(self.db):
 
             def may_merge(a: int, b: int) -> bool:
                 return not rules_store.conflict(self.db, a, b)
 
-        a = decide(
-            engine,
-            item_id,
-            time,
-            feats,
-            sig,
-            Evidence(link=link),
-            lambda: clusters_store.create(self.db, now),
-            may_merge,
+        rows: list[tuple[int, int, float, str, int | None]] = []
+        touched: set[int] = set()
+        order = sorted(range(len(new)), key=lambda n: (new[n][2], new[n][0]))
+        for n in order:
+            item_id, item, time = new[n]
+            link: tuple[int, int, str] | None = None
+            if item.canonical_link and item.canonical_link in links:
+                other, cluster = links[item.canonical_link]
+                link = (other, final(cluster), "same-link")
+            if link is None:
+                for other, when, cluster in copies.get(item.content_hash, ()):
+                    if when >= time - window and other != item_id:
+                        link = (other, final(cluster), "exact-copy")
+                        break
+            a = decide(
+                engine,
+                item_id,
+                time,
+                feats[n],
+                sigs[n],
+                Evidence(link=link),
+                lambda: clusters_store.create(self.db, now),
+                may_merge,
+            )
+            rows.append((item_id, a.cluster, a.score, a.signal, a.matched_item_id))
+            copies.setdefault(item.content_hash, []).append((item_id, time, a.cluster))
+            touched.add(a.cluster)
+            if a.merged:
+                clusters_store.merge_into(self.db, a.cluster, a.merged)
+                for gone in a.merged:
+                    alias[gone] = a.cluster
+                self._changed_clusters()
+        clusters_store.add_members(
+            self.db, [(i, final(c), score, signal, matched) for i, c, score, signal, matched in rows], now
         )
-        clusters_store.add_member(self.db, item_id, a.cluster, a.score, a.signal, a.matched_item_id, now)
-        if a.merged:
-            clusters_store.merge_into(self.db, a.cluster, a.merged)
-            self._changed_clusters()
-        return {a.cluster}
+        return {final(c) for c in touched}
 
     def refresh_clusters(self, cluster_ids: set[int], now: float) -> None:
         c = self.settings.cluster
@@ -316,7 +339,7 @@ class Pipeline:
         def choose(members: Sequence[MemberInfo]) -> int:
             return canonical.choose(members, c.canonical_policy, c.preferred_sources)
 
-        clusters_store.refresh(self.db, cluster_ids, choose, now)
+        clusters_store.refresh_many(self.db, cluster_ids, choose, now)
 
     # -- whole archive -----------------------------------------------------------------
 

@@ -437,3 +437,51 @@ def mark_manual(db: Database, item_ids: Sequence[int]) -> None:
 
 def pin(db: Database, cluster_id: int, item_id: int) -> None:
     db.execute("UPDATE clusters SET pinned_item_id = ? WHERE id = ?", [item_id, cluster_id])
+
+
+def add_members(db: Database, rows: Sequence[tuple[int, int, float, str, int | None]], now: float) -> None:
+    """:func:`add_member` for many (item, cluster, score, signal, matched item) rows at once."""
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO memberships (item_id, cluster_id, score, signal, matched_item_id, "
+        "joined_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(*r, now) for r in rows],
+    )
+
+
+def refresh_many(db: Database, cluster_ids: Iterable[int], choose: CanonicalPolicy, now: float) -> None:
+    """:func:`refresh` for many clusters with one query for all their members."""
+    ids = sorted(set(cluster_ids))
+    if not ids:
+        return
+    members: dict[int, list[MemberInfo]] = {c: [] for c in ids}
+    pinned: dict[int, int | None] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in db.execute(
+            "SELECT m.cluster_id, i.id, i.feed_id, f.title, f.url, i.sort_time, length(i.text) "
+            "FROM memberships m JOIN items i ON i.id = m.item_id JOIN feeds f ON f.id = i.feed_id "
+            f"WHERE m.cluster_id IN ({marks}) ORDER BY m.cluster_id, i.sort_time, i.id",
+            chunk,
+        ):
+            members[row[0]].append(MemberInfo(*row[1:]))
+        pinned.update(
+            db.execute(f"SELECT id, pinned_item_id FROM clusters WHERE id IN ({marks})", chunk).fetchall()
+        )
+    empty = [c for c in ids if not members[c]]
+    updates = []
+    for cid, ms in members.items():
+        if not ms:
+            continue
+        pin = pinned.get(cid)
+        canonical = pin if pin in {m.item_id for m in ms} else choose(ms)
+        updates.append(
+            (canonical, len(ms), len({m.feed_id for m in ms}), ms[0].sort_time, ms[-1].sort_time, now, cid)
+        )
+    db.conn.executemany(
+        "UPDATE clusters SET canonical_item_id = ?, size = ?, n_feeds = ?, first_time = ?, last_time = ?, "
+        "updated_at = ? WHERE id = ?",
+        updates,
+    )
+    if empty:
+        db.conn.executemany("DELETE FROM clusters WHERE id = ?", [(c,) for c in empty])

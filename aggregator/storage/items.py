@@ -68,6 +68,75 @@ def insert(db: Database, feed_id: int, item: Item, now: float, sort_time: float)
     return int(cur.lastrowid or 0)
 
 
+def insert_many(
+    db: Database, feed_id: int, items: Sequence[Item], now: float, sort_times: Sequence[float]
+) -> list[int]:
+    """Insert new items in one statement; returns their ids.  Call inside a write transaction."""
+    if not items:
+        return []
+    first = max_id(db) + 1
+    ids = list(range(first, first + len(items)))
+    db.conn.executemany(
+        "INSERT INTO items (id, feed_id, identity, guid, link, canonical_link, title, summary, text, "
+        "content_html, author, categories, published, updated, first_seen, last_seen, sort_time, "
+        "content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                item_id,
+                feed_id,
+                item.identity,
+                item.guid,
+                item.link,
+                item.canonical_link,
+                item.title,
+                item.summary,
+                item.text,
+                item.content_html,
+                item.author,
+                json.dumps(list(item.categories)),
+                item.published,
+                item.updated,
+                now,
+                now,
+                t,
+                item.content_hash,
+            )
+            for item_id, item, t in zip(ids, items, sort_times, strict=True)
+        ],
+    )
+    return ids
+
+
+def clustered_by_link(db: Database, links: Sequence[str], exclude_feed: int) -> dict[str, tuple[int, int]]:
+    """For each canonical link, the first clustered item of another feed: (item id, cluster id)."""
+    out: dict[str, tuple[int, int]] = {}
+    for chunk in _chunks(list(links), 500):
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(
+            "SELECT i.canonical_link, i.id, m.cluster_id FROM items i JOIN memberships m ON m.item_id = i.id "
+            f"WHERE i.canonical_link IN ({marks}) AND i.feed_id != ? ORDER BY i.id",
+            [*chunk, exclude_feed],
+        ).fetchall()
+        for link, item_id, cluster_id in rows:
+            out.setdefault(link, (item_id, cluster_id))
+    return out
+
+
+def clustered_by_hash(db: Database, hashes: Sequence[str]) -> dict[str, list[tuple[int, float, int]]]:
+    """For each content hash, the clustered items with it: [(item id, sort time, cluster id)] by id."""
+    out: dict[str, list[tuple[int, float, int]]] = {}
+    for chunk in _chunks(list(hashes), 500):
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(
+            "SELECT i.content_hash, i.id, i.sort_time, m.cluster_id FROM items i "
+            f"JOIN memberships m ON m.item_id = i.id WHERE i.content_hash IN ({marks}) ORDER BY i.id",
+            chunk,
+        ).fetchall()
+        for h, item_id, t, cluster_id in rows:
+            out.setdefault(h, []).append((item_id, t, cluster_id))
+    return out
+
+
 def update(db: Database, item_id: int, item: Item, now: float) -> None:
     """An outlet edited an item: keep its identity, first-seen time and cluster."""
     db.execute(
