@@ -460,6 +460,12 @@ class ClusterEngine:
             norm2 += x * x
         if norm2 <= 0.0:
             return {}
+        top = self.settings.max_terms
+        if len(vec) > top:
+            # The lightest terms barely move a cosine; dropping them bounds the cost of
+            # every comparison and the memory of every indexed item.
+            vec = dict(heapq.nlargest(top, vec.items(), key=lambda kv: kv[1]))
+            norm2 = sum(x * x for x in vec.values())
         cap = self.settings.max_term_weight
         if cap < 1.0:
             norm2 = _cap_top_terms(vec, norm2, cap)

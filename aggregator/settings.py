@@ -166,7 +166,7 @@ class ClusterSettings:
         admin=True,
     )
     lsh_max_bucket: int = setting(
-        300,
+        50,
         "LSH buckets holding more items than this are skipped when looking for candidates: "
         "a min-hash value shared by that many items says nothing about the story. "
         "Keeps the cost flat as the window fills.",
@@ -213,6 +213,14 @@ class ClusterSettings:
         "Body words whose terms join the headline's in the MinHash token set.",
         min=0,
         max=10000,
+        admin=True,
+    )
+    max_terms: int = setting(
+        64,
+        "An item's vector keeps its this many heaviest terms (after IDF): the rest barely "
+        "move a cosine, and dropping them bounds the cost of each comparison.",
+        min=8,
+        max=100000,
         admin=True,
     )
     idf_power: float = setting(
