@@ -205,3 +205,34 @@ def m0004_admin(db: Database) -> None:
         );
         """
     )
+
+
+@migrations(name="0005_site_version")
+def m0005_site_version(db: Database) -> None:
+    # One row counting every change the public pages may show, bumped by triggers
+    # whatever writes (pipeline, re-clustering, admin corrections, feed management),
+    # so the site's freshness check (its ETag) reads one row instead of counting
+    # every cluster.  Item inserts need no trigger: each refreshes its cluster, and
+    # the site also reads max(items.id).
+    bump = "UPDATE site_version SET changes = changes + 1 WHERE id = 1;"
+    db.executescript(
+        f"""
+        CREATE TABLE site_version (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            changes INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO site_version (id, changes) VALUES (1, 0);
+        CREATE TRIGGER site_version_clusters_insert AFTER INSERT ON clusters BEGIN {bump} END;
+        CREATE TRIGGER site_version_clusters_update AFTER UPDATE ON clusters BEGIN {bump} END;
+        CREATE TRIGGER site_version_clusters_delete AFTER DELETE ON clusters BEGIN {bump} END;
+        CREATE TRIGGER site_version_memberships_update AFTER UPDATE ON memberships BEGIN {bump} END;
+        CREATE TRIGGER site_version_items_update AFTER UPDATE OF
+            guid, link, canonical_link, title, summary, text, content_html, author, categories,
+            published, updated, sort_time ON items BEGIN {bump} END;
+        CREATE TRIGGER site_version_feeds_insert AFTER INSERT ON feeds BEGIN {bump} END;
+        CREATE TRIGGER site_version_feeds_delete AFTER DELETE ON feeds BEGIN {bump} END;
+        CREATE TRIGGER site_version_feeds_rename AFTER UPDATE OF title, url, site_url ON feeds
+            WHEN old.title IS NOT new.title OR old.url IS NOT new.url OR old.site_url IS NOT new.site_url
+            BEGIN {bump} END;
+        """
+    )
