@@ -20,6 +20,13 @@ Optional Flask config keys (pass them to :func:`create_app`):
 ``SECRET_KEY``
     Signs the admin session cookie; default: a random secret made once and kept
     in the database, so every process serving the site shares it.
+``AGGREGATOR_RESPONSE_CACHE``
+    Bytes of rendered public pages and feeds kept in each process, by ETag
+    (default 64 MiB; 0 turns the cache off); see :mod:`web.caching`.
+
+Public pages read through one SQLite connection per server thread, opened once
+and kept (:func:`get_reader`); the admin area opens one per request
+(:func:`get_aggregator`), as it writes and runs the pipeline.
 
 Admin sessions are Flask's signed cookies, HttpOnly, SameSite=Lax and limited to
 ``/admin`` (public pages never see them); see :mod:`web.admin`.
@@ -27,6 +34,7 @@ Admin sessions are Flask's signed cookies, HttpOnly, SameSite=Lax and limited to
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -38,7 +46,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from aggregator import Aggregator
 from aggregator.settings import Settings, load_settings
 
-__all__ = ["CONTENT_SECURITY_POLICY", "create_app", "get_aggregator"]
+__all__ = ["CONTENT_SECURITY_POLICY", "create_app", "get_aggregator", "get_reader"]
 
 # Defence in depth behind the sanitiser: no script of any kind, styles and forms from here only.
 CONTENT_SECURITY_POLICY = (
@@ -75,6 +83,7 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.web.base_url.lower().startswith("https://"),
         MAX_CONTENT_LENGTH=5 * 1024 * 1024,  # admin forms and OPML uploads
+        AGGREGATOR_RESPONSE_CACHE=64 * 1024 * 1024,
     )
     app.config.update(**flask_config)
     if "PERMANENT_SESSION_LIFETIME" not in flask_config:
@@ -84,11 +93,16 @@ def create_app(
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
 
+    app.extensions[_READERS] = threading.local()
+
     @app.teardown_appcontext
     def close_aggregator(_exc: BaseException | None) -> None:
         agg = g.pop("aggregator", None)
         if agg is not None:
             agg.close()
+        reader = g.pop("reader", None)
+        if reader is not None and reader.db.conn.in_transaction:  # never keep a snapshot open
+            reader.db.conn.rollback()
 
     @app.after_request
     def security_headers(resp: Response) -> Response:
@@ -120,8 +134,40 @@ def create_app(
     return app
 
 
+_READERS = "aggregator.readers"
+
+
+def get_reader() -> Aggregator:
+    """This server thread's aggregator for public pages: one SQLite connection per thread, kept.
+
+    Opened on the thread's first request (``migrate=False``: :func:`create_app`
+    migrated), never closed while the process lives; sqlite3 connections belong
+    to one thread, so threads never share one.  Each request first picks up a
+    settings version applied by another process.  Read-only use: anything that
+    writes or runs the pipeline takes :func:`get_aggregator`.
+    """
+    from flask import current_app
+
+    agg: Aggregator | None = g.get("reader")
+    if agg is not None:
+        return agg
+    local = current_app.extensions[_READERS]
+    agg = getattr(local, "aggregator", None)
+    if agg is None:
+        agg = Aggregator(
+            current_app.config["AGGREGATOR_SETTINGS"],
+            db_path=current_app.config["AGGREGATOR_DB"],
+            migrate=False,
+        )
+        local.aggregator = agg
+    else:
+        agg.reload_settings()
+    g.reader = agg
+    return agg
+
+
 def get_aggregator() -> Aggregator:
-    """The request's aggregator (one SQLite connection per request)."""
+    """The request's aggregator (one SQLite connection per request), for the admin area."""
     from flask import current_app
 
     if "aggregator" not in g:

@@ -1,21 +1,139 @@
-"""Conditional GET: ETag and Last-Modified from a cheap fingerprint, 304 before rendering."""
+"""Conditional GET and a page cache: ETag and Last-Modified from a cheap fingerprint, 304 before rendering.
+
+Every public page and merged feed carries an ETag naming its content: the path
+and query, the address it was asked on, the start of this app and
+:meth:`Aggregator.freshness` (a constant-time fingerprint of everything the
+site shows).  Two answers with one ETag have the same body, so each process
+keeps the bodies it rendered by ETag (:class:`PageCache`, least recently used
+out first) and answers from there until the fingerprint moves: a new story, an
+outlet joining one, an edit, a re-clustering, a settings version, a renamed feed.
+"""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ParamSpec
 
-from flask import Response, current_app, make_response, request
+from flask import Flask, Response, current_app, make_response, request
 from flask.typing import ResponseReturnValue
 
-from web import get_aggregator
+from aggregator import Aggregator
+from web import get_reader
 
-__all__ = ["conditional"]
+__all__ = ["PageCache", "conditional", "page_cache"]
 
 P = ParamSpec("P")
+
+# How long a request waits for another thread rendering the same page before rendering it too.
+WAIT_FOR_RENDER_SECONDS = 10.0
+# Bodies larger than this are never kept.
+MAX_PAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CachedPage:
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+
+
+class PageCache:
+    """Rendered 200 answers by ETag, at most ``max_bytes`` of bodies, least recently used out first.
+
+    :meth:`claim` lets one thread render a missing page while the others asking
+    for it wait for the result instead of rendering it too.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._pages: OrderedDict[str, CachedPage] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self._rendering: dict[str, threading.Event] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def get(self, key: str) -> CachedPage | None:
+        with self._lock:
+            page = self._pages.get(key)
+            if page is not None:
+                self._pages.move_to_end(key)
+                self.hits += 1
+            return page
+
+    def put(self, key: str, page: CachedPage) -> None:
+        n = len(page.body)
+        if n > min(self.max_bytes, MAX_PAGE_BYTES):
+            return
+        with self._lock:
+            old = self._pages.pop(key, None)
+            if old is not None:
+                self._size -= len(old.body)
+            self._pages[key] = page
+            self._size += n
+            while self._size > self.max_bytes:
+                _, dropped = self._pages.popitem(last=False)
+                self._size -= len(dropped.body)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
+            self._size = 0
+
+    @contextmanager
+    def claim(self, key: str) -> Iterator[CachedPage | None]:
+        """The cached page, or ``None`` with the right (and duty) to render it.
+
+        While one thread renders a key, others claiming it wait (at most
+        :data:`WAIT_FOR_RENDER_SECONDS`) and get its page; if it kept none (an
+        error, a page too large), the next waiting thread renders.
+        """
+        while True:
+            with self._lock:
+                page = self._pages.get(key)
+                if page is not None:
+                    self._pages.move_to_end(key)
+                    self.hits += 1
+                    yield page
+                    return
+                event = self._rendering.get(key)
+                if event is None:
+                    event = self._rendering[key] = threading.Event()
+                    self.misses += 1
+                    break
+            if not event.wait(WAIT_FOR_RENDER_SECONDS):
+                with self._lock:
+                    self.misses += 1
+                yield None  # the other thread is stuck: render without the claim
+                return
+        try:
+            yield None
+        finally:
+            with self._lock:
+                del self._rendering[key]
+            event.set()
+
+
+def page_cache(app: Flask) -> PageCache | None:
+    """The app's page cache (``None`` when ``AGGREGATOR_RESPONSE_CACHE`` is 0)."""
+    cache: PageCache | None = app.extensions.get("aggregator.pages")
+    size = int(app.config.get("AGGREGATOR_RESPONSE_CACHE") or 0)
+    if cache is None and size > 0:
+        cache = app.extensions.setdefault("aggregator.pages", PageCache(size))
+    return cache
 
 
 def _not_modified(etag: str, last_modified: datetime) -> bool:
@@ -35,32 +153,65 @@ def _cache_headers(resp: Response, etag: str, last_modified: datetime) -> Respon
     return resp
 
 
+@contextmanager
+def _snapshot(agg: Aggregator) -> Iterator[None]:
+    """One read transaction: the fingerprint and the page rendered under it see the same data."""
+    conn = agg.db.conn
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
 def conditional(
     *, feeds: bool = False
 ) -> Callable[[Callable[P, ResponseReturnValue]], Callable[P, ResponseReturnValue]]:
-    """Answer 304 when the client's copy is current, without running the view.
+    """Answer 304 when the client's copy is current, else from the page cache, else run the view.
 
-    The ETag covers the path and query, the start of this app (so a new release
-    never serves old pages) and :meth:`Aggregator.freshness` (with ``feeds``, also
-    every feed's polling state).  Only 200 answers get validators.
+    The ETag covers the address asked (scheme, host, path and query), the start
+    of this app (so a new release never serves old pages) and
+    :meth:`Aggregator.freshness` (with ``feeds``, also every feed's polling
+    state).  Only 200 answers get validators and are cached.
     """
 
     def decorate(view: Callable[P, ResponseReturnValue]) -> Callable[P, ResponseReturnValue]:
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
-            fresh = get_aggregator().freshness(feeds=feeds)
-            started: float = current_app.config["AGGREGATOR_STARTED"]
-            args_key = sorted(request.args.items(multi=True))
-            raw = f"{started!r}|{request.path}|{args_key!r}|{fresh.token}"
-            etag = hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-            last_modified = datetime.fromtimestamp(int(max(fresh.last_modified, started)), UTC)
-            if _not_modified(etag, last_modified):
-                return _cache_headers(current_app.response_class(status=304), etag, last_modified)
-            resp = make_response(view(*args, **kwargs))
-            if resp.status_code == 200:
-                _cache_headers(resp, etag, last_modified)
-            return resp
+            agg = get_reader()
+            with _snapshot(agg):
+                fresh = agg.freshness(feeds=feeds)
+                started: float = current_app.config["AGGREGATOR_STARTED"]
+                args_key = sorted(request.args.items(multi=True))
+                raw = f"{started!r}|{request.host_url}|{request.path}|{args_key!r}|{fresh.token}"
+                etag = hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+                last_modified = datetime.fromtimestamp(int(max(fresh.last_modified, started)), UTC)
+                if _not_modified(etag, last_modified):
+                    return _cache_headers(current_app.response_class(status=304), etag, last_modified)
+                cache = page_cache(current_app)
+                if cache is None:
+                    return _render(lambda: view(*args, **kwargs), etag, last_modified, None)
+                with cache.claim(etag) as page:
+                    if page is not None:
+                        resp = current_app.response_class(page.body, status=200, headers=list(page.headers))
+                        return _cache_headers(resp, etag, last_modified)
+                    return _render(lambda: view(*args, **kwargs), etag, last_modified, cache)
 
         return wrapper
 
     return decorate
+
+
+def _render(
+    view: Callable[[], ResponseReturnValue], etag: str, last_modified: datetime, cache: PageCache | None
+) -> Response:
+    resp = make_response(view())
+    if resp.status_code != 200:
+        return resp
+    if cache is not None and not resp.is_streamed:
+        cache.put(etag, CachedPage(resp.get_data(), tuple(resp.headers.items())))
+    return _cache_headers(resp, etag, last_modified)

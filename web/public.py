@@ -15,7 +15,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from werkzeug.datastructures import MultiDict
 
 from aggregator.models import ClusterSummary, Feed, StoredItem, StoryFilter
-from web import get_aggregator, syndication
+from web import get_reader, syndication
 from web.caching import conditional
 from web.diff import TextDiff, WordOp, diff_texts, word_diff
 from web.filters import safe_url
@@ -75,7 +75,7 @@ def parse_filters(args: MultiDict[str, str]) -> Filters:
     feed_id = _int_arg(args, "outlet", 1, 2**62)
     outlet = None
     if feed_id is not None:
-        outlet = get_aggregator().feed(feed_id)
+        outlet = get_reader().feed(feed_id)
         if outlet is None:
             abort(404, description="There is no such outlet (any more).")
         out["outlet"] = str(feed_id)
@@ -106,7 +106,7 @@ def _absolute(endpoint: str, **values: Any) -> str:
 @bp.get("/")
 @conditional()
 def index() -> str:
-    agg = get_aggregator()
+    agg = get_reader()
     filters = parse_filters(request.args)
     page = _page()
     sort = request.args.get("sort", "latest")
@@ -161,7 +161,7 @@ class VariantView:
 @bp.get("/story/<int:cluster_id>")
 @conditional()
 def story(cluster_id: int) -> str:
-    detail = get_aggregator().cluster(cluster_id)
+    detail = get_reader().cluster(cluster_id)
     if detail is None:
         abort(404, description="This story does not exist, or it was merged into another one.")
     summary = detail.summary
@@ -189,7 +189,7 @@ def story(cluster_id: int) -> str:
 @bp.get("/search")
 @conditional()
 def search() -> str:
-    agg = get_aggregator()
+    agg = get_reader()
     query = " ".join(request.args.get("q", "").split())[:MAX_QUERY]
     page = _page()
     size = agg.settings.web.page_size
@@ -207,13 +207,13 @@ def search() -> str:
 @bp.get("/outlets")
 @conditional(feeds=True)
 def outlets() -> str:
-    return render_template("outlets.html", feeds=get_aggregator().feeds())
+    return render_template("outlets.html", feeds=get_reader().feeds())
 
 
 @bp.get("/outlets/<int:feed_id>")
 @conditional(feeds=True)
 def outlet(feed_id: int) -> str:
-    agg = get_aggregator()
+    agg = get_reader()
     feed = agg.feed(feed_id)
     if feed is None:
         abort(404, description="There is no such outlet.")
@@ -238,7 +238,7 @@ def outlet(feed_id: int) -> str:
 def healthz() -> tuple[dict[str, object], int, dict[str, str]]:
     headers = {"Cache-Control": "no-store"}
     try:
-        counts = get_aggregator().counts()
+        counts = get_reader().counts()
     except Exception as exc:  # the database is unreachable or broken
         return {"status": "error", "error": type(exc).__name__}, 503, headers
     return {"status": "ok", **counts}, 200, headers
@@ -248,7 +248,7 @@ def healthz() -> tuple[dict[str, object], int, dict[str, str]]:
 
 
 def _entries(stories: list[ClusterSummary]) -> list[syndication.FeedEntry]:
-    agg = get_aggregator()
+    agg = get_reader()
     members = agg.story_members([s.id for s in stories])
     authority = urlsplit(_absolute("public.index")).hostname or "localhost"
     out = []
@@ -275,7 +275,7 @@ def _entries(stories: list[ClusterSummary]) -> list[syndication.FeedEntry]:
 
 
 def _merged(endpoint: str, render: syndication.Renderer, mimetype: str) -> Response:
-    agg = get_aggregator()
+    agg = get_reader()
     filters = parse_filters(request.args)
     stories = agg.stories(filters.story_filter, sort="latest", limit=agg.settings.web.feed_size)
     site = str(current_app.config["AGGREGATOR_SITE_TITLE"])

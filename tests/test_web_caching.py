@@ -1,0 +1,218 @@
+"""The page cache and the constant-time freshness check: every change the site shows moves the ETag.
+
+Pages are kept by ETag (web.caching), so a change that failed to move the
+fingerprint would keep serving the old page: each test changes the database one
+way, with a clock that never moves ``updated_at`` forward where it can, and checks
+that the cached page is not served again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aggregator import Aggregator
+from aggregator.storage import feeds as feeds_store
+from aggregator.storage import versions as versions_store
+from aggregator.storage import write_transaction
+from tests.conftest import serve
+from web import create_app
+from web.caching import CachedPage, PageCache, page_cache
+
+PAGES = ["/", "/?sort=coverage", "/feed.rss", "/feed.atom", "/feed.json", "/search?q=storm", "/outlets"]
+
+
+def snapshot(client: Any, urls: list[str]) -> dict[str, tuple[str, bytes]]:
+    out = {}
+    for url in urls:
+        r = client.get(url)
+        assert r.status_code == 200, url
+        out[url] = (r.headers["ETag"], r.data)
+    return out
+
+
+def story_ids(client: Any) -> list[int]:
+    return [int(i) for i in re.findall(r'<h2 id="s(\d+)">', client.get("/").get_data(as_text=True))]
+
+
+@pytest.fixture
+def old_clock(demo_agg: Aggregator) -> Iterator[Aggregator]:
+    """A second writer whose clock is before every stored change (``max(updated_at)`` cannot move)."""
+    with Aggregator(demo_agg.base_settings, db_path=demo_agg.db_path, clock=lambda: 1.0) as agg:
+        yield agg
+
+
+def test_cached_pages_are_served_until_something_changes(client: Any, web_app: Any) -> None:
+    first = snapshot(client, PAGES)
+    cache = page_cache(web_app)
+    assert cache is not None and len(cache) == len(PAGES)
+    hits = cache.hits
+    again = snapshot(client, PAGES)
+    assert again == first
+    assert cache.hits == hits + len(PAGES)
+    # a cached answer still validates and carries every header of a rendered one
+    etag = first["/feed.rss"][0]
+    assert client.get("/feed.rss", headers={"If-None-Match": etag}).status_code == 304
+    r = client.get("/feed.rss")
+    assert r.mimetype == "application/rss+xml" and "Content-Security-Policy" in r.headers
+
+
+def test_merge_with_an_old_clock_drops_the_cached_story(
+    client: Any, demo_agg: Aggregator, old_clock: Aggregator
+) -> None:
+    ids = story_ids(client)
+    target, source = ids[-1], ids[-2]
+    before = snapshot(client, [*PAGES, f"/story/{target}", f"/story/{source}"])
+    version = demo_agg.db.execute("SELECT max(updated_at), max(id) FROM clusters").fetchone()
+    old_clock.merge_clusters(target, source, "alice")
+    # the latest change time did not move: only the change counter tells
+    assert demo_agg.db.execute("SELECT max(updated_at), max(id) FROM clusters").fetchone() == version
+    assert client.get(f"/story/{source}").status_code == 404
+    after = snapshot(client, [*PAGES, f"/story/{target}"])
+    for url in ["/", f"/story/{target}", "/feed.rss"]:
+        assert after[url][0] != before[url][0] and after[url][1] != before[url][1], url
+    assert all(after[u][0] != before[u][0] for u in after)
+
+
+def test_an_edited_item_is_not_served_from_the_cache(client: Any, demo_agg: Aggregator) -> None:
+    ids = story_ids(client)
+    story = demo_agg.cluster(ids[-1])
+    assert story is not None
+    before = snapshot(client, ["/", f"/story/{story.summary.id}", "/feed.rss"])
+    with write_transaction(demo_agg.db):  # an edit that refreshes nothing (no clock involved)
+        demo_agg.db.execute(
+            "UPDATE items SET title = 'A headline edited in place' WHERE id = ?", [story.summary.canonical.id]
+        )
+    after = snapshot(client, ["/", f"/story/{story.summary.id}", "/feed.rss"])
+    for url, (etag, body) in after.items():
+        assert etag != before[url][0] and b"A headline edited in place" in body, url
+
+
+def test_renamed_added_and_removed_outlets_move_the_etag(client: Any, demo_agg: Aggregator) -> None:
+    feed = demo_agg.feeds()[0]
+    before = snapshot(client, PAGES)
+    with write_transaction(demo_agg.db):
+        feeds_store.update_state(demo_agg.db, feed.id, {"title": "The Renamed Courier"})
+    renamed = snapshot(client, PAGES)
+    for url in PAGES:
+        assert renamed[url][0] != before[url][0], url
+    assert b"The Renamed Courier" in renamed["/"][1] and b"The Renamed Courier" in renamed["/feed.rss"][1]
+    # the same title written again (as each poll does) changes nothing
+    with write_transaction(demo_agg.db):
+        feeds_store.update_state(demo_agg.db, feed.id, {"title": "The Renamed Courier"})
+    assert snapshot(client, ["/", "/feed.rss"]) == {u: renamed[u] for u in ["/", "/feed.rss"]}
+    demo_agg.add_feed("https://new.example.org/feed.xml", "A New Outlet")
+    added = snapshot(client, PAGES)
+    assert all(added[u][0] != renamed[u][0] for u in PAGES)
+    assert b"A New Outlet" in added["/outlets"][1]
+
+
+def test_a_settings_version_moves_the_etag(client: Any, demo_agg: Aggregator) -> None:
+    before = snapshot(client, ["/", "/feed.rss"])
+    # a version saved without re-clustering (what a process applying it writes first)
+    with write_transaction(demo_agg.db):
+        versions_store.add(demo_agg.db, {"cluster.canonical_policy": "preferred"}, "alice", 1.0)
+    saved = snapshot(client, ["/", "/feed.rss"])
+    assert all(saved[u][0] != before[u][0] for u in saved)
+    demo_agg.apply_settings({"cluster.canonical_policy": "earliest"}, "alice")
+    applied = snapshot(client, ["/", "/feed.rss"])
+    assert all(applied[u][0] != saved[u][0] for u in applied)
+
+
+def test_host_is_part_of_the_etag(client: Any) -> None:
+    a = client.get("/feed.rss", base_url="http://one.example")
+    b = client.get("/feed.rss", base_url="http://two.example")
+    assert a.headers["ETag"] != b.headers["ETag"]
+    assert b"http://one.example/story/" in a.data and b"http://two.example/story/" in b.data
+    assert b"one.example" not in b.data
+
+
+def test_errors_are_not_cached(client: Any, web_app: Any) -> None:
+    assert client.get("/story/999999").status_code == 404
+    assert client.get("/?page=0").status_code == 400
+    cache = page_cache(web_app)
+    assert cache is not None and len(cache) == 0
+
+
+def test_cache_can_be_turned_off(demo_agg: Aggregator) -> None:
+    app = create_app(demo_agg.settings, db_path=demo_agg.db_path, AGGREGATOR_RESPONSE_CACHE=0)
+    client = app.test_client()
+    first = client.get("/")
+    assert first.status_code == 200 and page_cache(app) is None
+    assert client.get("/", headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+
+
+def test_page_cache_evicts_least_recently_used_by_size() -> None:
+    cache = PageCache(max_bytes=100)
+    for key in "abc":
+        cache.put(key, CachedPage(b"x" * 40, ()))
+    assert cache.get("a") is None and len(cache) == 2 and cache.size == 80
+    assert cache.get("b") is not None  # now the most recently used
+    cache.put("d", CachedPage(b"x" * 40, ()))
+    assert cache.get("c") is None and cache.get("b") is not None
+    cache.put("big", CachedPage(b"x" * 101, ()))  # larger than the whole cache: not kept
+    assert cache.get("big") is None and cache.size == 80
+
+
+def test_one_thread_renders_while_the_others_wait() -> None:
+    cache = PageCache(max_bytes=1000)
+    renders = []
+    started = threading.Barrier(6)
+    results: list[bytes] = []
+
+    def ask() -> None:
+        started.wait()
+        with cache.claim("k") as page:
+            if page is None:
+                renders.append(1)
+                threading.Event().wait(0.2)
+                page = CachedPage(b"body", ())
+                cache.put("k", page)
+            results.append(page.body)
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [b"body"] * 6 and len(renders) == 1
+
+
+def test_threads_keep_their_own_connection_and_see_new_stories(web_app: Any, demo_agg: Aggregator) -> None:
+    """A threaded server: one connection per thread, kept; every thread sees a commit at once."""
+    errors: list[str] = []
+
+    def read(urls: list[str], n: int) -> None:
+        for k in range(10):
+            url = urls[(n + k) % len(urls)]
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    r.read()
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    errors.append(f"{url}: {exc}")
+            except OSError as exc:
+                errors.append(f"{url}: {exc}")
+
+    with contextlib.contextmanager(serve)(web_app) as server:
+        urls = [server.url + u for u in ["/", "/feed.rss", "/story/1", "/outlets", "/search?q=storm"]]
+        threads = [threading.Thread(target=read, args=(urls, n)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors[:3]
+        with urllib.request.urlopen(server.url + "/", timeout=10) as r:
+            etag = r.headers["ETag"]
+        demo_agg.add_feed("https://late.example.org/feed.xml", "A Late Outlet")
+        with urllib.request.urlopen(server.url + "/outlets", timeout=10) as r:
+            assert b"A Late Outlet" in r.read()
+        with urllib.request.urlopen(server.url + "/", timeout=10) as r:
+            assert r.headers["ETag"] != etag
