@@ -7,6 +7,7 @@ was already committed and never leaves half a feed behind.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -138,6 +139,13 @@ class Pipeline:
             if parsed.error:
                 report.status, report.error = "error", parsed.error
             report.warning = parsed.warning
+            limit = self.settings.fetch.max_items
+            if len(parsed.entries) > limit:
+                # Feeds list their newest entries first: keep those.
+                report.warning = (
+                    f"the feed has {len(parsed.entries):,} entries; only the first {limit:,} were read"
+                )
+                parsed = dataclasses.replace(parsed, entries=parsed.entries[:limit])
         else:
             report.error = result.error
         try:

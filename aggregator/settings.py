@@ -98,6 +98,13 @@ class FetchSettings:
         max=500_000_000,
     )
     max_redirects: int = setting(5, "Redirects followed before giving up.", min=0, max=20)
+    max_items: int = setting(
+        1000,
+        "Entries read from one feed document; a feed listing more keeps its first (newest) "
+        "ones and gets a warning.",
+        min=1,
+        max=1_000_000,
+    )
     user_agent: str = setting(
         f"the-aggregator/0.1 (+{PROJECT_URL})",
         "User-Agent header sent with every request; names the project and its URL.",

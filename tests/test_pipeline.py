@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from aggregator import Aggregator
 from tests.conftest import FeedServer, Route, rss
 
@@ -298,8 +300,6 @@ def test_private_addresses_refused_unless_allowed(tmp_path, feed_server: FeedSer
     cfg.write_text('[storage]\ndb_path = "p.db"\n[feeds]\nopml = ""\n')
     feed_server.routes["/a.xml"] = Route(rss([story(1)]))
     with Aggregator(load_settings(cfg)) as agg:
-        import pytest
-
         with pytest.raises(FeedError, match="non-public address"):
             agg.add_feed(feed_server.url("/a.xml"), via_site=True)
         with pytest.raises(FeedError, match="http"):
@@ -349,3 +349,27 @@ def test_concurrency_limits_overall_and_per_host(tmp_path, feed_server: FeedServ
     assert len(reports) == 9 and all(r.new_items == 1 for r in reports)
     assert state["peak"] == 3  # three overall
     assert {h: p[1] for h, p in hosts.items()} == {"127.0.0.1": 2, "localhost": 2}  # two per host
+
+
+@pytest.mark.slow
+def test_a_feed_of_20000_items_is_read_up_to_the_limit(agg: Aggregator, feed_server: FeedServer) -> None:
+    items = [
+        {
+            "title": f"Item {n} of a very long feed",
+            "guid": f"g{n}",
+            "link": f"https://long.example/{n}",
+            "description": f"Entry number {n}.",
+        }
+        for n in range(20_000)
+    ]
+    feed_server.routes["/long.xml"] = Route(rss(items))
+    feed, _ = agg.add_feed(feed_server.url("/long.xml"))
+    started = time.monotonic()
+    (r,) = agg.update([feed])
+    assert r.status == "ok" and r.new_items == agg.settings.fetch.max_items
+    assert (
+        r.warning == f"the feed has 20,000 entries; only the first {agg.settings.fetch.max_items:,} were read"
+    )
+    stored = agg.feed(feed.id)
+    assert stored is not None and stored.items_total == agg.settings.fetch.max_items
+    assert time.monotonic() - started < 120
