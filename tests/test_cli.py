@@ -125,3 +125,25 @@ def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     ):
         assert command in out
     assert (ROOT / "aggregator" / "__main__.py").exists()
+
+
+def test_package_data_covers_every_template_and_static_file() -> None:
+    """An installed package (not only a checkout) carries web/ templates, static files and migrations."""
+    import fnmatch
+    import tomllib
+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert {"aggregator", "aggregator.storage", "web", "migrations"} <= set(conf["packages"])
+    patterns = conf["package-data"]["web"]
+    files = [
+        p.relative_to(ROOT / "web").as_posix()
+        for p in (ROOT / "web").rglob("*")
+        if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts
+    ]
+    assert files
+    missing = [
+        f
+        for f in files
+        if not any(fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/") for pat in patterns)
+    ]
+    assert not missing, f"not packaged: {missing}"
