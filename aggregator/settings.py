@@ -576,7 +576,8 @@ def load_settings(path: str | Path | None = None, overrides: Mapping[str, Any] |
             changes[f"{section}.{name}"] = value
     if overrides:
         changes.update(overrides)
-    base = Settings(base_dir=cfg_path.resolve().parent)
+    # Relative paths follow the config file; with no file at all, the current folder.
+    base = Settings(base_dir=cfg_path.resolve().parent if cfg_path.exists() else Path.cwd())
     try:
         return base.replace(changes)
     except SettingsError as exc:

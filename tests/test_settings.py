@@ -111,3 +111,12 @@ def test_cross_setting_rules(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="must be more than short_terms"):
         load_settings(write(tmp_path, "[cluster]\nshort_terms = 30\nlong_terms = 20\n"))
     assert Settings().problems() == {}
+
+
+def test_no_config_file_means_defaults_in_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aggregator.settings as mod
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(mod, "default_config_path", lambda: tmp_path / "nowhere" / "config.toml")
+    s = load_settings()
+    assert s.db_path == tmp_path / "data" / "aggregator.db"
