@@ -182,6 +182,19 @@ def _cap_top_terms(vec: dict[str, float], norm2: float, cap: float) -> float:
     return norm2
 
 
+def _shared_terms(a: dict[str, float], b: dict[str, float], enough: int) -> int:
+    """How many terms ``a`` and ``b`` share, counting up to ``enough``."""
+    if len(a) > len(b):
+        a, b = b, a
+    n = 0
+    for term in a:
+        if term in b:
+            n += 1
+            if n >= enough:
+                break
+    return n
+
+
 def _dot(a: dict[str, float], b: dict[str, float]) -> float:
     """Sparse dot product (loops over the smaller dict, in C via map)."""
     if len(a) > len(b):
@@ -299,6 +312,7 @@ class ClusterEngine:
         half_life = self.half_life(len(vec))
         name = self._main_name(vec, feats)
         mismatch = s.name_mismatch_factor
+        cold = self._n_docs < s.cold_start_items  # IDF knows no common words yet
         scored: list[tuple[float, _Cluster]] = []
         best_below = 0.0
         for c in clusters:
@@ -313,7 +327,8 @@ class ClusterEngine:
                 and c.centroid.get(name, 0.0) < NAME_ABSENT_IN_CLUSTER * norm
             ):
                 score *= mismatch  # another protagonist: another event of the same kind
-            if score >= threshold:
+            # Before IDF knows which words are common, one shared word proves nothing.
+            if score >= threshold and not (cold and _shared_terms(vec, c.centroid, 2) < 2):
                 scored.append((score, c))
             elif score > best_below:
                 best_below = score

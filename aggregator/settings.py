@@ -283,6 +283,15 @@ class ClusterSettings:
         max=1.0,
         admin=True,
     )
+    cold_start_items: int = setting(
+        20,
+        "While the time window holds fewer items than this, document frequencies cannot tell "
+        "a common word from a name, so joining a cluster also takes at least two shared terms "
+        "(two headlines sharing only 'story' are not one story). 0 turns it off.",
+        min=0,
+        max=100000,
+        admin=True,
+    )
     merge_ratio: float = setting(
         0.75,
         "Two clusters an item matches both merge when their centroids' cosine reaches "

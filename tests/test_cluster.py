@@ -215,6 +215,64 @@ def test_signals_near_copy_and_empty() -> None:
     assert copy.matched_item_id == 2
 
 
+def test_cold_start_one_generic_shared_word_is_not_a_story() -> None:
+    # With two items in the window IDF cannot know that "story" is a common word.
+    feeder = Feeder()
+    a = feeder.add("First story about bridges")
+    b = feeder.add("A second story about tunnels")
+    assert b.signal == "new" and b.cluster_id != a.cluster_id
+    c = feeder.add("Sbarro files for bankruptcy protection for the second time")
+    d = feeder.add("Pizza chain Sbarro files for bankruptcy protection")
+    assert d.signal == "similar" and d.cluster_id == c.cluster_id
+    # Once the window holds enough items, the rule is off (IDF takes over).
+    import dataclasses
+
+    off = Feeder(dataclasses.replace(S, cold_start_items=0))
+    off.add("First story about bridges")
+    assert off.add("A second story about tunnels").signal == "similar"
+
+
+DUI_JACKSON = [
+    (
+        "Chargers receiver Vincent Jackson arrested on suspicion of DUI",
+        "San Diego Chargers wide receiver Vincent Jackson was arrested early Tuesday on suspicion "
+        "of drunken driving, the California Highway Patrol said. Jackson was stopped on Interstate 5 "
+        "in San Diego after officers saw his car weaving between lanes. Jackson, 25, was booked into "
+        "county jail and released on bail. The Chargers said they were aware of the arrest. Jackson "
+        "is the team's leading receiver this season and is expected to play on Sunday.",
+    ),
+    (
+        "Chargers' Jackson arrested for drunk driving",
+        "Vincent Jackson of the San Diego Chargers was arrested on suspicion of driving under the "
+        "influence, police said on Tuesday. The California Highway Patrol stopped Jackson on "
+        "Interstate 5 after his car was seen weaving. Jackson was released on bail hours later. "
+        "The Chargers receiver could face a suspension from the NFL.",
+    ),
+]
+DUI_WILLIAMS = (
+    "San Diego lineman arrested on suspicion of DUI",
+    "San Diego Chargers defensive tackle Jamal Williams was arrested on suspicion of drunken "
+    "driving, the team's second such arrest in less than a month. Williams was pulled over for "
+    "speeding early Sunday on a freeway outside downtown San Diego, the California Highway Patrol "
+    "said. Williams, 32, gave a blood sample and was released. The Chargers declined to comment "
+    "on the arrest of the veteran nose tackle.",
+)
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0])
+def test_name_mismatch_keeps_another_protagonist_apart(factor: float) -> None:
+    import dataclasses
+
+    feeder = Feeder(dataclasses.replace(S, name_mismatch_factor=factor))
+    for k, (_, title, text) in enumerate(LOOKALIKES):  # a little IDF background
+        feeder.add(title, text, T0 + k)
+    first = feeder.add(*DUI_JACKSON[0], t=T0 + 100)
+    second = feeder.add(*DUI_JACKSON[1], t=T0 + 200)
+    assert second.cluster_id == first.cluster_id  # same protagonist: the rule does not fire
+    other = feeder.add(*DUI_WILLIAMS, t=T0 + 300)
+    assert (other.cluster_id != first.cluster_id) == (factor < 1.0)
+
+
 def test_time_window_and_expiry() -> None:
     import dataclasses
 
