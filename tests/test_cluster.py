@@ -364,3 +364,45 @@ def test_eval_is_deterministic_across_hash_seeds(tmp_path: Path) -> None:
         )
         outs.add(hashlib.sha1(out.read_bytes()).hexdigest())
     assert len(outs) == 1
+
+
+# -- the dev-set goals (docs/clustering.md) ----------------------------------------------
+
+# BCubed F1 goal per dataset; every dataset must also keep BCubed precision >= 0.90.
+F1_GOALS = {"newswcl50": 0.95, "ecbplus": 0.88, "uci": 0.75}
+PRECISION_GOAL = 0.90
+
+
+@pytest.fixture(scope="module")
+def dev_scores() -> dict[str, dict[str, float]]:
+    from aggregator.evaluate import run_eval
+    from aggregator.settings import Settings
+
+    results = run_eval(DATA / "eval" / "dev.jsonl", Settings())
+    return {r.dataset: r.scores["bcubed"].as_dict() for r in results}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", sorted(F1_GOALS))
+def test_dev_precision_goal(dev_scores: dict[str, dict[str, float]], dataset: str) -> None:
+    assert dev_scores[dataset]["precision"] >= PRECISION_GOAL, dev_scores[dataset]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        "newswcl50",
+        "uci",
+        pytest.param(
+            "ecbplus",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known gap: ecbplus BCubed F1 is 0.864 with the defaults, goal 0.88 "
+                "(docs/clustering.md, known weaknesses); remove this mark when it is reached",
+            ),
+        ),
+    ],
+)
+def test_dev_f1_goal(dev_scores: dict[str, dict[str, float]], dataset: str) -> None:
+    assert dev_scores[dataset]["f1"] >= F1_GOALS[dataset], dev_scores[dataset]
