@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from aggregator.core import Aggregator
 from aggregator.settings import Settings
@@ -84,15 +86,72 @@ def _now_dt() -> datetime:
     return datetime.now(UTC)
 
 
-def serve_web(settings: Settings, db_path: Path, host: str, port: int) -> None:
-    """Serve the site with waitress, a production WSGI server."""
-    import waitress
+WEB_THREADS = 4
 
+
+def web_workers() -> int:
+    """Web server processes: ``AGGREGATOR_WEB_WORKERS``, else one per core (at least 2, at most 8)."""
+    raw = os.environ.get("AGGREGATOR_WEB_WORKERS", "").strip()
+    if raw:
+        return max(1, int(raw))
+    return min(8, max(2, os.cpu_count() or 1))
+
+
+def serve_web(
+    settings: Settings,
+    db_path: Path,
+    host: str,
+    port: int,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+) -> None:
+    """Serve the site with gunicorn, a production WSGI server, until SIGINT or SIGTERM.
+
+    ``workers`` processes (default :func:`web_workers`) of ``threads`` threads each
+    (default ``AGGREGATOR_WEB_THREADS`` or 4), so every core serves pages; each
+    thread keeps one SQLite connection (see :func:`web.get_reader`).  The app is
+    made here, in the parent, before the workers fork: migrations run once and
+    every worker shares its start time, hence the same ETags.
+    """
     from web import create_app
 
     app = create_app(settings=settings, db_path=db_path)
-    print(f"serving on http://{host}:{port}", flush=True)
-    waitress.serve(app, host=host, port=port, threads=8, ident="aggregator", _quiet=True)
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError:  # not a Unix: waitress, one process
+        import waitress
+
+        print(f"serving on http://{host}:{port}", flush=True)
+        waitress.serve(app, host=host, port=port, threads=8, ident="aggregator", _quiet=True)
+        return
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    options: dict[str, Any] = {
+        "bind": [bind],
+        "workers": workers or web_workers(),
+        "worker_class": "gthread",
+        "threads": threads or int(os.environ.get("AGGREGATOR_WEB_THREADS", "") or WEB_THREADS),
+        "keepalive": 5,
+        "timeout": 120,  # a worker silent this long is restarted
+        "graceful_timeout": 10,  # within run_all's 15 s
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "proc_name": "aggregator-web",
+        "control_socket_disable": True,  # gunicorn >= 24: no shared socket in ~/.gunicorn
+    }
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
+    print(f"serving on http://{bind} ({options['workers']} x {options['threads']} threads)", flush=True)
+    Server().run()
 
 
 def run_all(config_path: Path | None, db_path: Path, host: str, port: int) -> int:

@@ -353,7 +353,7 @@ def report(results: dict[str, Any]) -> str:
         r = f["5"]
         stored = r.get("stored", {})
         lines.append(
-            f"5   site under load: waitress, wrk -c{results['settings']['connections']}, "
+            f"5   site under load: {r.get('server', 'waitress')}, wrk -c{results['settings']['connections']}, "
             f"{stored.get('items', 0):,} items stored"
         )
         for name, e in r["endpoints"].items():

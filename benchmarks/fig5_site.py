@@ -1,7 +1,8 @@
-"""Figure 5: the site under load, served by waitress, driven by wrk.
+"""Figure 5: the site under load, served as ``aggregator serve`` serves it, driven by wrk.
 
-The site (``web.create_app`` on the benchmark database, served by waitress with
-8 threads, as ``aggregator serve`` does) runs in its own process on 127.0.0.1;
+The site (``web.create_app`` on the benchmark database, served by
+``aggregator.runner.serve_web``: gunicorn, one worker process per core with 4
+threads each) runs in its own processes on 127.0.0.1;
 wrk (a separate process) keeps 8 connections busy on one endpoint at a time and
 reports requests per second and latency percentiles through ``wrk/paths.lua``.
 
@@ -48,19 +49,17 @@ def _wait_for(url: str, timeout: float = 60.0) -> None:
     raise TimeoutError(f"the site did not answer at {url}")
 
 
-def serve(folder: Path, port: int, threads: int = 8) -> None:
-    import logging
-
-    import waitress
-
-    from web import create_app
-
-    # waitress warns "Task queue depth is N" whenever all threads are busy: expected under load.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+def serve(folder: Path, port: int) -> None:
+    from aggregator.runner import serve_web
 
     settings = scratch_settings(folder)
-    app = create_app(settings=settings, db_path=settings.db_path)
-    waitress.serve(app, host="127.0.0.1", port=port, threads=threads, ident="aggregator", _quiet=True)
+    serve_web(settings, settings.db_path, "127.0.0.1", port)
+
+
+def server_label() -> str:
+    from aggregator.runner import WEB_THREADS, web_workers
+
+    return f"gunicorn {web_workers()} x {WEB_THREADS} threads"
 
 
 def _wrk(
@@ -121,7 +120,7 @@ def run(folder: Path, seconds: float, connections: int) -> dict[str, Any]:
         cwd=ROOT,
     )
     base = f"http://127.0.0.1:{port}"
-    results: dict[str, Any] = {"endpoints": {}}
+    results: dict[str, Any] = {"endpoints": {}, "server": server_label()}
     try:
         _wait_for(base + "/healthz")
         counts = httpx.get(base + "/healthz", timeout=30).json()
