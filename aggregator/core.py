@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import logging
+import multiprocessing
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ from aggregator.models import (
     UpdateReport,
 )
 from aggregator.pipeline import Pipeline
+from aggregator.prepare import Prepared, prepare
 from aggregator.replay import Replayer
 from aggregator.settings import Settings, SettingsError, load_settings
 from aggregator.storage import admin as admin_store
@@ -58,6 +60,7 @@ STALE_JOB_SECONDS = 600.0
 
 Progress = Callable[[int, int], None]
 SETTLE_SECONDS = 1.0
+WORKERS_FROM_FEEDS = 20  # an update of this many feeds starts the worker processes
 
 
 class FeedError(ValueError):
@@ -140,6 +143,7 @@ class Aggregator:
         self.settings = self._effective_settings()
         self.pipeline = Pipeline(self.db, self.settings, clock)
         self._lock = threading.RLock()
+        self._pool: ProcessPoolExecutor | None = None
 
     @classmethod
     def open(
@@ -149,6 +153,9 @@ class Aggregator:
         return cls(load_settings(config, overrides or None), db_path=db)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
         self.db.close()
 
     def __enter__(self) -> Aggregator:
@@ -392,9 +399,23 @@ class Aggregator:
                 return fetcher.fetch(feed.url, feed.etag, feed.last_modified)
 
         reports: list[UpdateReport] = []
+        # Worker processes take seconds to start: worth it for a big update, or once started.
+        workers = self._workers() if self._pool is not None or len(todo) >= WORKERS_FROM_FEEDS else None
+        pending: deque[tuple[Feed, FetchResult, Future[Prepared] | None]] = deque()
+
+        def process_oldest() -> None:
+            feed, result, prepared = pending.popleft()
+            with self._lock:
+                report = self.pipeline.process(feed, result, prepared.result() if prepared else None)
+            reports.append(report)
+            if progress:
+                progress(report)
+
         with (
             Fetcher(
-                FetchLimits.from_settings(fs), allow_local_files=self.settings.feeds.allow_local_files
+                FetchLimits.from_settings(fs),
+                allow_local_files=self.settings.feeds.allow_local_files,
+                allow_private=self.settings.feeds.allow_private_addresses,
             ) as fetcher,
             ThreadPoolExecutor(max_workers=min(fs.max_concurrency, len(todo))) as pool,
         ):
@@ -402,15 +423,62 @@ class Aggregator:
             # Feeds that answer within the settle time are processed in a fixed order (by
             # feed id), so the same feeds give the same clusters; slower ones as they come.
             done, _ = wait(futures, timeout=SETTLE_SECONDS)
-            ready = sorted(done, key=lambda f: futures[f].id)
-            rest = [f for f in futures if f not in done]
-            for fut in itertools.chain(ready, as_completed(rest)):
-                with self._lock:
-                    report = self.pipeline.process(futures[fut], fut.result())
-                reports.append(report)
-                if progress:
-                    progress(report)
+            arrived = sorted(done, key=lambda f: futures[f].id)
+            remaining = {f for f in futures if f not in done}
+
+            def enqueue(fut: Future[FetchResult]) -> None:
+                feed, result = futures[fut], fut.result()
+                prepared = None
+                if workers is not None and result.status == "ok":
+                    # Parse and fingerprint in a worker process while this one stores.
+                    prepared = workers.submit(
+                        prepare,
+                        result.body,
+                        result.final_url or feed.url,
+                        result.headers,
+                        self.settings.cluster,
+                        fs.max_items,
+                    )
+                pending.append((feed, result, prepared))
+
+            while arrived or remaining or pending:
+                moved = False
+                if not arrived:
+                    newly = [f for f in remaining if f.done()]
+                    remaining.difference_update(newly)
+                    arrived = sorted(newly, key=lambda f: futures[f].id)
+                while arrived and len(pending) <= fs.parse_workers:
+                    enqueue(arrived.pop(0))
+                    moved = True
+                while pending and (pending[0][2] is None or pending[0][2].done()):
+                    process_oldest()
+                    moved = True
+                if not moved:  # wait for a fetch or the oldest preparation, whichever comes first
+                    if len(pending) > fs.parse_workers or (not remaining and not arrived):
+                        process_oldest()
+                    else:
+                        waitables: set[Future[Any]] = set(remaining)
+                        if pending and pending[0][2] is not None:
+                            waitables.add(pending[0][2])
+                        wait(waitables, return_when=FIRST_COMPLETED)
         return reports
+
+    def start_workers(self) -> bool:
+        """Start the parse/fingerprint worker processes now (a long-running poller does)."""
+        pool = self._workers()
+        if pool is None:
+            return False
+        pool.submit(int).result()  # wait until a worker is up
+        return True
+
+    def _workers(self) -> ProcessPoolExecutor | None:
+        """The pool of parse/fingerprint worker processes, started on first use."""
+        n = self.settings.fetch.parse_workers
+        if n <= 0:
+            return None
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
 
     def update_feed(self, url_or_id: str | int) -> UpdateReport:
         feed = self.feed(url_or_id)
@@ -666,19 +734,22 @@ class Aggregator:
     def search(
         self, text: str, *, limit: int = 20, offset: int = 0, hits_per_story: int = 5
     ) -> list[StoryHits]:
-        """Full-text search over items; results grouped by story, best story first."""
+        """Full-text search over items; results grouped by story, best story first.
+
+        Ranks the newest :data:`search_store.WINDOW` matching items: headline
+        matches first, then headline-or-summary, then the rest; newer stories first
+        among equals (see :func:`aggregator.storage.search.story_hits`).
+        """
         match = search_store.fts_query(text)
         if match is None:
             return []
-        ranks = search_store.cluster_ranks(self.db, match, limit, offset)
-        ids = [cid for cid, _ in ranks]
-        found = search_store.hits(self.db, match, ids)
-        items = {i.id: i for i in items_store.get_many(self.db, [h.item_id for h in found])}
-        grouped: dict[int, list[SearchHit]] = {cid: [] for cid in ids}
-        for h in found:
-            item = items.get(h.item_id)
-            if item is not None and len(grouped[h.cluster_id]) < hits_per_story:
-                grouped[h.cluster_id].append(SearchHit(item, h.snippet, h.rank))
+        found = search_store.story_hits(self.db, match, limit, offset, hits_per_story=hits_per_story)
+        ids = [cid for cid, _ in found]
+        items = {i.id: i for i in items_store.get_many(self.db, [h.item_id for _, hs in found for h in hs])}
+        grouped = {
+            cid: [SearchHit(items[h.item_id], h.snippet, h.rank) for h in hs if h.item_id in items]
+            for cid, hs in found
+        }
         return [StoryHits(s, grouped[s.id]) for s in clusters_store.summaries(self.db, ids)]
 
     def feed_items(self, feed_id: int, *, limit: int = 20, offset: int = 0) -> list[StoredItem]:

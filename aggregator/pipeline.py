@@ -7,7 +7,6 @@ was already committed and never leaves half a feed behind.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import time
@@ -22,8 +21,7 @@ from aggregator.cluster import ClusterEngine
 from aggregator.fetch import Fetcher
 from aggregator.fingerprint import Features, signatures
 from aggregator.models import Entry, Feed, FetchResult, Item, MemberInfo, ParsedFeed, UpdateReport
-from aggregator.normalize import normalize_entry
-from aggregator.parse import parse_feed
+from aggregator.prepare import Prepared, normalize_entries, prepare
 from aggregator.replay import Evidence, Replayer, decide
 from aggregator.schedule import PollOutcome, next_poll
 from aggregator.settings import Settings
@@ -129,33 +127,45 @@ class Pipeline:
         """Fetch one feed and process what came back."""
         return self.process(feed, fetcher.fetch(feed.url, feed.etag, feed.last_modified))
 
-    def process(self, feed: Feed, result: FetchResult) -> UpdateReport:
-        """Parse, ingest and record the outcome of one fetch.  Never raises for bad feeds."""
+    def process(self, feed: Feed, result: FetchResult, prepared: Prepared | None = None) -> UpdateReport:
+        """Parse, ingest and record the outcome of one fetch.  Never raises for bad feeds.
+
+        ``prepared``: the document already parsed and fingerprinted (by a worker process).
+        """
         now = self.clock()
         report = UpdateReport(feed.url, result.status, elapsed_ms=result.elapsed_ms)
         parsed: ParsedFeed | None = None
         if result.status == "ok":
-            parsed = parse_feed(result.body, result.final_url or feed.url, result.headers)
+            if prepared is None:
+                prepared = prepare(
+                    result.body,
+                    result.final_url or feed.url,
+                    result.headers,
+                    self.settings.cluster,
+                    self.settings.fetch.max_items,
+                )
+            parsed = prepared.parsed
             if parsed.error:
                 report.status, report.error = "error", parsed.error
             report.warning = parsed.warning
-            limit = self.settings.fetch.max_items
-            if len(parsed.entries) > limit:
-                # Feeds list their newest entries first: keep those.
+            if prepared.skipped:
+                # Feeds list their newest entries first: those were kept.
+                limit = self.settings.fetch.max_items
                 report.warning = (
-                    f"the feed has {len(parsed.entries):,} entries; only the first {limit:,} were read"
+                    f"the feed has {limit + prepared.skipped:,} entries; only the first {limit:,} were read"
                 )
-                parsed = dataclasses.replace(parsed, entries=parsed.entries[:limit])
         else:
             report.error = result.error
         try:
             with write_transaction(self.db):
-                if parsed is not None and not parsed.error:
-                    ingest = self.ingest(feed.id, parsed.entries, now)
+                if prepared is not None and parsed is not None and not parsed.error:
+                    ingest = self.ingest_items(
+                        feed.id, prepared.items, now, prepared.features, prepared.signatures
+                    )
                     report.new_items = len(ingest.new_ids)
                     report.updated_items = len(ingest.updated_ids)
-                    if ingest.duplicates_in_feed and not report.warning:
-                        report.warning = f"{ingest.duplicates_in_feed} entries repeated an earlier entry's id"
+                    if prepared.duplicates and not report.warning:
+                        report.warning = f"{prepared.duplicates} entries repeated an earlier entry's id"
                 self._record(feed, result, parsed, report, now)
         except Exception as exc:
             # The transaction rolled back: nothing of this feed was stored, and the
@@ -231,38 +241,53 @@ class Pipeline:
 
     def ingest(self, feed_id: int, entries: Sequence[Entry], now: float) -> IngestResult:
         """Store entries of one feed and cluster the new ones.  Call inside a transaction."""
+        items, duplicates = normalize_entries(entries)
+        result = self.ingest_items(feed_id, items, now)
+        result.duplicates_in_feed = duplicates
+        return result
+
+    def ingest_items(
+        self,
+        feed_id: int,
+        items: Sequence[Item],
+        now: float,
+        feats: Sequence[Features] | None = None,
+        sigs: np.ndarray | None = None,
+    ) -> IngestResult:
+        """Store normalised items (one per identity) and cluster the new ones.
+
+        ``feats`` and ``sigs``, when given, are the items' features and signatures,
+        computed ahead (by :func:`~aggregator.prepare.prepare`); else they are computed
+        here for the new and edited items.  Call inside a transaction.
+        """
         engine = self.engine()
-        items: list[Item] = []
-        seen: set[str] = set()
-        for entry in entries:
-            item = normalize_entry(entry)
-            if item.identity in seen:
-                continue
-            seen.add(item.identity)
-            items.append(item)
-        duplicates = len(entries) - len(items)
         known = items_store.existing(self.db, feed_id, [i.identity for i in items])
-        fresh = [item for item in items if item.identity not in known]
-        changed: list[tuple[int, Item]] = []
-        for item in items:
+        fresh = [n for n, item in enumerate(items) if item.identity not in known]
+        edited: list[int] = []
+        for n, item in enumerate(items):
             if item.identity in known and known[item.identity][1] != item.content_hash:
                 # An outlet edited an item: it keeps its identity and its cluster.
-                item_id = known[item.identity][0]
-                items_store.update(self.db, item_id, item, now)
-                changed.append((item_id, item))
-        times = [self._sort_time(item.published, now) for item in fresh]
-        ids = items_store.insert_many(self.db, feed_id, fresh, now, times)
-        new = list(zip(ids, fresh, times, strict=True))
-        todo = [(i, it) for i, it, _ in new] + changed
-        feats = [engine.features(it.title, it.text) for _, it in todo]
-        sigs = signatures([f.tokens for f in feats], self.settings.cluster.num_perm)
-        items_store.save_signatures(self.db, [(i, sigs[n]) for n, (i, _) in enumerate(todo)])
+                items_store.update(self.db, known[item.identity][0], item, now)
+                edited.append(n)
+        times = [self._sort_time(items[n].published, now) for n in fresh]
+        ids = items_store.insert_many(self.db, feed_id, [items[n] for n in fresh], now, times)
+        changed = [(known[items[n].identity][0], items[n]) for n in edited]
+        new = [(i, items[n], t) for i, n, t in zip(ids, fresh, times, strict=True)]
+        todo = fresh + edited
+        if feats is None or sigs is None:
+            feats = [engine.features(items[n].title, items[n].text) for n in todo]
+            sigs = signatures([f.tokens for f in feats], self.settings.cluster.num_perm)
+        else:
+            feats = [feats[n] for n in todo]
+            sigs = sigs[todo] if todo else sigs[:0]
+        todo_ids = ids + [i for i, _ in changed]
+        items_store.save_signatures(self.db, [(i, sigs[k]) for k, i in enumerate(todo_ids)])
         touched: set[int] = set(clusters_store.clusters_of(self.db, [i for i, _ in changed]).values())
         if new:
             touched |= self._assign_all(engine, feed_id, new, feats, sigs, now)
         self.refresh_clusters(touched, now)
         self._last_id = max(self._last_id, max(ids, default=0))
-        return IngestResult(ids, [i for i, _ in changed], duplicates)
+        return IngestResult(ids, [i for i, _ in changed])
 
     def _sort_time(self, published: float | None, now: float) -> float:
         """When the story happened, as far as ordering goes: a future date is clamped to now."""

@@ -44,6 +44,8 @@ def run_poller(settings: Settings, db_path: Path) -> None:
     added = agg.subscribe_defaults()
     if added:
         log.info("subscribed to %d feed(s) from %s", added, settings.feeds.opml)
+    if agg.start_workers():
+        log.info("started %d parse worker process(es)", settings.fetch.parse_workers)
     indexed = agg.rebuild_index()
     log.info("index rebuilt: %d item(s) in the time window", indexed)
 

@@ -98,6 +98,13 @@ class FetchSettings:
         max=500_000_000,
     )
     max_redirects: int = setting(5, "Redirects followed before giving up.", min=0, max=20)
+    parse_workers: int = setting(
+        1,
+        "Worker processes that parse and fingerprint fetched feeds while the main process "
+        "clusters and stores them (one per spare core). 0: everything in one process.",
+        min=0,
+        max=64,
+    )
     max_items: int = setting(
         1000,
         "Entries read from one feed document; a feed listing more keeps its first (newest) "

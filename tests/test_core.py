@@ -78,3 +78,38 @@ def test_recluster_is_stable(agg: Aggregator, demo_feeds: Path) -> None:
     assert sum(len(g) for g in again) == 44
     agg.recluster()
     assert groups() == again  # time-ordered reclustering is deterministic
+
+
+def test_parse_workers_give_the_same_result(tmp_path: Path, demo_feeds: Path) -> None:
+    """Parsing and fingerprinting in a worker process changes nothing but speed."""
+    results = []
+    for workers in (0, 1):
+        cfg = tmp_path / f"w{workers}.toml"
+        cfg.write_text(
+            f'[storage]\ndb_path = "w{workers}.db"\n[feeds]\nopml = ""\n[fetch]\nparse_workers = {workers}\n'
+        )
+        with Aggregator(load_settings(cfg)) as agg:
+            assert agg.start_workers() == bool(workers)
+            agg.import_opml(demo_feeds / "demo.opml")
+            reports = agg.update()
+            assert sum(r.new_items for r in reports) == 44
+            results.append(
+                [(r["guid"], r["cluster_id"], r["signal"], round(r["score"], 9)) for r in agg.export_rows()]
+            )
+    assert results[0] == results[1]
+
+
+def test_private_addresses_are_refused_at_fetch_time(tmp_path: Path, feed_server: FeedServer) -> None:
+    """A feed that reaches a private address (directly or by a redirect) is not fetched."""
+    from aggregator.storage import feeds as feeds_store
+    from aggregator.storage import write_transaction
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[storage]\ndb_path = "p.db"\n[feeds]\nopml = ""\n')
+    feed_server.routes["/a.xml"] = Route(rss([{**WIRE, "guid": "a1"}]))
+    with Aggregator(load_settings(cfg)) as agg:
+        with write_transaction(agg.db):  # as if it had been added when the address was public
+            feeds_store.add(agg.db, feed_server.url("/a.xml"), agg.clock())
+        (r,) = agg.update()
+        assert r.status == "error" and "non-public address" in (r.error or "")
+    assert feed_server.hits("/a.xml") == []

@@ -1,0 +1,78 @@
+"""The CPU-bound stages that need no database: parse, normalize, fingerprint.
+
+:func:`prepare` turns a fetched document into items with their features and
+signatures.  It is pure (no I/O, no shared state), so the update routine can run
+it in a worker process for one feed while the main process clusters and stores
+the previous one: both cores work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from aggregator.fingerprint import Features, features, signatures
+from aggregator.models import Entry, Item, ParsedFeed
+from aggregator.normalize import normalize_entry
+from aggregator.parse import parse_feed
+from aggregator.settings import ClusterSettings
+
+__all__ = ["Prepared", "item_features", "normalize_entries", "prepare"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A parsed feed document, its items normalised, fingerprinted and ready to store."""
+
+    parsed: ParsedFeed  # entries dropped: ``items`` replaces them
+    items: list[Item]
+    features: list[Features]
+    signatures: np.ndarray
+    duplicates: int  # entries that repeated an earlier entry's identity
+    skipped: int  # entries beyond the per-document limit
+
+
+def item_features(settings: ClusterSettings, title: str, text: str) -> Features:
+    """Features of an item under the clustering settings."""
+    return features(
+        title,
+        text,
+        title_weight=settings.title_weight,
+        lead_words=settings.lead_words,
+        max_body_words=settings.max_body_words,
+        entity_boost=settings.entity_boost,
+        fingerprint_body_words=settings.fingerprint_body_words,
+    )
+
+
+def normalize_entries(entries: Sequence[Entry]) -> tuple[list[Item], int]:
+    """Normalised items, the first of each identity; and how many entries repeated one."""
+    items: list[Item] = []
+    seen: set[str] = set()
+    for entry in entries:
+        item = normalize_entry(entry)
+        if item.identity not in seen:
+            seen.add(item.identity)
+            items.append(item)
+    return items, len(entries) - len(items)
+
+
+def prepare(
+    body: bytes, url: str, headers: Mapping[str, str], settings: ClusterSettings, max_items: int
+) -> Prepared:
+    """Parse a document and prepare its entries (at most ``max_items``, the first ones)."""
+    parsed = parse_feed(body, url, headers)
+    entries = parsed.entries[:max_items]
+    items, duplicates = normalize_entries(entries)
+    feats = [item_features(settings, it.title, it.text) for it in items]
+    return Prepared(
+        parsed=dataclasses.replace(parsed, entries=[]),
+        items=items,
+        features=feats,
+        signatures=signatures([f.tokens for f in feats], settings.num_perm),
+        duplicates=duplicates,
+        skipped=max(0, len(parsed.entries) - max_items),
+    )
