@@ -8,8 +8,8 @@ phrases, so no input can raise a syntax error.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlite_utils import Database
@@ -18,10 +18,10 @@ __all__ = [
     "HIGHLIGHT_END",
     "HIGHLIGHT_START",
     "Hit",
-    "cluster_ranks",
     "fts_query",
-    "hits",
     "rebuild",
+    "story_hits",
+    "window_ranks",
 ]
 
 # Snippet highlight markers: control characters that normalised text never holds.
@@ -31,8 +31,6 @@ HIGHLIGHT_END = "\x03"
 MAX_TERMS = 12
 _CHUNK = re.compile(r'"([^"]*)"?|([^\s"]+)')
 _WORD = re.compile(r"\w+", re.UNICODE)
-# bm25 weights of the columns title, summary, text: a headline match counts most.
-_RANK = "bm25(items_fts, 8.0, 3.0, 1.0)"
 
 
 def fts_query(text: str) -> str | None:
@@ -63,32 +61,86 @@ class Hit:
     snippet: str
 
 
-def cluster_ranks(db: Database, match: str, limit: int, offset: int = 0) -> list[tuple[int, float]]:
-    """Stories with a matching item, best match first: ``(cluster id, best rank)``."""
-    rows = db.execute(
-        f"WITH h AS MATERIALIZED (SELECT rowid AS item_id, {_RANK} AS r FROM items_fts "
-        "WHERE items_fts MATCH ?) "
-        "SELECT m.cluster_id, min(h.r) AS best FROM h JOIN memberships m ON m.item_id = h.item_id "
-        "JOIN clusters c ON c.id = m.cluster_id "
-        "GROUP BY m.cluster_id ORDER BY best, c.last_time DESC, m.cluster_id DESC LIMIT ? OFFSET ?",
-        [match, limit, offset],
-    ).fetchall()
-    return [(int(r[0]), float(r[1])) for r in rows]
+# Search ranks the newest WINDOW matching items: a popular name matches tens of
+# thousands of reports, and looking at all of them costs tens of milliseconds per
+# query however few are shown.
+WINDOW = 1000
+RANK_TITLE = 0.0  # every word (and phrase) of the query is in the headline
+RANK_LEAD = 1.0  # ... in the headline or the summary
+RANK_BODY = 2.0  # ... somewhere in the item
 
 
-def hits(db: Database, match: str, cluster_ids: Sequence[int], snippet_words: int = 24) -> list[Hit]:
-    """The matching items of the given stories, best first, each with a highlighted snippet."""
-    if not cluster_ids:
+def window_ranks(db: Database, match: str, window: int = WINDOW) -> dict[int, float]:
+    """The newest ``window`` items matching ``match``, each with its rank.
+
+    Ranks are tiers: :data:`RANK_TITLE`, :data:`RANK_LEAD`, :data:`RANK_BODY`;
+    ties go to the newer story.  Not bm25: FTS5's bm25 counts, on every query,
+    every row holding each query word (its IDF), which for a common word ("said",
+    "at") is a scan of most of the index whatever the LIMIT.  Each query here
+    reads at most the window's rows: the window's oldest row first (a descending
+    scan that stops after ``window`` rows), then three ascending scans from it.
+    """
+    row = db.execute(
+        "SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+        [match, window - 1],
+    ).fetchone()
+    low = int(row[0]) if row else 0
+    scan = "SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid >= ?"
+    ranks = {int(r[0]): RANK_BODY for r in db.execute(scan, [match, low])}
+    if not ranks:
+        return ranks
+    for rank, columns in ((RANK_LEAD, "{title summary}"), (RANK_TITLE, "{title}")):
+        for (rowid,) in db.execute(scan, [f"{columns} : ({match})", low]):
+            if rowid in ranks:
+                ranks[rowid] = rank
+    return ranks
+
+
+def story_hits(
+    db: Database,
+    match: str,
+    limit: int,
+    offset: int = 0,
+    *,
+    hits_per_story: int = 5,
+    snippet_words: int = 24,
+    window: int = WINDOW,
+) -> list[tuple[int, list[Hit]]]:
+    """Stories with a matching item among the newest ``window``, best first, with their best hits.
+
+    A story ranks by its best item (see :func:`window_ranks`), then by its latest
+    report; its hits are its matching items of the window, best first (older first
+    among equals), at most ``hits_per_story``, each with a highlighted snippet.
+    Snippets are made for the hits shown only.
+    """
+    ranks = window_ranks(db, match, window)
+    if not ranks:
         return []
-    marks = ",".join("?" * len(cluster_ids))
     rows = db.execute(
-        f"SELECT m.cluster_id, items_fts.rowid, {_RANK}, "
-        "snippet(items_fts, -1, ?, ?, '…', ?) FROM items_fts "
-        "JOIN memberships m ON m.item_id = items_fts.rowid "
-        f"WHERE items_fts MATCH ? AND m.cluster_id IN ({marks}) ORDER BY 3, 2",
-        [HIGHLIGHT_START, HIGHLIGHT_END, snippet_words, match, *cluster_ids],
+        "SELECT j.value, m.cluster_id, c.last_time FROM json_each(?) j "
+        "JOIN memberships m ON m.item_id = j.value JOIN clusters c ON c.id = m.cluster_id",
+        [json.dumps(list(ranks))],
     ).fetchall()
-    return [Hit(int(r[0]), int(r[1]), float(r[2]), r[3] or "") for r in rows]
+    members: dict[int, list[int]] = {}
+    latest: dict[int, float] = {}
+    for item_id, cluster_id, last_time in rows:
+        members.setdefault(cluster_id, []).append(int(item_id))
+        latest[cluster_id] = last_time or 0.0
+    best = {cid: min(ranks[i] for i in ids) for cid, ids in members.items()}
+    order = sorted(best, key=lambda cid: (best[cid], -latest[cid], -cid))[offset : offset + limit]
+    shown = {cid: sorted(members[cid], key=lambda i: (ranks[i], i))[:hits_per_story] for cid in order}
+    ids = sorted(i for hit_ids in shown.values() for i in hit_ids)
+    snippets: dict[int, str] = {}
+    if ids:
+        marks = ",".join("?" * len(ids))
+        snippets = dict(
+            db.execute(
+                "SELECT rowid, snippet(items_fts, -1, ?, ?, '…', ?) FROM items_fts "
+                f"WHERE items_fts MATCH ? AND rowid BETWEEN ? AND ? AND +rowid IN ({marks})",
+                [HIGHLIGHT_START, HIGHLIGHT_END, snippet_words, match, ids[0], ids[-1], *ids],
+            ).fetchall()
+        )
+    return [(cid, [Hit(cid, i, ranks[i], snippets.get(i) or "") for i in shown[cid]]) for cid in order]
 
 
 def rebuild(db: Database) -> None:
