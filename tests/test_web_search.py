@@ -126,3 +126,56 @@ def test_highlight_escapes_and_marks(snippet: str) -> None:
     assert "<" not in stripped and ">" not in stripped
     assert "\x02" not in html and "\x03" not in html
     assert html.count("<mark>") == html.count("</mark>")
+
+
+def _published(day: int) -> str:
+    return f"Mon, {day:02d} Jun 2025 10:00:00 GMT"
+
+
+def test_headline_matches_rank_first_and_the_window_keeps_the_newest(
+    agg: Aggregator, feed_server: FeedServer
+) -> None:
+    body = "Keepers counted the animals twice on Tuesday morning before the gates opened."
+    items = [
+        {"title": "Zebra escapes from the city zoo", "link": "https://z.test/1", "guid": "1",
+         "pubDate": _published(1), "description": body},
+        {"title": "Council votes on the new tram line", "link": "https://z.test/2", "guid": "2",
+         "pubDate": _published(2), "description": "A zebra crossing will be painted near the depot."},
+        {"title": "Harbour cranes stand still in strike", "link": "https://z.test/3", "guid": "3",
+         "pubDate": _published(3), "description": "Dock workers walked out; a zebra mural was unveiled."},
+    ]  # fmt: skip
+    feed_server.routes["/z.xml"] = Route(body=rss(items))
+    feed, _ = agg.add_feed(feed_server.url("/z.xml"))
+    agg.update()
+    by_title = {i.title: i for i in agg.feed_items(feed.id)}
+    assert len({i.cluster_id for i in by_title.values()}) == 3
+    results = agg.search("zebra")
+    titles = [r.hits[0].item.title for r in results]
+    # the headline match first although it is the oldest; then the newer story first
+    assert titles == [
+        "Zebra escapes from the city zoo",
+        "Harbour cranes stand still in strike",
+        "Council votes on the new tram line",
+    ]
+    assert [r.hits[0].rank for r in results] == [
+        search_store.RANK_TITLE,
+        search_store.RANK_LEAD,
+        search_store.RANK_LEAD,
+    ]
+    assert all("\x02" in r.hits[0].snippet for r in results)
+    # only the `window` most recently stored matches are ranked
+    match = search_store.fts_query("zebra")
+    assert match is not None
+    newest_two = search_store.story_hits(agg.db, match, 10, window=2)
+    assert {hits[0].item_id for _, hits in newest_two} == set(sorted(i.id for i in by_title.values())[1:])
+    assert (
+        search_store.story_hits(agg.db, match, 10, offset=2) == search_store.story_hits(agg.db, match, 10)[2:]
+    )
+
+
+def test_common_words_are_searched_in_bounded_work(demo_agg: Aggregator) -> None:
+    match = search_store.fts_query("the")
+    assert match is not None
+    assert len(search_store.window_ranks(demo_agg.db, match, window=5)) == 5
+    results = demo_agg.search("the said", limit=3)
+    assert len(results) == 3 and all(r.hits for r in results)

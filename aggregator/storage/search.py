@@ -61,9 +61,9 @@ class Hit:
     snippet: str
 
 
-# Search ranks the newest WINDOW matching items: a popular name matches tens of
-# thousands of reports, and looking at all of them costs tens of milliseconds per
-# query however few are shown.
+# Search ranks the WINDOW most recently stored matching items (the highest rowids):
+# a popular name matches tens of thousands of reports, and looking at all of them
+# costs tens of milliseconds per query however few are shown.
 WINDOW = 1000
 RANK_TITLE = 0.0  # every word (and phrase) of the query is in the headline
 RANK_LEAD = 1.0  # ... in the headline or the summary
@@ -71,7 +71,7 @@ RANK_BODY = 2.0  # ... somewhere in the item
 
 
 def window_ranks(db: Database, match: str, window: int = WINDOW) -> dict[int, float]:
-    """The newest ``window`` items matching ``match``, each with its rank.
+    """The ``window`` most recently stored items matching ``match``, each with its rank.
 
     Ranks are tiers: :data:`RANK_TITLE`, :data:`RANK_LEAD`, :data:`RANK_BODY`;
     ties go to the newer story.  Not bm25: FTS5's bm25 counts, on every query,
@@ -106,7 +106,7 @@ def story_hits(
     snippet_words: int = 24,
     window: int = WINDOW,
 ) -> list[tuple[int, list[Hit]]]:
-    """Stories with a matching item among the newest ``window``, best first, with their best hits.
+    """Stories with a matching item among the latest ``window`` stored, best first, with their best hits.
 
     A story ranks by its best item (see :func:`window_ranks`), then by its latest
     report; its hits are its matching items of the window, best first (older first
