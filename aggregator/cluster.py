@@ -19,6 +19,11 @@ and the numbers behind each choice):
    is joined if it reaches the *length-aware* threshold (``join_threshold_short``
    for a bare headline, ``join_threshold_long`` for an article, log-linear in
    between) (``similar``); else the item starts a new cluster (``new``).
+   Two guards: an article whose main name is absent from a cluster whose own
+   main name is absent from the article scores ``name_mismatch_factor`` times
+   less (another protagonist, same kind of event); and while the window holds
+   fewer than ``cold_start_items`` items a join needs two shared terms (IDF
+   cannot tell a common word from a name yet).
 4. **Merge.**  Other clusters the item also matched merge into the joined one
    when their centroids are as close to each other as their members are to
    them: ``cos(A, B) >= merge_ratio * sqrt(coh(A) * coh(B))``.
