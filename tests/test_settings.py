@@ -113,7 +113,9 @@ def test_cross_setting_rules(tmp_path: Path) -> None:
     assert Settings().problems() == {}
 
 
-def test_no_config_file_means_defaults_in_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_config_file_means_defaults_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import aggregator.settings as mod
 
     monkeypatch.chdir(tmp_path)
