@@ -349,3 +349,41 @@ def test_entry_html_has_only_our_markup(s: str) -> None:
         if tag == "a":
             assert len(attrs) == 1 and attrs[0][0] == "href"
             assert attrs[0][1] in {entry.url, "https://o.example/a?b=1&c=2"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(title=text, summary=text, outlet=text, url_tail=text)
+def test_xml_feeds_give_back_exactly_the_text_written(
+    title: str, summary: str, outlet: str, url_tail: str
+) -> None:
+    """The string-built XML parses back to the very text (less what XML cannot hold), attributes too."""
+    import xml.etree.ElementTree as ET
+
+    entry = _entry(1, title, summary, outlet)
+    channel = syndication.Channel(
+        title=title or "t",
+        description=summary,
+        home_url="https://example.org/?q=" + url_tail,
+        self_url="https://example.org/feed?q=" + url_tail,
+        updated=1_700_000_000.0,
+    )
+    x = syndication.xml_text
+    dc = "{http://purl.org/dc/elements/1.1/}"
+    rss_doc = ET.fromstring(syndication.render_rss(channel, [entry]))
+    ch = rss_doc.find("channel")
+    assert ch is not None
+    assert ch.findtext("title") == x(channel.title) and ch.findtext("description", "") == x(summary)
+    self_link = ch.find("{http://www.w3.org/2005/Atom}link")
+    assert self_link is not None and self_link.get("href") == x(channel.self_url)
+    item = ch.find("item")
+    assert item is not None
+    assert item.findtext("title") == x(entry.title)
+    assert item.findtext("description") == syndication.entry_html(entry)
+    assert [c.text or "" for c in item.findall(dc + "creator")] == [x(o) for o in entry.outlets]
+    a = "{http://www.w3.org/2005/Atom}"
+    atom_doc = ET.fromstring(syndication.render_atom(channel, [entry]))
+    assert atom_doc.findtext(a + "title") == x(channel.title)
+    en = atom_doc.find(a + "entry")
+    assert en is not None and en.findtext(a + "content") == syndication.entry_html(entry)
+    related = [link.get("title") for link in en.findall(a + "link") if link.get("rel") == "related"]
+    assert related == [x(f"{v.outlet}: {v.title}") for v in entry.variants]

@@ -2,22 +2,23 @@
 
 The builders are pure functions of :class:`Channel` and :class:`FeedEntry` records;
 the views in :mod:`web.public` gather those from the facade.  Every piece of text
-from a feed is escaped (XML via ElementTree, HTML via markupsafe), and characters
-XML cannot carry are dropped.
+from a feed is escaped (XML by :func:`_el`, HTML by markupsafe's ``escape``), and
+characters XML cannot carry are dropped.  The documents are built as strings: the
+same XML ElementTree wrote, at a fraction of the cost.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from markupsafe import Markup, escape
+from markupsafe import escape
 
 __all__ = [
     "ATOM_TYPE",
@@ -43,10 +44,6 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 DCTERMS_NS = "http://purl.org/dc/terms/"
 DC_NS = "http://purl.org/dc/elements/1.1/"
 GENERATOR = "the aggregator"
-
-ET.register_namespace("atom", ATOM_NS)
-ET.register_namespace("dcterms", DCTERMS_NS)
-ET.register_namespace("dc", DC_NS)
 
 _NOT_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -105,6 +102,7 @@ def tag_uri(authority: str, cluster_id: int, created_at: float | None) -> str:
     return f"tag:{host},{day}:story/{cluster_id}/{int(created_at)}"
 
 
+@functools.lru_cache(maxsize=4096)
 def _human(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%d %b %Y, %H:%M UTC")
 
@@ -117,95 +115,121 @@ def _rfc822(ts: float) -> str:
     return format_datetime(datetime.fromtimestamp(ts, UTC), usegmt=True)
 
 
+def _h(text: str) -> str:
+    """HTML-escaped text (``& < > " '``), as markupsafe escapes it."""
+    return str(escape(text))
+
+
 def entry_html(entry: FeedEntry) -> str:
-    """The HTML body of a feed item: the summary, the coverage and every outlet's variant."""
+    """The HTML body of a feed item: the summary, the coverage and every outlet's variant.
+
+    Every piece of feed text is HTML-escaped here; the only markup is our own
+    ``p``, ``ul``, ``li`` and ``a href`` (http(s) links only, see ``Variant.url``).
+    """
     n = len(entry.outlets)
-    parts: list[Markup] = []
+    parts: list[str] = []
     if entry.summary:
-        parts.append(Markup("<p>{}</p>").format(entry.summary))
+        parts.append(f"<p>{_h(entry.summary)}</p>")
     parts.append(
-        Markup("<p>Reported by {} {}: first {}, latest {}.</p>").format(
-            n, "outlet" if n == 1 else "outlets", _human(entry.published), _human(entry.latest)
-        )
+        f"<p>Reported by {n} {'outlet' if n == 1 else 'outlets'}: "
+        f"first {_human(entry.published)}, latest {_human(entry.latest)}.</p>"
     )
-    items: list[Markup] = []
+    items: list[str] = []
     for v in entry.variants:
-        head = Markup('<a href="{}">{}</a>').format(v.url, v.title) if v.url else escape(v.title)
-        items.append(Markup("<li>{} — {}, {}</li>").format(head, v.outlet, _human(v.time)))
+        head = f'<a href="{_h(v.url)}">{_h(v.title)}</a>' if v.url else _h(v.title)
+        items.append(f"<li>{head} — {_h(v.outlet)}, {_human(v.time)}</li>")
     if items:
-        parts.append(Markup("<ul>") + Markup("").join(items) + Markup("</ul>"))
-    parts.append(Markup('<p><a href="{}">Compare every version</a></p>').format(entry.url))
-    return xml_text(str(Markup("\n").join(parts)))
+        parts.append("<ul>" + "".join(items) + "</ul>")
+    parts.append(f'<p><a href="{_h(entry.url)}">Compare every version</a></p>')
+    return xml_text("\n".join(parts))
 
 
-def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
-    el = ET.SubElement(parent, tag, {k: xml_text(v) for k, v in attrib.items()})
-    if text is not None:
-        el.text = xml_text(text)
-    return el
+# XML escaping for text and attribute values; \r (and in attributes \t and \n) as
+# character references, so a parser gives back exactly the text written.
+def _t(text: str) -> str:
+    text = xml_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("\r", "&#13;") if "\r" in text else text
+
+
+def _attr(value: str) -> str:
+    value = _t(value).replace('"', "&quot;")
+    if "\n" in value or "\t" in value:
+        value = value.replace("\n", "&#10;").replace("\t", "&#9;")
+    return value
+
+
+def _el(tag: str, text: str | None = None, **attrib: str) -> str:
+    """One XML element: escaped attributes (in the order given) and text; empty when no text."""
+    attrs = "".join(f' {k}="{_attr(v)}"' for k, v in attrib.items())
+    if text is None:
+        return f"<{tag}{attrs} />"
+    return f"<{tag}{attrs}>{_t(text)}</{tag}>"
+
+
+_XML_DECLARATION = "<?xml version='1.0' encoding='utf-8'?>\n"
 
 
 def render_rss(channel: Channel, entries: Sequence[FeedEntry]) -> bytes:
     """RSS 2.0, with ``atom:link rel=self`` and ``dcterms:modified`` for each item's last change."""
-    rss = ET.Element("rss", {"version": "2.0"})
-    ch = _sub(rss, "channel")
-    _sub(ch, "title", channel.title)
-    _sub(ch, "link", channel.home_url)
-    _sub(ch, "description", channel.description)
-    _sub(ch, f"{{{ATOM_NS}}}link", href=channel.self_url, rel="self", type=RSS_TYPE.split(";")[0])
-    _sub(ch, "lastBuildDate", _rfc822(channel.updated))
-    _sub(ch, "generator", GENERATOR)
-    _sub(ch, "docs", "https://www.rssboard.org/rss-specification")
+    out = [
+        _XML_DECLARATION,
+        f'<rss xmlns:atom="{ATOM_NS}" xmlns:dc="{DC_NS}" xmlns:dcterms="{DCTERMS_NS}" version="2.0">',
+        "<channel>",
+        _el("title", channel.title),
+        _el("link", channel.home_url),
+        _el("description", channel.description),
+        _el("atom:link", href=channel.self_url, rel="self", type=RSS_TYPE.split(";")[0]),
+        _el("lastBuildDate", _rfc822(channel.updated)),
+        _el("generator", GENERATOR),
+        _el("docs", "https://www.rssboard.org/rss-specification"),
+    ]
     for e in entries:
-        it = _sub(ch, "item")
-        _sub(it, "title", e.title)
-        _sub(it, "link", e.url)
-        _sub(it, "guid", e.id, isPermaLink="false")
-        _sub(it, "pubDate", _rfc822(e.published))
-        _sub(it, "description", entry_html(e))
-        for outlet in e.outlets:
-            _sub(it, f"{{{DC_NS}}}creator", outlet)
-        _sub(it, f"{{{DCTERMS_NS}}}modified", _rfc3339(e.updated))
-    out: bytes = ET.tostring(rss, encoding="utf-8", xml_declaration=True)
-    return out
+        out.append("<item>")
+        out.append(_el("title", e.title))
+        out.append(_el("link", e.url))
+        out.append(_el("guid", e.id, isPermaLink="false"))
+        out.append(_el("pubDate", _rfc822(e.published)))
+        out.append(_el("description", entry_html(e)))
+        out.extend(_el("dc:creator", outlet) for outlet in e.outlets)
+        out.append(_el("dcterms:modified", _rfc3339(e.updated)))
+        out.append("</item>")
+    out.append("</channel></rss>")
+    return "".join(out).encode("utf-8")
 
 
 def render_atom(channel: Channel, entries: Sequence[FeedEntry]) -> bytes:
     """Atom 1.0 (RFC 4287): ``updated`` changes when an outlet joins a story."""
-
-    def a(tag: str) -> str:
-        return tag  # unqualified names in the default namespace declared on <feed>
-
-    feed = ET.Element("feed", {"xmlns": ATOM_NS})
-    _sub(feed, a("id"), channel.self_url)
-    _sub(feed, a("title"), channel.title, type="text")
-    _sub(feed, a("subtitle"), channel.description, type="text")
-    _sub(feed, a("link"), rel="self", type=ATOM_TYPE.split(";")[0], href=channel.self_url)
-    _sub(feed, a("link"), rel="alternate", type="text/html", href=channel.home_url)
-    _sub(feed, a("updated"), _rfc3339(channel.updated))
-    author = _sub(feed, a("author"))
-    _sub(author, a("name"), GENERATOR)
-    _sub(feed, a("generator"), GENERATOR)
+    out = [
+        _XML_DECLARATION,
+        f'<feed xmlns="{ATOM_NS}">',
+        _el("id", channel.self_url),
+        _el("title", channel.title, type="text"),
+        _el("subtitle", channel.description, type="text"),
+        _el("link", rel="self", type=ATOM_TYPE.split(";")[0], href=channel.self_url),
+        _el("link", rel="alternate", type="text/html", href=channel.home_url),
+        _el("updated", _rfc3339(channel.updated)),
+        f"<author>{_el('name', GENERATOR)}</author>",
+        _el("generator", GENERATOR),
+    ]
     for e in entries:
-        en = _sub(feed, a("entry"))
-        _sub(en, a("id"), e.id)
-        _sub(en, a("title"), e.title, type="text")
-        _sub(en, a("link"), rel="alternate", type="text/html", href=e.url)
+        out.append("<entry>")
+        out.append(_el("id", e.id))
+        out.append(_el("title", e.title, type="text"))
+        out.append(_el("link", rel="alternate", type="text/html", href=e.url))
         for v in e.variants:
             if v.url:
-                _sub(
-                    en, a("link"), rel="related", type="text/html", href=v.url, title=f"{v.outlet}: {v.title}"
+                out.append(
+                    _el("link", rel="related", type="text/html", href=v.url, title=f"{v.outlet}: {v.title}")
                 )
-        _sub(en, a("published"), _rfc3339(e.published))
-        _sub(en, a("updated"), _rfc3339(e.updated))
-        for outlet in e.outlets:
-            au = _sub(en, a("author"))
-            _sub(au, a("name"), outlet)
+        out.append(_el("published", _rfc3339(e.published)))
+        out.append(_el("updated", _rfc3339(e.updated)))
+        out.extend(f"<author>{_el('name', outlet)}</author>" for outlet in e.outlets)
         if e.summary:
-            _sub(en, a("summary"), e.summary, type="text")
-        _sub(en, a("content"), entry_html(e), type="html")
-    out: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
-    return out
+            out.append(_el("summary", e.summary, type="text"))
+        out.append(_el("content", entry_html(e), type="html"))
+        out.append("</entry>")
+    out.append("</feed>")
+    return "".join(out).encode("utf-8")
 
 
 def render_json(channel: Channel, entries: Sequence[FeedEntry]) -> bytes:
