@@ -39,6 +39,7 @@ pipeline's own evidence (same link, same words) and the admins' corrections.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 from collections import Counter
@@ -46,6 +47,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import mul
+from typing import Any
 
 import numpy as np
 from datasketch import MinHashLSH
@@ -152,6 +154,15 @@ class _Cluster:
         self.top_name = best
 
 
+@dataclass(frozen=True)
+class _Frozen:
+    """An item's stored terms, names and token count (see ClusterEngine.restore_frozen)."""
+
+    terms: tuple[str, ...]
+    entities: frozenset[str]
+    n_tokens: int
+
+
 @dataclass
 class _Item:
     seq: int
@@ -211,8 +222,10 @@ def _dot(a: dict[str, float], b: dict[str, float]) -> float:
 class ClusterEngine:
     """Assigns items to story clusters, one at a time, in time order."""
 
-    def __init__(self, settings: ClusterSettings) -> None:
+    def __init__(self, settings: ClusterSettings, *, keep_vectors: bool = False) -> None:
+        """``keep_vectors``: remember the vectors :meth:`add` makes, for :meth:`pop_vectors`."""
         self.settings = settings
+        self._keep_vectors = keep_vectors
         s = settings
         if s.lsh_bands * s.lsh_rows > s.num_perm:
             raise ValueError("cluster.lsh_bands * cluster.lsh_rows must not exceed cluster.num_perm")
@@ -230,6 +243,7 @@ class ClusterEngine:
         self._clusters: dict[int, _Cluster] = {}
         self._n_clusters_created = 0
         self._expiry: list[tuple[float, int]] = []  # (time, seq) heap
+        self._fresh: dict[int, dict[str, float]] = {}  # vectors made by add(), for pop_vectors()
 
     # -- API ----------------------------------------------------------------------------
 
@@ -281,6 +295,8 @@ class ClusterEngine:
             raise ValueError(f"item {item_id} was already added")
         t = self._advance_clock(time)
         vec = self._vectorize(feats)
+        if self._keep_vectors:
+            self._fresh[item_id] = vec
         index = bool(vec) and bool(feats.tokens)
         if force is not None:
             cluster = self._clusters.get(force) or self._new_cluster(force)
@@ -369,6 +385,61 @@ class ClusterEngine:
         vec = self._vectorize(feats)
         cluster = self._clusters.get(cluster_id) or self._new_cluster(cluster_id)
         self._attach(item_id, cluster, vec, t, signature, feats, index=bool(vec) and bool(feats.tokens))
+
+    def pop_vectors(self) -> dict[int, dict[str, float]]:
+        """The vectors :meth:`add` made since the last call (to store with the items)."""
+        fresh, self._fresh = self._fresh, {}
+        return fresh
+
+    def restore_frozen(
+        self,
+        item_id: int,
+        time: float,
+        frozen: dict[str, Any],
+        signature: np.ndarray,
+        cluster_id: int,
+    ) -> None:
+        """:meth:`restore` from the vector stored at arrival (see :meth:`freeze`):
+        nothing is re-tokenised or re-weighted, which makes start-up fast."""
+        if item_id in self._by_id:
+            return
+        t = self._advance_clock(time)
+        f = _Frozen(tuple(frozen["t"]), frozenset(frozen["e"]), int(frozen["n"]))
+        self._n_docs += 1
+        df = self._df
+        for term in f.terms:
+            df[term] = df.get(term, 0) + 1
+        vec: dict[str, float] = frozen["v"]
+        cluster = self._clusters.get(cluster_id) or self._new_cluster(cluster_id)
+        self._attach(item_id, cluster, vec, t, signature, f, index=bool(vec) and f.n_tokens > 0)
+
+    def freeze(self, feats: Features, vector: dict[str, float]) -> dict[str, Any]:
+        """What :meth:`restore_frozen` needs of an item, JSON-ready, tagged with the settings."""
+        return {
+            "s": self.settings_tag,
+            "v": vector,
+            "t": list(feats.weights),
+            "e": sorted(feats.entities),
+            "n": len(feats.tokens),
+        }
+
+    @property
+    def settings_tag(self) -> str:
+        """Changes whenever a setting that shapes item vectors changes."""
+        s = self.settings
+        key = (
+            s.title_weight,
+            s.lead_words,
+            s.max_body_words,
+            s.entity_boost,
+            s.fingerprint_body_words,
+            s.idf_power,
+            s.max_terms,
+            s.max_term_weight,
+            s.time_window_hours,
+            s.late_arrival_hours,
+        )
+        return hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
 
     def merge(self, source: int, target: int) -> None:
         """Merge cluster ``source`` into ``target`` (an admin's correction)."""
@@ -546,7 +617,7 @@ class ClusterEngine:
         vec: dict[str, float],
         t: float,
         signature: np.ndarray,
-        feats: Features,
+        feats: Features | _Frozen,
         *,
         index: bool,
     ) -> None:
@@ -563,9 +634,11 @@ class ClusterEngine:
         c.live += 1
         c.add_time(t)
         c.members.append(seq)
-        self._items[seq] = _Item(
-            seq, item_id, c.cid, t, signature, len(feats.tokens), index, tuple(feats.weights)
-        )
+        if isinstance(feats, _Frozen):
+            n_tokens, terms = feats.n_tokens, feats.terms
+        else:
+            n_tokens, terms = len(feats.tokens), tuple(feats.weights)
+        self._items[seq] = _Item(seq, item_id, c.cid, t, signature, n_tokens, index, terms)
         self._by_id[item_id] = seq
         if index:
             self._lsh.insert_signature(seq, signature)

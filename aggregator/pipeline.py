@@ -7,11 +7,13 @@ was already committed and never leaves half a feed behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlite_utils import Database
@@ -84,7 +86,7 @@ class Pipeline:
         """The index, rebuilt if another process changed clusters, caught up with new items."""
         generation = meta_store.get(self.db, GENERATION_KEY)
         if self._engine is None or generation != self._generation:
-            self._engine = ClusterEngine(self.settings.cluster)
+            self._engine = ClusterEngine(self.settings.cluster, keep_vectors=True)
             self._generation = generation
             self._last_id = 0
         self._catch_up(self._engine)
@@ -110,15 +112,27 @@ class Pipeline:
         since = latest - 2 * engine.horizon_seconds
         num_perm = self.settings.cluster.num_perm
         rows = list(items_store.index_rows(self.db, since, num_perm, after_id=self._last_id))
-        if rows:
-            feats = [engine.features(r.title, r.text) for r in rows]
-            missing = [n for n, r in enumerate(rows) if r.signature is None]
-            fresh = signatures([feats[n].tokens for n in missing], num_perm)
-            fresh_of = {n: fresh[k] for k, n in enumerate(missing)}
-            for n, r in enumerate(rows):
-                if r.cluster_id is not None:
-                    sig = r.signature if r.signature is not None else fresh_of[n]
-                    engine.restore(r.item_id, r.sort_time, feats[n], sig, r.cluster_id)
+        tag = engine.settings_tag
+        frozen: dict[int, dict[str, Any]] = {}
+        for r in rows:
+            if r.frozen is not None:
+                data = json.loads(r.frozen)
+                if data.get("s") == tag:
+                    frozen[r.item_id] = data
+        # Items without a usable stored vector are tokenised again.
+        slow = [r for r in rows if r.item_id not in frozen]
+        feats = {r.item_id: engine.features(r.title, r.text) for r in slow}
+        missing = [r for r in slow if r.signature is None]
+        fresh = signatures([feats[r.item_id].tokens for r in missing], num_perm)
+        fresh_of = {r.item_id: fresh[k] for k, r in enumerate(missing)}
+        for r in rows:
+            if r.cluster_id is None:
+                continue
+            sig = r.signature if r.signature is not None else fresh_of[r.item_id]
+            if r.item_id in frozen:
+                engine.restore_frozen(r.item_id, r.sort_time, frozen[r.item_id], sig, r.cluster_id)
+            else:
+                engine.restore(r.item_id, r.sort_time, feats[r.item_id], sig, r.cluster_id)
         self._last_id = max(self._last_id, newest)
 
     # -- one feed ----------------------------------------------------------------------
@@ -285,6 +299,15 @@ class Pipeline:
         touched: set[int] = set(clusters_store.clusters_of(self.db, [i for i, _ in changed]).values())
         if new:
             touched |= self._assign_all(engine, feed_id, new, feats, sigs, now)
+            vectors = engine.pop_vectors()
+            items_store.save_frozen(
+                self.db,
+                [
+                    (i, json.dumps(engine.freeze(feats[k], vectors[i])))
+                    for k, (i, _, _) in enumerate(new)
+                    if i in vectors
+                ],
+            )
         self.refresh_clusters(touched, now)
         self._last_id = max(self._last_id, max(ids, default=0))
         return IngestResult(ids, [i for i, _ in changed])
@@ -407,6 +430,7 @@ class Pipeline:
             items_store.save_signatures(
                 self.db, [(i, s) for i, s in replayer.new_signatures.items() if i in existing]
             )
+            items_store.forget_frozen(self.db)
             c = self.settings.cluster
             clusters_store.replace_all(
                 self.db,

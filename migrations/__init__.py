@@ -236,3 +236,10 @@ def m0005_site_version(db: Database) -> None:
             BEGIN {bump} END;
         """
     )
+
+
+@migrations(name="0006_frozen_vectors")
+def m0006_frozen_vectors(db: Database) -> None:
+    # Each item's vector as made when it arrived, so that start-up restores the
+    # cluster index without re-tokenising the window (JSON, tagged with the settings).
+    db.execute("ALTER TABLE signatures ADD COLUMN frozen TEXT")

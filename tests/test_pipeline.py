@@ -373,3 +373,31 @@ def test_a_feed_of_20000_items_is_read_up_to_the_limit(agg: Aggregator, feed_ser
     stored = agg.feed(feed.id)
     assert stored is not None and stored.items_total == agg.settings.fetch.max_items
     assert time.monotonic() - started < 120
+
+
+def test_restart_from_stored_vectors_continues_exactly(tmp_path, demo_feeds) -> None:  # type: ignore[no-untyped-def]
+    """After a restart, the index restored from the vectors stored at arrival decides
+    exactly as the index of a process that never stopped."""
+    from aggregator.settings import load_settings
+
+    results = []
+    for restart in (False, True):
+        cfg = tmp_path / f"r{restart}.toml"
+        cfg.write_text(f'[storage]\ndb_path = "r{restart}.db"\n[feeds]\nopml = ""\n')
+        settings = load_settings(cfg)
+        agg = Aggregator(settings)
+        agg.import_opml(demo_feeds / "demo.opml")
+        for f in agg.feeds():
+            if "northwire" not in f.url:
+                agg.update([f])
+        if restart:
+            stored = agg.db.execute("SELECT count(*) FROM signatures WHERE frozen IS NOT NULL").fetchone()[0]
+            assert stored == agg.counts()["items"]
+            agg.close()
+            agg = Aggregator(settings)
+            assert agg.rebuild_index() == agg.counts()["items"]
+        (northwire,) = [f for f in agg.feeds() if "northwire" in f.url]
+        agg.update([northwire])
+        results.append([(r["guid"], r["cluster_id"], r["signal"], r["score"]) for r in agg.export_rows()])
+        agg.close()
+    assert results[0] == results[1]

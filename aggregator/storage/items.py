@@ -169,6 +169,16 @@ def save_signatures(db: Database, rows: Iterable[tuple[int, np.ndarray]]) -> Non
     )
 
 
+def save_frozen(db: Database, rows: Iterable[tuple[int, str]]) -> None:
+    """Store items' arrival vectors: (item id, JSON) rows."""
+    db.conn.executemany("UPDATE signatures SET frozen = ? WHERE item_id = ?", [(f, i) for i, f in rows])
+
+
+def forget_frozen(db: Database) -> None:
+    """Arrival vectors no longer describe the clusters (after a re-clustering)."""
+    db.execute("UPDATE signatures SET frozen = NULL WHERE frozen IS NOT NULL")
+
+
 def find_by_link(db: Database, canonical_link: str, exclude_feed: int) -> tuple[int, int] | None:
     """An item of another feed with the same canonical link: ``(item id, cluster id)``."""
     row = db.execute(
@@ -205,6 +215,7 @@ class IndexRow:
     feed_id: int
     canonical_link: str | None
     content_hash: str
+    frozen: str | None = None  # JSON of the vector made at arrival (see ClusterEngine.freeze)
 
 
 def index_rows(db: Database, since: float, num_perm: int, after_id: int = 0) -> Iterator[IndexRow]:
@@ -228,7 +239,7 @@ def index_rows_for(db: Database, ids: Sequence[int], num_perm: int) -> list[Inde
 
 _INDEX_COLUMNS = (
     "i.id, m.cluster_id, i.title, i.text, i.sort_time, s.num_perm, s.sig, m.signal, i.feed_id, "
-    "i.canonical_link, i.content_hash"
+    "i.canonical_link, i.content_hash, s.frozen"
 )
 _INDEX_FROM = (
     "FROM items i LEFT JOIN memberships m ON m.item_id = i.id LEFT JOIN signatures s ON s.item_id = i.id"
@@ -239,7 +250,9 @@ def _index_row(r: Sequence[Any], num_perm: int) -> IndexRow:
     sig = None
     if r[6] is not None and r[5] == num_perm:
         sig = np.frombuffer(r[6], dtype="<u4").astype(np.uint32)
-    return IndexRow(r[0], r[1], r[2], r[3], r[4], sig, r[7], r[8], r[9], r[10])
+    return IndexRow(
+        r[0], r[1], r[2], r[3], r[4], sig, r[7], r[8], r[9], r[10], r[11] if sig is not None else None
+    )
 
 
 def all_item_ids(db: Database) -> list[int]:
