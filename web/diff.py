@@ -8,8 +8,10 @@ reworded; headlines are compared word by word.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["Reworded", "TextDiff", "WordOp", "diff_texts", "sentences", "word_diff"]
@@ -129,7 +131,15 @@ def sentences(text: str) -> list[str]:
 
 
 def _key(sentence: str) -> tuple[str, ...]:
-    return tuple(w.casefold() for w in _WORD.findall(sentence))
+    return tuple(map(str.casefold, _WORD.findall(sentence)))
+
+
+@functools.lru_cache(maxsize=256)
+def _split(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """Sentences of a text (at most :data:`MAX_SENTENCES`) and their keys; a story's
+    canonical text is compared with every variant, so it is split once."""
+    found = tuple(sentences(text)[:MAX_SENTENCES])
+    return found, tuple(map(_key, found))
 
 
 def word_diff(a: str, b: str) -> list[WordOp]:
@@ -161,10 +171,11 @@ def word_diff(a: str, b: str) -> list[WordOp]:
 class _Block:
     """The variant sentences of one changed block, indexed by word for finding rewordings."""
 
-    def __init__(self, kb: list[tuple[str, ...]], js: range) -> None:
+    def __init__(self, kb: Sequence[tuple[str, ...]], js: range) -> None:
         self.kb = kb
         self.free = set(js)
         self.counts = {j: Counter(kb[j]) for j in js}
+        self.lengths = {j: len(kb[j]) for j in js}
         postings: dict[str, list[int]] = {}
         for j in js:
             for w in self.counts[j]:
@@ -175,21 +186,27 @@ class _Block:
         self.common = {w for w, js_ in postings.items() if len(js_) > limit}
         self.index = {w: js_ for w, js_ in postings.items() if w not in self.common}
         self.n_common = {j: sum(n for w, n in self.counts[j].items() if w in self.common) for j in js}
+        # One matcher per variant sentence: difflib indexes its second sequence once.
+        self.matchers: dict[int, difflib.SequenceMatcher[str]] = {}
 
     def best_match(self, key: tuple[str, ...]) -> int | None:
         """The free sentence most like ``key``, if similar enough to be a rewording; it is taken."""
         mine = Counter(key)
-        mine_common = sum(n for w, n in mine.items() if w in self.common)
-        shared: Counter[int] = Counter()
+        common = self.common
+        mine_common = sum(n for w, n in mine.items() if w in common)
+        shared: dict[int, int] = {}
+        free, counts, index = self.free, self.counts, self.index
         for w, n in mine.items():
-            for j in self.index.get(w, ()):
-                if j in self.free:
-                    shared[j] += min(n, self.counts[j][w])
+            for j in index.get(w, ()):
+                if j in free:
+                    shared[j] = shared.get(j, 0) + min(n, counts[j][w])
         # Shared words bound difflib's ratio from above: only promising pairs are compared in full.
         bounds = []
-        for j in self.free:
-            m = shared.get(j, 0) + min(mine_common, self.n_common[j])
-            bound = 2 * m / (len(key) + len(self.kb[j])) if key or self.kb[j] else 0.0
+        n_key, lengths, n_common = len(key), self.lengths, self.n_common
+        for j in free:
+            m = shared.get(j, 0) + min(mine_common, n_common[j])
+            total = n_key + lengths[j]
+            bound = 2 * m / total if total else 0.0
             if bound >= REWORD_RATIO:
                 bounds.append((bound, j))
         bounds.sort(key=lambda x: (-x[0], x[1]))
@@ -197,7 +214,11 @@ class _Block:
         for bound, j in bounds:
             if bound < best_ratio:
                 break
-            r = difflib.SequenceMatcher(None, key, self.kb[j], autojunk=False).ratio()
+            matcher = self.matchers.get(j)
+            if matcher is None:
+                matcher = self.matchers[j] = difflib.SequenceMatcher(None, b=self.kb[j], autojunk=False)
+            matcher.set_seq1(key)
+            r = matcher.ratio()
             if r >= best_ratio and (best is None or r > best_ratio):
                 best, best_ratio = j, r
         if best is not None:
@@ -207,9 +228,8 @@ class _Block:
 
 def diff_texts(canonical: str, variant: str) -> TextDiff:
     """Compare a variant's plain text with the canonical text, sentence by sentence."""
-    a = sentences(canonical)[:MAX_SENTENCES]
-    b = sentences(variant)[:MAX_SENTENCES]
-    ka, kb = [_key(s) for s in a], [_key(s) for s in b]
+    a, ka = _split(canonical)
+    b, kb = _split(variant)
     same = 0
     removed: list[int] = []
     added: list[int] = []

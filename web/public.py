@@ -6,6 +6,7 @@ and every page and feed answers conditional GETs (see :mod:`web.caching`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -148,6 +149,11 @@ def _why(member: StoredItem, by_id: Mapping[int, StoredItem]) -> str:
     return f"Signal “{signal}” matched it with {other} (score {score})."
 
 
+# Diffs outlive the page cache: a new story anywhere changes every page's ETag,
+# but a story whose texts did not change gets the same comparison again.
+_diff_texts = functools.lru_cache(maxsize=2048)(diff_texts)
+
+
 @dataclass(frozen=True)
 class VariantView:
     item: StoredItem
@@ -177,7 +183,7 @@ def story(cluster_id: int) -> str:
                 canonical=is_canon,
                 why=_why(m, by_id),
                 headline=None if is_canon or same_headline else word_diff(canon.title, m.title),
-                diff=None if is_canon else diff_texts(canon.text, m.text),
+                diff=None if is_canon else _diff_texts(canon.text, m.text),
                 matched=by_id.get(m.matched_item_id)
                 if m.matched_item_id not in (None, m.id) and m.signal != "new"
                 else None,
