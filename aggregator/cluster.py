@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 from datasketch import MinHashLSH
 
-from aggregator.fingerprint import Features, features
+from aggregator.fingerprint import Features, features_for
 from aggregator.settings import ClusterSettings
 
 __all__ = ["NAME_ABSENT_IN_CLUSTER", "NAME_ABSENT_IN_ITEM", "ClusterEngine", "Decision"]
@@ -261,16 +261,7 @@ class ClusterEngine:
 
     def features(self, title: str, text: str) -> Features:
         """Features of an item under these settings."""
-        s = self.settings
-        return features(
-            title,
-            text,
-            title_weight=s.title_weight,
-            lead_words=s.lead_words,
-            max_body_words=s.max_body_words,
-            entity_boost=s.entity_boost,
-            fingerprint_body_words=s.fingerprint_body_words,
-        )
+        return features_for(self.settings, title, text)
 
     def add(
         self,

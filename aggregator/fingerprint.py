@@ -34,11 +34,14 @@ import Stemmer
 import xxhash
 from datasketch import LeanMinHash
 
+from aggregator.settings import ClusterSettings
+
 __all__ = [
     "SEED",
     "STOPWORDS",
     "Features",
     "features",
+    "features_for",
     "hash32",
     "lean_minhash",
     "normalize",
@@ -388,3 +391,16 @@ def signature(tokens: Iterable[str], num_perm: int = 128) -> np.ndarray:
 def lean_minhash(sig: np.ndarray) -> LeanMinHash:
     """A datasketch sketch around a stored signature, for the LSH index."""
     return LeanMinHash(seed=SEED, hashvalues=sig, scheme="affine32")
+
+
+def features_for(settings: ClusterSettings, title: str, text: str) -> Features:
+    """:func:`features` with the parameters of the clustering settings."""
+    return features(
+        title,
+        text,
+        title_weight=settings.title_weight,
+        lead_words=settings.lead_words,
+        max_body_words=settings.max_body_words,
+        entity_boost=settings.entity_boost,
+        fingerprint_body_words=settings.fingerprint_body_words,
+    )

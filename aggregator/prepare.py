@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.fingerprint import Features, features, signatures
+from aggregator.fingerprint import Features, features_for, signatures
 from aggregator.models import Entry, Item, ParsedFeed
 from aggregator.normalize import normalize_entry
 from aggregator.parse import parse_feed
 from aggregator.settings import ClusterSettings
 
-__all__ = ["Prepared", "item_features", "normalize_entries", "prepare"]
+__all__ = ["Prepared", "normalize_entries", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -33,19 +33,6 @@ class Prepared:
     signatures: np.ndarray
     duplicates: int  # entries that repeated an earlier entry's identity
     skipped: int  # entries beyond the per-document limit
-
-
-def item_features(settings: ClusterSettings, title: str, text: str) -> Features:
-    """Features of an item under the clustering settings."""
-    return features(
-        title,
-        text,
-        title_weight=settings.title_weight,
-        lead_words=settings.lead_words,
-        max_body_words=settings.max_body_words,
-        entity_boost=settings.entity_boost,
-        fingerprint_body_words=settings.fingerprint_body_words,
-    )
 
 
 def normalize_entries(entries: Sequence[Entry]) -> tuple[list[Item], int]:
@@ -67,7 +54,7 @@ def prepare(
     parsed = parse_feed(body, url, headers)
     entries = parsed.entries[:max_items]
     items, duplicates = normalize_entries(entries)
-    feats = [item_features(settings, it.title, it.text) for it in items]
+    feats = [features_for(settings, it.title, it.text) for it in items]
     return Prepared(
         parsed=dataclasses.replace(parsed, entries=[]),
         items=items,

@@ -233,13 +233,10 @@ def pipeline_stage_timer() -> StageTimer:
 
 
 def item_features(settings: Settings, title: str, text: str) -> Any:
-    """``aggregator.fingerprint.features`` with the cluster settings of the same names."""
-    from aggregator.fingerprint import features
+    """The aggregator's own features of an item, under the clustering settings."""
+    from aggregator.fingerprint import features_for
 
-    c = settings.cluster
-    params = inspect.signature(features).parameters
-    kwargs = {name: getattr(c, name) for name in params if name not in ("title", "text") and hasattr(c, name)}
-    return features(title, text, **kwargs)
+    return features_for(settings.cluster, title, text)
 
 
 # -- output -------------------------------------------------------------------------------------
