@@ -34,7 +34,7 @@ def test_run_polls_serves_and_stops_cleanly(tmp_path: Path, demo_feeds: Path) ->
     cfg = write_config(tmp_path, demo_feeds, port)
     proc = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--config", str(cfg)], cwd=tmp_path)
     try:
-        wait_for_port(port)
+        wait_for_port(port, timeout=90)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             h = healthz(port)
@@ -58,7 +58,7 @@ def test_serve_alone_does_not_poll(tmp_path: Path, demo_feeds: Path) -> None:
     cfg = write_config(tmp_path, demo_feeds, port)
     proc = subprocess.Popen([sys.executable, "-m", "aggregator", "serve", "--config", str(cfg)], cwd=tmp_path)
     try:
-        wait_for_port(port)
+        wait_for_port(port, timeout=90)
         time.sleep(2.5)
         assert healthz(port)["feeds"] == 0 and healthz(port)["items"] == 0
     finally:
