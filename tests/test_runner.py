@@ -35,7 +35,7 @@ def test_run_polls_serves_and_stops_cleanly(tmp_path: Path, demo_feeds: Path) ->
     proc = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--config", str(cfg)], cwd=tmp_path)
     try:
         wait_for_port(port, timeout=90)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             h = healthz(port)
             if h["items"] == 44:
