@@ -14,6 +14,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from aggregator.storage import versions as versions_store
 from aggregator.storage import write_transaction
 from tests.conftest import serve
 from web import create_app
-from web.caching import CachedPage, PageCache, page_cache
+from web.caching import CachedPage, PageCache, SharedPages, page_cache
 
 PAGES = ["/", "/?sort=coverage", "/feed.rss", "/feed.atom", "/feed.json", "/search?q=storm", "/outlets"]
 
@@ -216,3 +217,56 @@ def test_threads_keep_their_own_connection_and_see_new_stories(web_app: Any, dem
             assert b"A Late Outlet" in r.read()
         with urllib.request.urlopen(server.url + "/", timeout=10) as r:
             assert r.headers["ETag"] != etag
+
+
+def test_processes_share_the_pages_they_render(demo_agg: Aggregator, tmp_path: Path) -> None:
+    """Two apps as two gunicorn workers: same start, same shared file; one renders, the other reads."""
+    shared = str(tmp_path / "pages.db")
+    one, two = (
+        create_app(
+            demo_agg.settings,
+            db_path=demo_agg.db_path,
+            AGGREGATOR_STARTED=1.0e9,
+            AGGREGATOR_SHARED_CACHE=shared,
+        )
+        for _ in range(2)
+    )
+    first = snapshot(one.test_client(), PAGES)
+    second = snapshot(two.test_client(), PAGES)
+    assert second == first
+    cache_two = page_cache(two)
+    assert cache_two is not None and cache_two.shared_hits == len(PAGES)
+    r = two.test_client().get("/feed.rss")
+    assert r.mimetype == "application/rss+xml" and "Content-Security-Policy" in r.headers
+    # a change: new ETags, so both render again
+    demo_agg.add_feed("https://shared.example.org/feed.xml", "A Shared Outlet")
+    assert b"A Shared Outlet" in two.test_client().get("/outlets").data
+    assert cache_two.shared_hits == len(PAGES)
+
+
+def test_an_unusable_shared_file_is_only_a_miss(demo_agg: Aggregator, tmp_path: Path) -> None:
+    app = create_app(
+        demo_agg.settings,
+        db_path=demo_agg.db_path,
+        AGGREGATOR_SHARED_CACHE=str(tmp_path / "no" / "such" / "dir"),
+    )
+    assert snapshot(app.test_client(), PAGES) == snapshot(app.test_client(), PAGES)
+    garbage = tmp_path / "garbage.pages"
+    garbage.write_bytes(b"not a database at all" * 100)
+    app = create_app(demo_agg.settings, db_path=demo_agg.db_path, AGGREGATOR_SHARED_CACHE=str(garbage))
+    assert snapshot(app.test_client(), PAGES) == snapshot(app.test_client(), PAGES)
+
+
+def test_shared_pages_stay_within_their_size() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        shared = SharedPages(Path(d) / "p.db", max_bytes=10_000)
+        for n in range(SharedPages.PRUNE_EVERY * 2):
+            shared.put(f"k{n}", CachedPage(b"x" * 1000, (("Content-Type", "text/html"),)))
+        kept = [n for n in range(SharedPages.PRUNE_EVERY * 2) if shared.get(f"k{n}") is not None]
+        assert kept == list(
+            range(SharedPages.PRUNE_EVERY * 2 - 7, SharedPages.PRUNE_EVERY * 2)
+        )  # 7,000 bytes
+        page = shared.get(f"k{kept[-1]}")
+        assert page is not None and page.headers == (("Content-Type", "text/html"),)

@@ -23,6 +23,9 @@ Optional Flask config keys (pass them to :func:`create_app`):
 ``AGGREGATOR_RESPONSE_CACHE``
     Bytes of rendered public pages and feeds kept in each process, by ETag
     (default 64 MiB; 0 turns the cache off); see :mod:`web.caching`.
+``AGGREGATOR_SHARED_CACHE``
+    A file where the processes serving the site share the pages they render
+    (default: ``<database>.pages`` beside the database; empty: not shared).
 
 Public pages read through one SQLite connection per server thread, opened once
 and kept (:func:`get_reader`); the admin area opens one per request
@@ -84,6 +87,7 @@ def create_app(
         SESSION_COOKIE_SECURE=settings.web.base_url.lower().startswith("https://"),
         MAX_CONTENT_LENGTH=5 * 1024 * 1024,  # admin forms and OPML uploads
         AGGREGATOR_RESPONSE_CACHE=64 * 1024 * 1024,
+        AGGREGATOR_SHARED_CACHE="" if str(db) == ":memory:" else f"{db}.pages",
     )
     app.config.update(**flask_config)
     if "PERMANENT_SESSION_LIFETIME" not in flask_config:

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import ParamSpec
 
 from flask import Flask, Response, current_app, make_response, request
@@ -27,7 +31,7 @@ from flask.typing import ResponseReturnValue
 from aggregator import Aggregator
 from web import get_reader
 
-__all__ = ["PageCache", "conditional", "page_cache"]
+__all__ = ["CachedPage", "PageCache", "SharedPages", "conditional", "page_cache"]
 
 P = ParamSpec("P")
 
@@ -43,21 +47,88 @@ class CachedPage:
     headers: tuple[tuple[str, str], ...]
 
 
+class SharedPages:
+    """Rendered pages shared by the processes serving one database: an SQLite file beside it.
+
+    gunicorn runs one worker process per core; without this, each renders every
+    page once per change.  A throw-away cache: WAL, no fsync, one connection per
+    thread, entries over ``max_bytes`` (oldest first) or older than an hour
+    dropped as it fills.  Any error reading or writing it is a cache miss.
+    """
+
+    MAX_AGE_SECONDS = 3600.0
+    PRUNE_EVERY = 64  # puts
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._local = threading.local()
+        self._puts = 0
+
+    def _db(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=2.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = OFF")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS pages (key TEXT PRIMARY KEY, body BLOB NOT NULL, "
+                "headers TEXT NOT NULL, stored REAL NOT NULL)"
+            )
+            conn.execute("CREATE INDEX IF NOT EXISTS pages_stored ON pages (stored)")
+            self._local.conn = conn
+        return conn
+
+    def get(self, key: str) -> CachedPage | None:
+        try:
+            row = self._db().execute("SELECT body, headers FROM pages WHERE key = ?", [key]).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None:
+            return None
+        return CachedPage(bytes(row[0]), tuple((k, v) for k, v in json.loads(row[1])))
+
+    def put(self, key: str, page: CachedPage) -> None:
+        try:
+            db = self._db()
+            db.execute(
+                "INSERT OR REPLACE INTO pages (key, body, headers, stored) VALUES (?, ?, ?, ?)",
+                [key, page.body, json.dumps(page.headers), time.time()],
+            )
+            self._puts += 1
+            if self._puts % self.PRUNE_EVERY == 0:
+                self.prune(db)
+        except sqlite3.Error:
+            pass
+
+    def prune(self, db: sqlite3.Connection) -> None:
+        """Drop pages older than an hour, then the oldest beyond three quarters of ``max_bytes``."""
+        db.execute("DELETE FROM pages WHERE stored < ?", [time.time() - self.MAX_AGE_SECONDS])
+        db.execute(
+            "DELETE FROM pages WHERE key IN (SELECT key FROM (SELECT key, "
+            "sum(length(body)) OVER (ORDER BY stored DESC, key) AS running FROM pages) WHERE running > ?)",
+            [self.max_bytes * 3 // 4],
+        )
+
+
 class PageCache:
     """Rendered 200 answers by ETag, at most ``max_bytes`` of bodies, least recently used out first.
 
     :meth:`claim` lets one thread render a missing page while the others asking
-    for it wait for the result instead of rendering it too.
+    for it wait for the result instead of rendering it too; with ``shared``, a
+    page another process rendered is taken from there first.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, shared: SharedPages | None = None) -> None:
+        self.shared = shared
         self.max_bytes = max_bytes
         self._pages: OrderedDict[str, CachedPage] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
         self._rendering: dict[str, threading.Event] = {}
         self.hits = 0
-        self.misses = 0
+        self.misses = 0  # not in this process (``shared_hits`` of them from another)
+        self.shared_hits = 0
 
     def __len__(self) -> int:
         return len(self._pages)
@@ -74,10 +145,12 @@ class PageCache:
                 self.hits += 1
             return page
 
-    def put(self, key: str, page: CachedPage) -> None:
+    def put(self, key: str, page: CachedPage, *, share: bool = True) -> None:
         n = len(page.body)
         if n > min(self.max_bytes, MAX_PAGE_BYTES):
             return
+        if share and self.shared is not None:
+            self.shared.put(key, page)
         with self._lock:
             old = self._pages.pop(key, None)
             if old is not None:
@@ -120,7 +193,11 @@ class PageCache:
                 yield None  # the other thread is stuck: render without the claim
                 return
         try:
-            yield None
+            page = self.shared.get(key) if self.shared is not None else None
+            if page is not None:
+                self.shared_hits += 1
+                self.put(key, page, share=False)
+            yield page
         finally:
             with self._lock:
                 del self._rendering[key]
@@ -128,11 +205,17 @@ class PageCache:
 
 
 def page_cache(app: Flask) -> PageCache | None:
-    """The app's page cache (``None`` when ``AGGREGATOR_RESPONSE_CACHE`` is 0)."""
+    """The app's page cache (``None`` when ``AGGREGATOR_RESPONSE_CACHE`` is 0).
+
+    Shared with the other processes through ``AGGREGATOR_SHARED_CACHE`` (a file
+    path; empty: not shared).
+    """
     cache: PageCache | None = app.extensions.get("aggregator.pages")
     size = int(app.config.get("AGGREGATOR_RESPONSE_CACHE") or 0)
     if cache is None and size > 0:
-        cache = app.extensions.setdefault("aggregator.pages", PageCache(size))
+        path = app.config.get("AGGREGATOR_SHARED_CACHE")
+        shared = SharedPages(Path(path), 4 * size) if path else None
+        cache = app.extensions.setdefault("aggregator.pages", PageCache(size, shared))
     return cache
 
 
