@@ -369,16 +369,27 @@ def settings_command(markdown: bool) -> None:
         click.echo(f"{key} = {json.dumps(list(value) if isinstance(value, tuple) else value)}")
 
 
+def listen_options(func: F) -> F:
+    """``--host`` and ``--port`` of the site, passed on as one ``(host, port)`` argument."""
+
+    @click.option("--host", default=None, help="Address to listen on (default: web.host).")
+    @click.option("--port", default=None, type=click.IntRange(1, 65535), help="Port (default: web.port).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, host: str | None, port: int | None, **kwargs: Any) -> Any:
+        s = _settings()
+        return func(*args, listen=(host or s.web.host, port or s.web.port), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 @cli.command()
-@click.option("--host", default=None, help="Address to listen on (default: web.host).")
-@click.option("--port", default=None, type=click.IntRange(1, 65535), help="Port (default: web.port).")
 @common_options
-def serve(host: str | None, port: int | None) -> None:
+@listen_options
+def serve(listen: tuple[str, int]) -> None:
     """Serve the site (no polling: run `aggregator poll` or `aggregator run` for that)."""
     from aggregator.runner import serve_web
 
-    s = _settings()
-    serve_web(s, _db_path(), host or s.web.host, port or s.web.port)
+    serve_web(_settings(), _db_path(), *listen)
 
 
 @cli.command()
@@ -391,16 +402,14 @@ def poll() -> None:
 
 
 @cli.command()
-@click.option("--host", default=None, help="Address to listen on (default: web.host).")
-@click.option("--port", default=None, type=click.IntRange(1, 65535), help="Port (default: web.port).")
 @common_options
-def run(host: str | None, port: int | None) -> None:
+@listen_options
+def run(listen: tuple[str, int]) -> None:
     """Poll feeds and serve the site, as two processes, until Ctrl-C."""
     from aggregator.runner import run_all
 
-    s = _settings()
     obj = click.get_current_context().obj
-    sys.exit(run_all(obj.get("config_path"), _db_path(), host or s.web.host, port or s.web.port))
+    sys.exit(run_all(obj.get("config_path"), _db_path(), *listen))
 
 
 def main() -> None:

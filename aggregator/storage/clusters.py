@@ -18,7 +18,6 @@ __all__ = [
     "create",
     "detail",
     "listing",
-    "refresh",
 ]
 
 
@@ -44,37 +43,6 @@ def add_member(
 
 
 CanonicalPolicy = Callable[[Sequence[MemberInfo]], int]
-
-
-def refresh(db: Database, cluster_ids: Iterable[int], choose: CanonicalPolicy, now: float) -> None:
-    """Recompute size, coverage, times and canonical item of clusters; drop empty ones."""
-    for cid in sorted(set(cluster_ids)):
-        rows = db.execute(
-            "SELECT i.id, i.feed_id, f.title, f.url, i.sort_time, length(i.text) "
-            "FROM memberships m JOIN items i ON i.id = m.item_id JOIN feeds f ON f.id = i.feed_id "
-            "WHERE m.cluster_id = ? ORDER BY i.sort_time, i.id",
-            [cid],
-        ).fetchall()
-        if not rows:
-            db.execute("DELETE FROM clusters WHERE id = ?", [cid])
-            continue
-        members = [MemberInfo(*r) for r in rows]
-        pinned = db.execute("SELECT pinned_item_id FROM clusters WHERE id = ?", [cid]).fetchone()
-        ids = {m.item_id for m in members}
-        canonical = pinned[0] if pinned and pinned[0] in ids else choose(members)
-        db.execute(
-            "UPDATE clusters SET canonical_item_id = ?, size = ?, n_feeds = ?, first_time = ?, "
-            "last_time = ?, updated_at = ? WHERE id = ?",
-            [
-                canonical,
-                len(members),
-                len({m.feed_id for m in members}),
-                members[0].sort_time,
-                members[-1].sort_time,
-                now,
-                cid,
-            ],
-        )
 
 
 def clear_all(db: Database) -> None:

@@ -17,8 +17,6 @@ __all__ = [
     "count",
     "existing",
     "export_rows",
-    "find_by_content_hash",
-    "find_by_link",
     "get_many",
     "index_rows",
     "insert",
@@ -41,31 +39,8 @@ def existing(db: Database, feed_id: int, identities: Sequence[str]) -> dict[str,
 
 
 def insert(db: Database, feed_id: int, item: Item, now: float, sort_time: float) -> int:
-    cur = db.execute(
-        "INSERT INTO items (feed_id, identity, guid, link, canonical_link, title, summary, text, "
-        "content_html, author, categories, published, updated, first_seen, last_seen, sort_time, "
-        "content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            feed_id,
-            item.identity,
-            item.guid,
-            item.link,
-            item.canonical_link,
-            item.title,
-            item.summary,
-            item.text,
-            item.content_html,
-            item.author,
-            json.dumps(list(item.categories)),
-            item.published,
-            item.updated,
-            now,
-            now,
-            sort_time,
-            item.content_hash,
-        ],
-    )
-    return int(cur.lastrowid or 0)
+    """Insert one new item; returns its id.  Call inside a write transaction."""
+    return insert_many(db, feed_id, [item], now, [sort_time])[0]
 
 
 def insert_many(
@@ -177,28 +152,6 @@ def save_frozen(db: Database, rows: Iterable[tuple[int, str]]) -> None:
 def forget_frozen(db: Database) -> None:
     """Arrival vectors no longer describe the clusters (after a re-clustering)."""
     db.execute("UPDATE signatures SET frozen = NULL WHERE frozen IS NOT NULL")
-
-
-def find_by_link(db: Database, canonical_link: str, exclude_feed: int) -> tuple[int, int] | None:
-    """An item of another feed with the same canonical link: ``(item id, cluster id)``."""
-    row = db.execute(
-        "SELECT i.id, m.cluster_id FROM items i JOIN memberships m ON m.item_id = i.id "
-        "WHERE i.canonical_link = ? AND i.feed_id != ? ORDER BY i.id LIMIT 1",
-        [canonical_link, exclude_feed],
-    ).fetchone()
-    return (row[0], row[1]) if row else None
-
-
-def find_by_content_hash(
-    db: Database, content_hash: str, since: float, exclude_item: int
-) -> tuple[int, int] | None:
-    """An earlier clustered item with exactly the same words, dated since ``since``."""
-    row = db.execute(
-        "SELECT i.id, m.cluster_id FROM items i JOIN memberships m ON m.item_id = i.id "
-        "WHERE i.content_hash = ? AND i.sort_time >= ? AND i.id != ? ORDER BY i.id LIMIT 1",
-        [content_hash, since, exclude_item],
-    ).fetchone()
-    return (row[0], row[1]) if row else None
 
 
 @dataclass(frozen=True)
