@@ -243,3 +243,37 @@ def m0006_frozen_vectors(db: Database) -> None:
     # Each item's vector as made when it arrived, so that start-up restores the
     # cluster index without re-tokenising the window (JSON, tagged with the settings).
     db.execute("ALTER TABLE signatures ADD COLUMN frozen TEXT")
+
+
+@migrations(name="0007_site_indexes")
+def m0007_site_indexes(db: Database) -> None:
+    # What the site's filters and sorts need at a million items: "most covered"
+    # in index order, an outlet's items newest first, and each item's categories
+    # (lower-cased) as rows, kept by triggers, so a category filter looks them up
+    # instead of reading the JSON of every item.
+    categories = (
+        "SELECT {item}.id, lower(j.value) FROM json_each(CASE WHEN json_valid({item}.categories) "
+        "THEN {item}.categories ELSE '[]' END) j WHERE j.value IS NOT NULL"
+    )
+    db.executescript(
+        f"""
+        CREATE INDEX clusters_coverage ON clusters (n_feeds DESC, size DESC, last_time DESC, id DESC);
+        CREATE INDEX items_feed_time ON items (feed_id, sort_time);
+        CREATE TABLE item_categories (
+            category TEXT NOT NULL,
+            item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            PRIMARY KEY (category, item_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX item_categories_item ON item_categories (item_id);
+        INSERT OR IGNORE INTO item_categories (item_id, category)
+            SELECT i.id, lower(j.value) FROM items i, json_each(CASE WHEN json_valid(i.categories)
+            THEN i.categories ELSE '[]' END) j WHERE j.value IS NOT NULL;
+        CREATE TRIGGER item_categories_insert AFTER INSERT ON items BEGIN
+            INSERT OR IGNORE INTO item_categories (item_id, category) {categories.format(item="new")};
+        END;
+        CREATE TRIGGER item_categories_update AFTER UPDATE OF categories ON items BEGIN
+            DELETE FROM item_categories WHERE item_id = old.id;
+            INSERT OR IGNORE INTO item_categories (item_id, category) {categories.format(item="new")};
+        END;
+        """
+    )

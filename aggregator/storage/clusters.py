@@ -151,35 +151,62 @@ def stories(
     """Stories passing ``story_filter``, newest (or most covered) first, with ``created_at``.
 
     ``match`` is an FTS5 query (see :func:`aggregator.storage.search.fts_query`) that
-    one of a story's items must match; the filter's ``query`` text is not used here.
+    one of a story's items must match, among the latest :data:`FEW_MEMBERS` items
+    matching it (a popular name matches tens of thousands: the stories of older
+    ones are pages back anyway); the filter's ``query`` text is not used here.
+    Every filter reads indexes only, in work bounded by a page, not by the archive.
     """
     order = _ORDER.get(sort, _ORDER["latest"])
     where = ["c.n_feeds >= ?", "c.canonical_item_id IS NOT NULL"]
     params: list[Any] = [max(1, story_filter.min_outlets)]
     if story_filter.feed_id is not None:
-        where.append(
-            "EXISTS (SELECT 1 FROM memberships m JOIN items i ON i.id = m.item_id "
-            "WHERE m.cluster_id = c.id AND i.feed_id = ?)"
-        )
+        where.append(_with_member(db, "items", "id", "feed_id", story_filter.feed_id))
         params.append(story_filter.feed_id)
     if story_filter.category:
-        where.append(
-            "EXISTS (SELECT 1 FROM memberships m JOIN items i ON i.id = m.item_id, json_each(i.categories) j "
-            "WHERE m.cluster_id = c.id AND lower(j.value) = lower(?))"
-        )
-        params.append(story_filter.category.strip())
+        # item_categories holds lower(value) of each item's categories (migration 0007)
+        category = db.execute("SELECT lower(?)", [story_filter.category.strip()]).fetchone()[0]
+        where.append(_with_member(db, "item_categories", "item_id", "category", category))
+        params.append(category)
     if match is not None:
+        # the stories of the latest FEW_MEMBERS matching items (all of them when fewer)
+        row = db.execute(
+            "SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+            [match, FEW_MEMBERS - 1],
+        ).fetchone()
         where.append(
-            "c.id IN (SELECT m.cluster_id FROM items_fts JOIN memberships m ON m.item_id = items_fts.rowid "
-            "WHERE items_fts MATCH ?)"
+            "c.id IN (SELECT m.cluster_id FROM memberships m WHERE m.item_id IN "
+            "(SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid >= ?))"
         )
-        params.append(match)
+        params += [match, row[0] if row else 0]
     rows = db.execute(
         f"SELECT c.id, c.canonical_item_id, c.size, c.first_time, c.last_time, c.updated_at, c.created_at "
         f"FROM clusters c WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?",
         [*params, limit, offset],
     ).fetchall()
     return _with_created(db, rows)
+
+
+# Below this many matching items, a filter collects their stories first; above,
+# stories are read newest first and each checked, which stops after a page.
+FEW_MEMBERS = 2000
+
+
+def _with_member(db: Database, table: str, item_column: str, key_column: str, value: Any) -> str:
+    """A condition on ``c``: a member of the story is in ``table`` with ``key_column = ?``.
+
+    Both plans read indexes only.  A rare key (an outlet with few items, a
+    category few items carry) lists its items' stories (``c.id IN``); a common
+    one checks stories newest first through their members (``EXISTS``), which
+    stops after a page.  Neither scans every story of a million-item archive.
+    """
+    items = f"SELECT {item_column} FROM {table} WHERE {key_column} = ?"
+    found = db.execute(f"SELECT count(*) FROM ({items} LIMIT {FEW_MEMBERS})", [value]).fetchone()[0]
+    if found < FEW_MEMBERS:
+        return f"c.id IN (SELECT m.cluster_id FROM memberships m WHERE m.item_id IN ({items}))"
+    return (
+        f"EXISTS (SELECT 1 FROM memberships m CROSS JOIN {table} x ON x.{item_column} = m.item_id "
+        f"WHERE m.cluster_id = c.id AND x.{key_column} = ?)"
+    )
 
 
 def summaries(db: Database, cluster_ids: Sequence[int]) -> list[ClusterSummary]:
