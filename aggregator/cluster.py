@@ -364,18 +364,20 @@ class ClusterEngine:
 
     def restore(
         self, item_id: int, time: float, feats: Features, signature: np.ndarray, cluster_id: int
-    ) -> None:
-        """Put back a stored item as it was decided (no decision is made).
+    ) -> dict[str, float] | None:
+        """Put back a stored item as it was decided (no decision is made); returns
+        its vector (what :meth:`freeze` stores), or None if the item was there already.
 
         Feed stored items in their original time order; the last two windows give
         the running engine's exact state (vectors depend on the window before them).
         """
         if item_id in self._by_id:
-            return
+            return None
         t = self._advance_clock(time)
         vec = self._vectorize(feats)
         cluster = self._clusters.get(cluster_id) or self._new_cluster(cluster_id)
         self._attach(item_id, cluster, vec, t, signature, feats, index=bool(vec) and bool(feats.tokens))
+        return vec
 
     def pop_vectors(self) -> dict[int, dict[str, float]]:
         """The vectors :meth:`add` made since the last call (to store with the items)."""

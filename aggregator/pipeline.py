@@ -49,6 +49,30 @@ class IngestResult:
     duplicates_in_feed: int = 0
 
 
+def restart_rows(
+    rows: list[items_store.IndexRow], latest: float, horizon: float, tag: str
+) -> tuple[list[items_store.IndexRow], set[int]]:
+    """Of the stored items of the last two horizons (in time order), those a restart
+    must put back into an empty engine to reach the running engine's state; and
+    the clusters still live in the index.
+
+    An item older than one horizon before ``latest`` has left the index by the end.
+    It still counts through its cluster's profile when a newer member keeps that
+    cluster live (the caller adds such members older than ``rows`` too), and, for
+    an item stored without a usable vector (``tag`` is
+    :attr:`ClusterEngine.settings_tag`), through the document frequencies its
+    vector is computed from: so the replay starts one horizon before the oldest
+    such item, else one horizon before ``latest``, plus every member of a live
+    cluster.  With every vector stored, that halves the work of a start-up.
+    """
+    recent = latest - horizon
+    head = json.dumps({"s": tag})[:-1] + ","  # how ClusterEngine.freeze's JSON begins
+    slow = [r.sort_time for r in rows if r.frozen is None or not r.frozen.startswith(head)]
+    start = min(recent, slow[0] - horizon) if slow else recent
+    live = {r.cluster_id for r in rows if r.sort_time >= recent and r.cluster_id is not None}
+    return [r for r in rows if r.sort_time >= start or r.cluster_id in live], live
+
+
 class Pipeline:
     """Runs feeds through the stages and keeps the in-memory cluster index in step."""
 
@@ -100,8 +124,10 @@ class Pipeline:
     def _catch_up(self, engine: ClusterEngine) -> None:
         """Put back stored items the engine has not seen (all of them after a restart).
 
-        Items of twice the index horizon are replayed in time order: item vectors
-        depend on the document frequencies of the horizon before them.
+        Stored items are replayed in time order.  After a restart that is the last
+        horizon, every member of a cluster still live in it (its profile holds them
+        all) and, for items without a stored vector, the horizon before them (their
+        vectors depend on its document frequencies): see :func:`restart_rows`.
         """
         newest = items_store.max_id(self.db)
         if newest <= self._last_id:
@@ -113,6 +139,10 @@ class Pipeline:
         num_perm = self.settings.cluster.num_perm
         rows = list(items_store.index_rows(self.db, since, num_perm, after_id=self._last_id))
         tag = engine.settings_tag
+        if self._last_id == 0:
+            rows, live = restart_rows(rows, latest, engine.horizon_seconds, tag)
+            # A live cluster's profile holds every member it ever had, however old.
+            rows = items_store.index_rows_of_clusters(self.db, live, since, num_perm) + rows
         frozen: dict[int, dict[str, Any]] = {}
         for r in rows:
             if r.frozen is not None:

@@ -325,8 +325,9 @@ def test_restore_continues_identically() -> None:
             out.append(d)
         return out
 
-    live = ClusterEngine(S)
+    live = ClusterEngine(S, keep_vectors=True)
     first = run(live, uci[:cut], 0, list(range(10**5, 10**5 + cut + 1)))
+    made = live.pop_vectors()
     alias = {m: d.cluster_id for d in first for m in d.merged}
 
     def final(c: int) -> int:
@@ -337,7 +338,9 @@ def test_restore_continues_identically() -> None:
     restored = ClusterEngine(S)
     for n, (r, d) in enumerate(zip(uci[:cut], first, strict=True)):
         f = restored.features(r["title"], r["text"])
-        restored.restore(n, float(r["published"]), f, signature(f.tokens), final(d.cluster_id))
+        vec = restored.restore(n, float(r["published"]), f, signature(f.tokens), final(d.cluster_id))
+        assert vec == pytest.approx(made[n])  # the vector made at arrival, to freeze and store
+    assert restored.restore(0, float(uci[0]["published"]), f, signature(f.tokens), 0) is None  # known item
     rest = uci[cut:]
     a = run(live, rest, cut, list(range(10**6, 10**6 + len(rest))))
     b = run(restored, rest, cut, list(range(10**6, 10**6 + len(rest))))

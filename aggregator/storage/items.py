@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +180,21 @@ def index_rows(db: Database, since: float, num_perm: int, after_id: int = 0) -> 
     )
     for r in cur.fetchall():
         yield _index_row(r, num_perm)
+
+
+def index_rows_of_clusters(
+    db: Database, cluster_ids: Collection[int], before: float, num_perm: int
+) -> list[IndexRow]:
+    """:class:`IndexRow` of the members of these clusters with ``sort_time < before``, in time order."""
+    if not cluster_ids:
+        return []
+    rows = db.execute(
+        f"SELECT {_INDEX_COLUMNS} {_INDEX_FROM} "
+        "WHERE m.cluster_id IN (SELECT value FROM json_each(?)) AND i.sort_time < ? "
+        "ORDER BY i.sort_time, i.id",
+        [json.dumps(sorted(cluster_ids)), before],
+    ).fetchall()
+    return [_index_row(r, num_perm) for r in rows]
 
 
 def index_rows_for(db: Database, ids: Sequence[int], num_perm: int) -> list[IndexRow]:
