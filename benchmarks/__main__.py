@@ -38,6 +38,7 @@ QUICK = BenchSettings(
     ingest_budget=25.0,
     e2e_budget=20.0,
     load_seconds=3.0,
+    tail_items=2_000,
 )
 
 
@@ -125,7 +126,9 @@ def run_ingest_figures(bs: BenchSettings, want_site: bool, rebuild_site: bool) -
     if rebuild_site and site.exists():
         shutil.rmtree(site)
     ready = site / "ready.json"
-    fill = want_site and not ready.exists()
+    # Figure 4's checkpoints are measured while the database is built (see
+    # benchmarks/ingest.py); a cached database brings the numbers of its build.
+    fill = not ready.exists()
     folder = site if fill else bs.workdir / "ingest"
     out = bs.workdir / "ingest.json"
     log(
@@ -148,6 +151,10 @@ def run_ingest_figures(bs: BenchSettings, want_site: bool, rebuild_site: bool) -
         str(bs.items_per_day),
         "--budget",
         str(bs.ingest_budget),
+        "--checkpoints",
+        f"{bs.stage_items},{bs.scale_items}",
+        "--tail",
+        str(bs.tail_items),
     ]
     t0 = time.perf_counter()
     _subprocess("benchmarks.ingest", *[*args, "--fill"] if fill else args)
@@ -155,8 +162,16 @@ def run_ingest_figures(bs: BenchSettings, want_site: bool, rebuild_site: bool) -
     ing["subprocess_wall_seconds"] = time.perf_counter() - t0
     if fill:
         write_json(
-            ready, {"built": time.time(), "build_seconds": ing["subprocess_wall_seconds"], **ing["counts"]}
+            ready,
+            {
+                "built": time.time(),
+                "build_seconds": ing["subprocess_wall_seconds"],
+                "tails": ing["tails"],
+                **ing["counts"],
+            },
         )
+    built: dict[str, Any] = json.loads(ready.read_text()) if ready.exists() else {}
+    tails = ing["tails"] if fill else built.get("tails", [])
     # The start-up rebuild and the database size: on the largest database there is.
     scale_dir = site if ready.exists() else folder
     log(f"fig 4: rebuilding the index from {scale_dir} in a fresh process")
@@ -201,6 +216,9 @@ def run_ingest_figures(bs: BenchSettings, want_site: bool, rebuild_site: bool) -
         "scale_db_items": stored.get("items"),
         "scale_db_bytes": db_bytes,
         "db_bytes_per_item": db_bytes / stored["items"] if stored.get("items") else None,
+        "tails": tails,
+        "tails_from_cached_build": not fill,
+        "tail_ratio": None,
         "rebuild_seconds": rb["rebuild_seconds"],
         "rebuild_indexed_items": rb["indexed_items"],
         "index_bytes_per_item": rb["bytes_per_indexed_item"],
@@ -210,11 +228,12 @@ def run_ingest_figures(bs: BenchSettings, want_site: bool, rebuild_site: bool) -
         "complete": ing["complete"],
         "goals": {"peak_rss_lt": 4 * 2**30, "rebuild_s_lt": 60.0, "last_to_first_ge": 0.8},
     }
+    by_checkpoint = {t["checkpoint"]: t for t in tails}
+    small, large = by_checkpoint.get(bs.stage_items), by_checkpoint.get(bs.scale_items)
+    if small and large and small["items_per_s"] and large["items_per_s"]:
+        fig4["tail_ratio"] = large["items_per_s"] / small["items_per_s"]
     fig4["ok"] = (
-        fig4["complete"]
-        and ing["peak_rss"] < 4 * 2**30
-        and rb["rebuild_seconds"] < 60
-        and (fig4["last_to_first"] or 0) >= 0.8
+        ing["peak_rss"] < 4 * 2**30 and rb["rebuild_seconds"] < 60 and (fig4["tail_ratio"] or 0) >= 0.8
     )
     return {"2": fig2, "4": fig4, "site_dir": str(scale_dir)}
 
@@ -236,7 +255,8 @@ class _open_counts:
 
 
 def _yes(ok: bool | None) -> str:
-    return "yes" if ok else "NO"
+    """The ok column: blank for a row that has no goal."""
+    return "" if ok is None else "yes" if ok else "NO"
 
 
 def report(results: dict[str, Any]) -> str:
@@ -318,9 +338,28 @@ def report(results: dict[str, Any]) -> str:
             f"  last/first {r['segment_items']:,}-item segment",
             f"{fmt_rate(r['rate_last_segment'])} / {fmt_rate(r['rate_first_segment'])} = "
             + (f"{ratio:.2f}" if ratio else "n/a"),
-            ">= 0.8 (1M vs 100k)",
-            r["complete"] and (ratio or 0) >= 0.8,
+            "(from empty: the window fills)",
+            None,
         )
+        tails = r.get("tails", [])
+        for t in tails:
+            row(
+                "",
+                f"  items/s after a restart at {t['stored_before']:,} stored",
+                f"{fmt_rate(t['items_per_s'])} over {t['items']:,} (rebuild {t['rebuild_seconds']:.1f} s)",
+                "",
+                None,
+            )
+        if tails:
+            ratio = r.get("tail_ratio")
+            row(
+                "",
+                "  at the largest / at the smallest size"
+                + (" (cached build)" if r["tails_from_cached_build"] else ""),
+                f"{ratio:.2f}" if ratio else "n/a",
+                ">= 0.8 (1M vs 100k)",
+                (ratio or 0) >= 0.8,
+            )
         row(
             "",
             "  peak resident memory (ingest)",

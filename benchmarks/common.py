@@ -45,6 +45,7 @@ class BenchSettings:
     ingest_budget: float = 240.0  # seconds of pipeline ingest (figures 2 and 4) before giving up
     e2e_budget: float = 120.0  # seconds of end-to-end updating (figure 3)
     load_seconds: float = 8.0  # wrk duration per endpoint (figure 5)
+    tail_items: int = 10_000  # figure 4: items ingested after a restart at each checkpoint
     connections: int = 8
     workdir: Path = field(default_factory=lambda: Path("/tmp/aggregator-bench"))
 
@@ -168,6 +169,10 @@ class StageTimer:
     def pause(self) -> None:
         """Stop counting (the wrappers stay in place until the timer exits)."""
         self._paused = True
+
+    def resume(self) -> None:
+        """Count again after :meth:`pause`."""
+        self._paused = False
 
     def _patch(self, owner: Any, attr: str, new: Any) -> None:
         self._undo.append((owner, attr, owner.__dict__[attr]))
