@@ -54,6 +54,28 @@ def is_local(url: str) -> bool:
     return scheme == "file" or scheme == "" or (len(scheme) == 1 and os.name == "nt")
 
 
+def _non_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return not ip.is_global or ip.is_multicast
+
+
+def peer_problem(resp: httpx.Response) -> str | None:
+    """Why the server that answered must not be read from, or None.
+
+    :func:`address_problem` resolves the name before the request; the HTTP client
+    resolves it again to connect, and a DNS answer can change in between (DNS
+    rebinding).  This checks the address the connection really reached, before
+    any of the body is read.
+    """
+    stream = resp.extensions.get("network_stream")
+    addr = stream.get_extra_info("server_addr") if stream is not None else None
+    if not addr:
+        return None
+    ip = ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
+    if _non_public(ip):
+        return f"{resp.url.host} connected to a non-public address ({ip}); not allowed by the configuration"
+    return None
+
+
 def address_problem(url: str) -> str | None:
     """Why ``url``'s host must not be fetched (loopback, private, link-local...), or None.
 
@@ -68,7 +90,7 @@ def address_problem(url: str) -> str | None:
         return None
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if not ip.is_global or ip.is_multicast:
+        if _non_public(ip):
             return f"{host} resolves to a non-public address ({ip}); not allowed by the configuration"
     return None
 
@@ -168,6 +190,9 @@ class Fetcher:
             if problem:
                 return FetchResult(url, "error", error=problem)
             with self._client.stream("GET", current, headers=headers) as resp:
+                problem = None if self.allow_private else peer_problem(resp)
+                if problem:
+                    return FetchResult(url, "error", error=problem)
                 if resp.status_code in _REDIRECT and "location" in resp.headers:
                     target = urljoin(current, resp.headers["location"])
                     all_permanent = all_permanent and resp.status_code in _PERMANENT

@@ -158,3 +158,22 @@ def test_local_file_and_conditional_mtime(fetcher: Fetcher, tmp_path: Path) -> N
 def test_unsupported_scheme(fetcher: Fetcher) -> None:
     r = fetcher.fetch("ftp://example.org/feed")
     assert r.status == "error" and "unsupported URL scheme" in (r.error or "")
+
+
+def test_a_dns_answer_that_changes_after_the_check_is_caught(
+    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name looked public when checked, but the connection reached
+    a private address; nothing of the body is read."""
+    import aggregator.fetch as fetch_mod
+
+    feed_server.routes["/a.xml"] = Route(b"<rss><channel><title>secret</title></channel></rss>")
+    monkeypatch.setattr(fetch_mod, "address_problem", lambda url: None)  # the first answer: public
+    with Fetcher(LIMITS, allow_private=False) as f:
+        r = f.fetch(feed_server.url("/a.xml"))
+    assert r.status == "error" and not r.body
+    assert (
+        r.error == "127.0.0.1 connected to a non-public address (127.0.0.1); not allowed by the configuration"
+    )
+    with Fetcher(LIMITS, allow_private=True) as f:  # allowed by the configuration: fetched
+        assert f.fetch(feed_server.url("/a.xml")).status == "ok"
