@@ -368,8 +368,10 @@ class ClusterEngine:
         """Put back a stored item as it was decided (no decision is made); returns
         its vector (what :meth:`freeze` stores), or None if the item was there already.
 
-        Feed stored items in their original time order; the last two windows give
-        the running engine's exact state (vectors depend on the window before them).
+        Feed stored items in their original time order: the vector of an item is
+        made from the document frequencies of the horizon before it, and a cluster's
+        profile from all its members (``pipeline.restart_rows`` says which items a
+        restart needs).
         """
         if item_id in self._by_id:
             return None
