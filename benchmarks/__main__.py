@@ -420,6 +420,11 @@ def report(results: dict[str, Any]) -> str:
         lines += ["", f"fig 3: where the end-to-end time goes ({r['items']:,} items, {r['seconds']:.1f} s)"]
         for k, v in sorted(r["stages_s"].items(), key=lambda kv: -kv[1]):
             lines.append(f"    {k:<40}{v:8.2f} s")
+        if "cpu_seconds" in r:
+            cpu = ", ".join(f"{k} {v:.1f} s" for k, v in r["cpu_seconds"].items())
+            lines.append(
+                f"  CPU: {cpu} (parse, normalize, fingerprint in the worker processes, untimed above)"
+            )
     lines.append("")
     return "\n".join(lines)
 

@@ -87,7 +87,10 @@ def run(seed: int, n_items: int, items_per_day: int, budget: float, workdir: Pat
             done_feeds = 0
             items = 0
             errors = 0
-            log(f"fig 3: updating {len(feeds)} feeds (budget {budget:.0f} s)")
+            # As the poller does: parse, normalize and fingerprint run in worker
+            # processes while this one clusters and stores (WORKERS_FROM_FEEDS).
+            workers = agg.start_workers()
+            log(f"fig 3: updating {len(feeds)} feeds (budget {budget:.0f} s, worker processes: {workers})")
             cpu0 = os.times()
             server_cpu0 = _cpu_seconds(server.pid)
             t0 = time.perf_counter()
@@ -104,6 +107,9 @@ def run(seed: int, n_items: int, items_per_day: int, budget: float, workdir: Pat
             server_cpu = _cpu_seconds(server.pid) - server_cpu0
             own_cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
             stored = agg.counts()
+        # The worker processes have been joined (Aggregator.close): their CPU is the children's.
+        cpu2 = os.times()
+        worker_cpu = (cpu2.children_user - cpu0.children_user) + (cpu2.children_system - cpu0.children_system)
         done_paths = paths[:done_feeds]
         log(f"fig 3: {items:,} items in {wall:.1f} s; parsing the same {len(done_paths)} documents alone")
         with httpx.Client() as client:
@@ -140,7 +146,9 @@ def run(seed: int, n_items: int, items_per_day: int, budget: float, workdir: Pat
         "stored": stored,
         "seconds": wall,
         "items_per_s": rate,
-        "cores_used": round((own_cpu + server_cpu) / wall, 2) if wall else None,
+        "cores_used": round((own_cpu + worker_cpu + server_cpu) / wall, 2) if wall else None,
+        "cpu_seconds": {"main": own_cpu, "workers": worker_cpu, "feed server": server_cpu},
+        "worker_processes": workers,
         "aggregator_cpu_s": round(own_cpu, 2),
         "feed_server_cpu_s": round(server_cpu, 2),
         "feedparser_alone_s": feedparser_s,
