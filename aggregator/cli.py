@@ -130,6 +130,30 @@ def remove(url: str) -> None:
 
 
 @cli.command()
+@click.argument("url")
+@click.argument("minutes")
+@common_options
+def interval(url: str, minutes: str) -> None:
+    """Poll a feed every MINUTES minutes, or `auto` (its own hints and the default)."""
+    if minutes.strip().lower() == "auto":
+        value = None
+    else:
+        try:
+            value = float(minutes)
+        except ValueError:
+            raise click.BadParameter(
+                f"{minutes!r} is not a number of minutes or 'auto'", param_hint="MINUTES"
+            ) from None
+    with _open() as agg:
+        try:
+            feed = agg.set_poll_interval(url, value)
+        except FeedError as exc:
+            raise click.ClickException(str(exc)) from None
+    every = "automatic" if feed.poll_minutes is None else f"every {feed.poll_minutes:g} minutes"
+    click.echo(f"{feed.display_name}: polled {every}; next poll {_when(feed.next_poll_at)}")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @common_options
 def feeds(as_json: bool) -> None:
@@ -148,15 +172,19 @@ def feeds(as_json: bool) -> None:
         click.echo("no feeds: add one with `aggregator add URL`")
         return
     click.echo(
-        f"{'STATUS':<13} {'ITEMS':>5} {'LAST POLL':<16} {'NEXT POLL':<16} {'AVG MS':>7} {'304%':>5}  FEED"
+        f"{'STATUS':<13} {'ITEMS':>5} {'LAST POLL':<16} {'NEXT POLL':<16} {'EVERY':>7} {'AVG MS':>7} "
+        f"{'304%':>5}  FEED"
     )
     for f in rows:
         status = "paused" if f.paused else f.status
         avg = f"{f.avg_fetch_ms:.0f}" if f.avg_fetch_ms is not None else "-"
         ratio = f"{100 * f.not_modified_ratio:.0f}" if f.not_modified_ratio is not None else "-"
+        # The interval in use; "=" marks one an admin set (`aggregator interval`).
+        minutes = f.poll_minutes if f.poll_minutes is not None else f.interval_minutes
+        every = "-" if minutes is None else f"{minutes:g}m" + ("=" if f.poll_minutes is not None else "")
         click.echo(
             f"{status:<13} {f.items_total:>5} {_when(f.last_polled_at):<16} {_when(f.next_poll_at):<16} "
-            f"{avg:>7} {ratio:>5}  {f.display_name}"
+            f"{every:>7} {avg:>7} {ratio:>5}  {f.display_name}"
         )
         if f.last_error:
             click.echo(f"{'':<13} error: {f.last_error}")

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import secrets
 import threading
@@ -329,6 +330,28 @@ class Aggregator:
 
     def pause_feed(self, feed_id: int, paused: bool = True) -> None:
         feeds_store.set_paused(self.db, feed_id, paused)
+
+    def set_poll_interval(self, url_or_id: str | int, minutes: float | None) -> Feed:
+        """Poll a feed every ``minutes`` (None: automatically, by its own hints and
+        ``schedule.default_interval_minutes``).  A hint from the feed (``<ttl>``,
+        ``Cache-Control``) still lengthens the interval; a shorter one applies from
+        now on: the next poll comes no later than ``minutes`` after the last."""
+        feed = self.feed(url_or_id)
+        if feed is None:
+            raise FeedError(f"no such feed: {url_or_id}")
+        s = self.settings.schedule
+        lo, hi = s.min_interval_minutes, s.max_interval_minutes
+        if minutes is not None and not (math.isfinite(minutes) and lo <= minutes <= hi):
+            raise FeedError(f"the polling interval must be between {lo:g} and {hi:g} minutes")
+        with write_transaction(self.db):
+            feeds_store.set_poll_minutes(self.db, feed.id, minutes)
+            if minutes is not None and feed.status in ("new", "ok", "not_modified"):
+                sooner = (feed.last_polled_at or self.clock()) + minutes * 60
+                if feed.next_poll_at is None or sooner < feed.next_poll_at:
+                    feeds_store.update_state(self.db, feed.id, {"next_poll_at": sooner})
+        changed = self.feed(feed.id)
+        assert changed is not None
+        return changed
 
     def import_opml(
         self, source: str | Path | bytes, *, via_site: bool = False

@@ -104,6 +104,7 @@ class Feed:
     not_modified: int = 0
     fetch_ms_total: float = 0.0
     last_items_added: int = 0
+    poll_minutes: float | None = None  # an admin's own interval; None: automatic
 
     @property
     def display_name(self) -> str:

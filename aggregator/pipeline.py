@@ -250,6 +250,7 @@ class Pipeline:
             now=now,
             settings=self.settings.schedule,
             rng=self.rng,
+            own_minutes=feed.poll_minutes,
         )
         fields: dict[str, object] = {
             "status": plan.status,

@@ -35,17 +35,21 @@ def next_poll(
     now: float,
     settings: ScheduleSettings,
     rng: random.Random | None = None,
+    own_minutes: float | None = None,
 ) -> PollPlan:
     """Plan the next poll.
 
     Success: the feed's own hint (``ttl``, ``max-age``) or the default interval,
-    clamped to [min, max].  Failure: exponential back-off from the default interval,
-    capped; ``Retry-After`` is honoured within the cap; failing for longer than
-    ``broken_after_hours`` marks the feed broken (polled only at the cap).
-    410 Gone stops polling.
+    clamped to [min, max]; an admin's interval for the feed (``own_minutes``)
+    replaces the default, and a hint from the feed can only lengthen it (no
+    setting makes us poll a publisher more often than it asks).  Failure:
+    exponential back-off from that interval, capped; ``Retry-After`` is honoured
+    within the cap; failing for longer than ``broken_after_hours`` marks the feed
+    broken (polled only at the cap).  410 Gone stops polling.
     """
     rng = rng or random.Random()
     lo, hi = settings.min_interval_minutes, settings.max_interval_minutes
+    base = own_minutes if own_minutes is not None else settings.default_interval_minutes
     if outcome.status == "gone":
         return PollPlan("gone", None, 0.0, failures + 1, error_since or now)
     if outcome.status in ("ok", "not_modified"):
@@ -54,13 +58,15 @@ def next_poll(
             hint = float(outcome.ttl_minutes)
         if outcome.max_age is not None:
             hint = max(hint or 0.0, outcome.max_age / 60.0)
-        interval = min(max(hint if hint is not None else settings.default_interval_minutes, lo), hi)
+        if own_minutes is not None:
+            hint = max(hint or 0.0, own_minutes)
+        interval = min(max(hint if hint is not None else base, lo), hi)
         jittered = interval * (1 + rng.uniform(0, settings.jitter))
         return PollPlan(outcome.status, now + jittered * 60, interval, 0, None)
     failures += 1
     since = error_since if error_since is not None else now
     cap = settings.backoff_max_minutes
-    backoff = min(settings.default_interval_minutes * (2 ** min(failures - 1, 30)), cap)
+    backoff = min(base * (2 ** min(failures - 1, 30)), cap)
     if outcome.retry_after is not None:
         backoff = min(max(backoff, outcome.retry_after / 60.0), max(cap, lo))
     broken = now - since >= settings.broken_after_hours * 3600

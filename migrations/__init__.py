@@ -277,3 +277,9 @@ def m0007_site_indexes(db: Database) -> None:
         END;
         """
     )
+
+
+@migrations(name="0008_feed_poll_minutes")
+def m0008_feed_poll_minutes(db: Database) -> None:
+    # An admin's own polling interval for a feed (NULL: the automatic one).
+    db.execute("ALTER TABLE feeds ADD COLUMN poll_minutes REAL")

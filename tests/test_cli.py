@@ -71,6 +71,15 @@ def test_feed_lifecycle(run, demo_feeds: Path, tmp_path: Path) -> None:  # type:
     assert len(exported) == 44
     assert {"item_id", "feed", "link", "title", "published", "cluster_id", "canonical"} <= set(exported[0])
     assert sum(r["canonical"] for r in exported) == len({r["cluster_id"] for r in exported})
+    northwire = str(demo_feeds / "feeds" / "northwire.rss.xml")
+    assert "polled every 10 minutes; next poll" in run("interval", northwire, "10")
+    row = next(line for line in run("feeds").splitlines() if "Northwire" in line)
+    assert "10m=" in row
+    assert "between 5 and 1440 minutes" in run("interval", northwire, "2", ok=False)
+    assert "not a number of minutes or 'auto'" in run("interval", northwire, "often", ok=False)
+    assert "no such feed" in run("interval", "https://nope.example/", "10", ok=False)
+    assert "polled automatic" in run("interval", northwire, "auto")
+    assert "10m=" not in run("feeds")
     assert "reclustered 44 item(s)" in run("recluster")
     opml = run("export-opml")
     assert opml.count("<outline") == 6

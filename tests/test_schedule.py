@@ -43,6 +43,21 @@ def test_failures_back_off_exponentially_up_to_the_cap() -> None:
     assert intervals == sorted(intervals)
 
 
+def test_an_admins_interval_replaces_the_default_but_not_a_longer_hint() -> None:
+    def own(outcome: PollOutcome, minutes: float, failures: int = 0):  # type: ignore[no-untyped-def]
+        return next_poll(
+            outcome, failures=failures, error_since=None, now=NOW, settings=S, own_minutes=minutes
+        )
+
+    assert own(PollOutcome("ok"), 10).interval_minutes == 10
+    assert own(PollOutcome("not_modified"), 240).interval_minutes == 240
+    assert own(PollOutcome("ok", ttl_minutes=60), 10).interval_minutes == 60  # the feed asks for less
+    assert own(PollOutcome("ok", ttl_minutes=60), 120).interval_minutes == 120
+    assert own(PollOutcome("ok"), 0.5).interval_minutes == S.min_interval_minutes
+    # Failures back off from the feed's own interval.
+    assert [own(PollOutcome("error"), 10, f).interval_minutes for f in range(3)] == [10, 20, 40]
+
+
 def test_retry_after_is_honoured() -> None:
     assert plan(PollOutcome("error", retry_after=7200)).interval_minutes == 120
 
@@ -60,13 +75,19 @@ def test_broken_after_configured_time_and_gone_stops() -> None:
     st.one_of(st.none(), st.floats(0, 10**9)),
     st.one_of(st.none(), st.floats(0, 10**9)),
     st.integers(0, 100),
+    st.one_of(st.none(), st.floats(1, 43200)),
 )
 def test_next_poll_is_always_in_the_future_and_bounded(
-    status: str, ttl: int | None, max_age: float | None, retry: float | None, failures: int
+    status: str, ttl: int | None, max_age: float | None, retry: float | None, failures: int, own: float | None
 ) -> None:
     s = ScheduleSettings()
     p = next_poll(
-        PollOutcome(status, ttl, max_age, retry), failures=failures, error_since=None, now=NOW, settings=s
+        PollOutcome(status, ttl, max_age, retry),
+        failures=failures,
+        error_since=None,
+        now=NOW,
+        settings=s,
+        own_minutes=own,
     )
     if status == "gone":
         assert p.next_poll_at is None

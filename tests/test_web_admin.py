@@ -534,6 +534,28 @@ def test_feed_management(admin: Admin, demo_agg: Aggregator, feed_server: FeedSe
     row = page[page.index(f'id="feed-{bad.id}"') :]
     row = row[: row.index("</tr>")]
     assert "Failing" in row and "500" in row and "1 failure in a row" in row
+    # its own polling interval: validated, shown, back to automatic
+    r = admin.post(f"/admin/feeds/{good.id}/interval", {"minutes": "15"})
+    title = demo_agg.feed(good.id).display_name  # type: ignore[union-attr]  # the feed's own, once polled
+    assert f"{title} is polled every 15 minutes." in admin.follow(r)
+    polled = demo_agg.feed(good.id)
+    assert polled is not None and polled.poll_minutes == 15
+    assert polled.next_poll_at is not None and polled.last_polled_at is not None
+    assert polled.next_poll_at <= polled.last_polled_at + 15 * 60  # sooner from now on
+    assert 'value="15"' in admin.get("/admin/feeds")
+    for bad, says in (
+        ("soon<script>", "“soon&lt;script&gt;” is not a number of minutes"),
+        ("0", "the polling interval must be between 5 and 1440 minutes"),
+        ("nan", "the polling interval must be between"),
+        ("99999", "the polling interval must be between"),
+    ):
+        r = admin.post(f"/admin/feeds/{good.id}/interval", {"minutes": bad})
+        assert says in admin.follow(r), bad
+    assert demo_agg.feed(good.id).poll_minutes == 15  # type: ignore[union-attr]
+    r = admin.post(f"/admin/feeds/{good.id}/interval", {"minutes": ""})
+    assert f"{title} is polled automatically." in admin.follow(r)
+    assert demo_agg.feed(good.id).poll_minutes is None  # type: ignore[union-attr]
+    admin.post("/admin/feeds/999999/interval", {"minutes": "10"}, status=404)
     # pause and resume
     admin.post(f"/admin/feeds/{good.id}/pause", {"paused": "1"})
     assert demo_agg.feed(good.id).paused  # type: ignore[union-attr]

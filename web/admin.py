@@ -734,6 +734,25 @@ def pause_feed(feed_id: int) -> ResponseReturnValue:
     return _see_other("admin.feeds")
 
 
+@bp.post("/feeds/<int:feed_id>/interval")
+def feed_interval(feed_id: int) -> ResponseReturnValue:
+    feed = _feed_or_404(feed_id)
+    raw = request.form.get("minutes", "").strip()
+    try:
+        minutes = None if raw.lower() in ("", "auto") else float(raw)
+    except ValueError:
+        flash(f"“{_short(raw)}” is not a number of minutes (leave it empty for automatic).", "error")
+        return _see_other("admin.feeds")
+    try:
+        changed = get_aggregator().set_poll_interval(feed_id, minutes)
+    except FeedError as exc:
+        flash(str(exc), "error")
+        return _see_other("admin.feeds")
+    every = "automatically" if changed.poll_minutes is None else f"every {changed.poll_minutes:g} minutes"
+    flash(f"{_short(feed.display_name)} is polled {every}.", "notice")
+    return _see_other("admin.feeds")
+
+
 @bp.post("/feeds/<int:feed_id>/poll")
 def poll_feed(feed_id: int) -> ResponseReturnValue:
     feed = _feed_or_404(feed_id)

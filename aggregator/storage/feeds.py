@@ -18,13 +18,14 @@ __all__ = [
     "get_by_url",
     "remove",
     "set_paused",
+    "set_poll_minutes",
     "update_state",
 ]
 
 _COLUMNS = (
     "id, url, title, site_url, added_at, paused, status, last_error, last_polled_at, "
     "next_poll_at, failures, items_total, etag, last_modified, interval_minutes, "
-    "error_since, polls, not_modified, fetch_ms_total, last_items_added"
+    "error_since, polls, not_modified, fetch_ms_total, last_items_added, poll_minutes"
 )
 
 
@@ -50,6 +51,7 @@ def _feed(row: tuple[Any, ...]) -> Feed:
         not_modified=row[17],
         fetch_ms_total=row[18],
         last_items_added=row[19],
+        poll_minutes=row[20],
     )
 
 
@@ -100,6 +102,12 @@ def due(db: Database, now: float) -> list[Feed]:
 def set_paused(db: Database, feed_id: int, paused: bool) -> None:
     with db.atomic():
         db.execute("UPDATE feeds SET paused = ? WHERE id = ?", [int(paused), feed_id])
+
+
+def set_poll_minutes(db: Database, feed_id: int, minutes: float | None) -> None:
+    """Poll this feed every ``minutes`` (None: the automatic interval), from now on."""
+    with db.atomic():
+        db.execute("UPDATE feeds SET poll_minutes = ? WHERE id = ?", [minutes, feed_id])
 
 
 def update_state(db: Database, feed_id: int, fields: Mapping[str, Any]) -> None:
