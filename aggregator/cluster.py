@@ -597,7 +597,9 @@ class ClusterEngine:
         return 0.5 ** (gap / (half_life * 3600.0)) if gap > 0 else 1.0
 
     def _time_ok(self, c: _Cluster, t: float) -> bool:
-        return t - c.last <= self._window and c.first - t <= self._window
+        """Whether ``t`` is within the time window of every member: a story spans at
+        most ``time_window_hours``, so a frequent name cannot grow one cluster for weeks."""
+        return max(t, c.last) - min(t, c.first) <= self._window
 
     def _new_cluster(self, cid: int) -> _Cluster:
         c = _Cluster(cid=cid, order=self._n_clusters_created, centroid={})
@@ -643,7 +645,7 @@ class ClusterEngine:
         ratio = self.settings.merge_ratio
         if ratio <= 0 or a.norm2 <= 0 or b.norm2 <= 0:
             return False
-        if a.first - b.last > self._window or b.first - a.last > self._window:
+        if max(a.last, b.last) - min(a.first, b.first) > self._window:
             return False
         cos = _dot(a.centroid, b.centroid) / math.sqrt(a.norm2 * b.norm2)
         cos *= self._decay(a.first, a.last, b.first, b.last, self.settings.recency_half_life_hours)

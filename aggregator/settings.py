@@ -349,8 +349,10 @@ class ClusterSettings:
     )
     time_window_hours: float = setting(
         72.0,
-        "Only items within this many hours of a cluster's time span may join it; older items "
-        "leave the LSH index, so the cost stays flat as the archive grows.",
+        "A story spans at most this many hours: an item joins a cluster only if it is within "
+        "this many hours of all its members (a subject that never goes away, such as a "
+        "frequently named person, makes new stories rather than one that grows for weeks); "
+        "older items leave the LSH index, so the cost stays flat as the archive grows.",
         min=1,
         max=8760,
         admin=True,
