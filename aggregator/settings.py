@@ -391,6 +391,14 @@ class WebSettings:
         "Public address of the site (e.g. https://news.example.org), used for links and ids in "
         "the merged feeds. Empty: taken from each request's Host header.",
     )
+    trusted_proxies: int = setting(
+        0,
+        "Reverse proxies in front of the site whose X-Forwarded-For, -Proto and -Host headers "
+        "are believed (the login rate limit counts per client address). 0: none; never more "
+        "than there really are, or clients can forge their address.",
+        min=0,
+        max=5,
+    )
 
 
 SECTIONS: dict[str, type] = {

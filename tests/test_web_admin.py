@@ -644,3 +644,25 @@ def hostile(agg: Aggregator, feed_server: FeedServer) -> Aggregator:
     (report,) = agg.update()
     assert report.status == "ok"
     return agg
+
+
+@pytest.mark.parametrize("proxies", [0, 1])
+def test_the_login_rate_limit_counts_the_client_behind_a_trusted_proxy(
+    demo_agg: Aggregator, account: str, proxies: int
+) -> None:
+    from aggregator.storage import admin as admin_store
+
+    settings = demo_agg.settings.replace({"web.trusted_proxies": proxies})
+    client = create_app(settings, db_path=demo_agg.db_path).test_client()
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    token = token_of(client.get("/admin/login", headers=forwarded).get_data(as_text=True))
+    r = client.post(
+        "/admin/login",
+        data={"csrf_token": token, "name": "mallory", "password": "not the password"},
+        headers=forwarded,
+    )
+    assert r.status_code == 401
+    _, from_client = admin_store.failures_since(demo_agg.db, name="mallory", remote="203.0.113.9", since=0)
+    _, from_proxy = admin_store.failures_since(demo_agg.db, name="mallory", remote="127.0.0.1", since=0)
+    # Believed only when the configuration says a proxy is there; else anyone could pick an address.
+    assert (from_client, from_proxy) == ((1, 0) if proxies else (0, 1))

@@ -45,6 +45,7 @@ from typing import Any
 
 from flask import Flask, Response, g, render_template
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from aggregator import Aggregator
 from aggregator.settings import Settings, load_settings
@@ -94,6 +95,9 @@ def create_app(
         app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(
             seconds=float(app.config["AGGREGATOR_ADMIN_SESSION_SECONDS"])
         )
+    if settings.web.trusted_proxies:
+        n = settings.web.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
 
