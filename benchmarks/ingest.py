@@ -276,6 +276,17 @@ def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
                 spent += run.ingest_doc(doc)
                 n += len(doc[2])
                 marks.append((n, spent))
+                if args.progress and len(marks) % 200 == 0:  # a long run leaves its figures as it goes
+                    write_json(
+                        Path(args.progress),
+                        {
+                            "items": n,
+                            "ingest_seconds": spent,
+                            "wall_seconds": time.perf_counter() - wall0,
+                            "peak_rss": peak_rss_bytes(),
+                            "marks": _thin(marks, 400),
+                        },
+                    )
                 if stage_snapshot is None and n >= args.stage_items:
                     stage_snapshot = dict(timer.seconds)
                     stage_functions = timer.top_functions(14)
@@ -434,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         help="with --fill: item counts before which a tail is ingested by the pipeline after a rebuild",
     )
     ap.add_argument("--tail", type=int, default=10_000, help="items in each checkpoint's tail")
+    ap.add_argument("--progress", help="a JSON file rewritten every 200 documents with the figures so far")
     args = ap.parse_args(argv)
     result = run_ingest(args) if args.command == "ingest" else run_rebuild(args)
     write_json(Path(args.out), result)
