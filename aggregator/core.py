@@ -343,12 +343,13 @@ class Aggregator:
         lo, hi = s.min_interval_minutes, s.max_interval_minutes
         if minutes is not None and not (math.isfinite(minutes) and lo <= minutes <= hi):
             raise FeedError(f"the polling interval must be between {lo:g} and {hi:g} minutes")
+        fields: dict[str, float | None] = {"poll_minutes": minutes}
+        if minutes is not None and feed.status in ("new", "ok", "not_modified"):
+            sooner = (feed.last_polled_at or self.clock()) + minutes * 60
+            if feed.next_poll_at is None or sooner < feed.next_poll_at:
+                fields["next_poll_at"] = sooner
         with write_transaction(self.db):
-            feeds_store.set_poll_minutes(self.db, feed.id, minutes)
-            if minutes is not None and feed.status in ("new", "ok", "not_modified"):
-                sooner = (feed.last_polled_at or self.clock()) + minutes * 60
-                if feed.next_poll_at is None or sooner < feed.next_poll_at:
-                    feeds_store.update_state(self.db, feed.id, {"next_poll_at": sooner})
+            feeds_store.update_state(self.db, feed.id, fields)
         changed = self.feed(feed.id)
         assert changed is not None
         return changed

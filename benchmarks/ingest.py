@@ -90,10 +90,10 @@ class _Filler:
     """Stores items with their generator's story as the cluster (the databases of figures 4 and 5).
 
     Items published in one of the ``signed`` time ranges (what a start-up rebuild
-    at the end or at a checkpoint reads) get real signatures and the frozen vectors the pipeline would have stored for them,
-    made by a :class:`ClusterEngine` that is fed the same items in the same order
-    (:meth:`ClusterEngine.restore`): the start-up rebuild then reads what it would
-    read after a real run.
+    at the end or at a checkpoint reads) get real signatures and the frozen vectors
+    the pipeline would have stored for them, made by a :class:`ClusterEngine` fed
+    the same items in the same order (:meth:`ClusterEngine.restore`): the start-up
+    rebuild then reads what it would read after a real run.
     """
 
     def __init__(self, agg: Aggregator, feed_ids: dict[int, int], signed: list[tuple[float, float]]) -> None:

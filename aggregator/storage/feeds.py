@@ -18,7 +18,6 @@ __all__ = [
     "get_by_url",
     "remove",
     "set_paused",
-    "set_poll_minutes",
     "update_state",
 ]
 
@@ -104,12 +103,6 @@ def set_paused(db: Database, feed_id: int, paused: bool) -> None:
         db.execute("UPDATE feeds SET paused = ? WHERE id = ?", [int(paused), feed_id])
 
 
-def set_poll_minutes(db: Database, feed_id: int, minutes: float | None) -> None:
-    """Poll this feed every ``minutes`` (None: the automatic interval), from now on."""
-    with db.atomic():
-        db.execute("UPDATE feeds SET poll_minutes = ? WHERE id = ?", [minutes, feed_id])
-
-
 def update_state(db: Database, feed_id: int, fields: Mapping[str, Any]) -> None:
     """Write polling state.  ``fields`` keys are column names; counters use ``+=`` names."""
     sets: list[str] = []
@@ -144,6 +137,7 @@ _WRITABLE = frozenset(
         "last_ok_at",
         "next_poll_at",
         "interval_minutes",
+        "poll_minutes",
         "failures",
         "error_since",
         "polls",
