@@ -27,6 +27,11 @@ and the numbers behind each choice):
 4. **Merge.**  Other clusters the item also matched merge into the joined one
    when their centroids are as close to each other as their members are to
    them: ``cos(A, B) >= merge_ratio * sqrt(coh(A) * coh(B))``.
+5. **Adoption.**  A candidate cluster of at most ``adopt_max_size`` items (a
+   story's first report, left alone because the second report scored just under
+   the bar against it) joins the grown cluster when its items, scored now with
+   their stored vectors, would join it: the mean of their scores (recency and the
+   name-mismatch rule included) reaches the join threshold for their length.
 
 There is no union of candidate pairs: an item joins through a cluster's
 centroid only, so unrelated stories cannot chain together.
@@ -360,6 +365,13 @@ class ClusterEngine:
             if self._should_merge(target, other) and (may_merge is None or may_merge(target.cid, other.cid)):
                 target, gone = self._merge(target, other)
                 merged.append(gone.cid)
+        if s.adopt_max_size > 0 and not cold:
+            for other in clusters:
+                if other.cid not in self._clusters or other is target or other.size > s.adopt_max_size:
+                    continue
+                if self._adopts(target, other) and (may_merge is None or may_merge(target.cid, other.cid)):
+                    target, gone = self._merge(target, other)
+                    merged.append(gone.cid)
         return Decision(target.cid, score, "similar", matched, tuple(merged))
 
     def restore(
@@ -640,6 +652,30 @@ class ClusterEngine:
         if index:
             self._lsh.insert_signature(seq, signature)
         heapq.heappush(self._expiry, (t, seq))
+
+    def _adopts(self, big: _Cluster, small: _Cluster) -> bool:
+        """Whether ``small``'s items would join ``big`` if they arrived now (with the
+        vectors made at their arrival): their mean score against it, recency and the
+        name-mismatch rule included, reaches the join threshold for their length."""
+        if big.norm2 <= 0 or small.norm2 <= 0:
+            return False
+        if max(big.last, small.last) - min(big.first, small.first) > self._window:
+            return False
+        n_terms = len(small.centroid)
+        # The mean of its members' scores (each member's vector has unit length).
+        score = _dot(small.centroid, big.centroid) / (small.size * math.sqrt(big.norm2))
+        score *= self._decay(big.first, big.last, small.first, small.last, self.half_life(n_terms))
+        name, other = small.top_name, big.top_name
+        if (
+            name is not None
+            and other is not None
+            and self.settings.name_mismatch_factor < 1.0
+            and self._length_share(n_terms) >= 1.0
+            and small.centroid.get(other, 0.0) < NAME_ABSENT_IN_ITEM * math.sqrt(small.norm2)
+            and big.centroid.get(name, 0.0) < NAME_ABSENT_IN_CLUSTER * math.sqrt(big.norm2)
+        ):
+            score *= self.settings.name_mismatch_factor
+        return score >= self.join_threshold(n_terms)
 
     def _should_merge(self, a: _Cluster, b: _Cluster) -> bool:
         ratio = self.settings.merge_ratio

@@ -307,6 +307,16 @@ class ClusterSettings:
         max=10,
         admin=True,
     )
+    adopt_max_size: int = setting(
+        1,
+        "When an item joins a cluster, a candidate cluster of at most this many items joins "
+        "the grown cluster too if its items, scored against it now, would pass the join "
+        "threshold: a story's first report, which the second report scored just under the "
+        "bar, is not left alone once the story grows. 0 turns it off.",
+        min=0,
+        max=1000,
+        admin=True,
+    )
     recency_half_life_hours: float = setting(
         6.0,
         "For a bare headline, a cluster's score halves for every this many hours between the "

@@ -122,6 +122,7 @@ SWEEPS: list[tuple[str, list[Any]]] = [
     ("join_threshold_long", [0.30, 0.35, 0.40, 0.45, 0.50]),
     ("idf_power", [1.0, 1.5, 2.0, 2.5]),
     ("merge_ratio", [0.6, 0.7, 0.75, 0.8, 0.9, 10.0]),
+    ("adopt_max_size", [0, 1, 2, 3, 5]),
     ("name_mismatch_factor", [0.0, 0.5, 1.0]),
     ("recency_half_life_hours", [3.0, 6.0, 12.0, 24.0, 10000.0]),
     ("recency_half_life_long_hours", [12.0, 48.0, 168.0]),
