@@ -216,6 +216,17 @@ def _shared_terms(a: dict[str, float], b: dict[str, float], enough: int) -> int:
     return n
 
 
+def _other_protagonist(name: str, vec: dict[str, float], norm: float, c: _Cluster, c_norm: float) -> bool:
+    """The name-mismatch rule: ``vec`` (of length ``norm``), whose main name is
+    ``name``, barely mentions cluster ``c``'s main name, and ``c`` (centroid length
+    ``c_norm``) barely mentions ``name``."""
+    return (
+        c.top_name is not None
+        and vec.get(c.top_name, 0.0) < NAME_ABSENT_IN_ITEM * norm
+        and c.centroid.get(name, 0.0) < NAME_ABSENT_IN_CLUSTER * c_norm
+    )
+
+
 def _dot(a: dict[str, float], b: dict[str, float]) -> float:
     """Sparse dot product (loops over the smaller dict, in C via map)."""
     if len(a) > len(b):
@@ -337,12 +348,7 @@ class ClusterEngine:
                 continue
             norm = math.sqrt(c.norm2)
             score = _dot(vec, c.centroid) * self._decay(c.first, c.last, t, t, half_life) / norm
-            if (
-                name is not None
-                and c.top_name is not None
-                and vec.get(c.top_name, 0.0) < NAME_ABSENT_IN_ITEM
-                and c.centroid.get(name, 0.0) < NAME_ABSENT_IN_CLUSTER * norm
-            ):
+            if name is not None and _other_protagonist(name, vec, 1.0, c, norm):
                 score *= mismatch  # another protagonist: another event of the same kind
             # Before IDF knows which words are common, one shared word proves nothing.
             if score >= threshold and not (cold and _shared_terms(vec, c.centroid, 2) < 2):
@@ -665,16 +671,15 @@ class ClusterEngine:
         # The mean of its members' scores (each member's vector has unit length).
         score = _dot(small.centroid, big.centroid) / (small.size * math.sqrt(big.norm2))
         score *= self._decay(big.first, big.last, small.first, small.last, self.half_life(n_terms))
-        name, other = small.top_name, big.top_name
+        mismatch = self.settings.name_mismatch_factor
+        name = small.top_name
         if (
-            name is not None
-            and other is not None
-            and self.settings.name_mismatch_factor < 1.0
+            mismatch < 1.0
+            and name is not None
             and self._length_share(n_terms) >= 1.0
-            and small.centroid.get(other, 0.0) < NAME_ABSENT_IN_ITEM * math.sqrt(small.norm2)
-            and big.centroid.get(name, 0.0) < NAME_ABSENT_IN_CLUSTER * math.sqrt(big.norm2)
+            and _other_protagonist(name, small.centroid, math.sqrt(small.norm2), big, math.sqrt(big.norm2))
         ):
-            score *= self.settings.name_mismatch_factor
+            score *= mismatch
         return score >= self.join_threshold(n_terms)
 
     def _should_merge(self, a: _Cluster, b: _Cluster) -> bool:
