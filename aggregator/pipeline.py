@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,8 +328,10 @@ class Pipeline:
         todo_ids = ids + [i for i, _ in changed]
         items_store.save_signatures(self.db, [(i, sigs[k]) for k, i in enumerate(todo_ids)])
         touched: set[int] = set(clusters_store.clusters_of(self.db, [i for i, _ in changed]).values())
+        grown: dict[int, list[int]] = {}
         if new:
-            touched |= self._assign_all(engine, feed_id, new, feats, sigs, now)
+            grown, merged = self._assign_all(engine, feed_id, new, feats, sigs, now)
+            touched |= merged
             vectors = engine.pop_vectors()
             items_store.save_frozen(
                 self.db,
@@ -339,7 +341,7 @@ class Pipeline:
                     if i in vectors
                 ],
             )
-        self.refresh_clusters(touched, now)
+        self.refresh_clusters(touched, now, {c: i for c, i in grown.items() if c not in touched})
         self._last_id = max(self._last_id, max(ids, default=0))
         return IngestResult(ids, [i for i, _ in changed])
 
@@ -357,11 +359,12 @@ class Pipeline:
         feats: Sequence[Features],
         sigs: np.ndarray,
         now: float,
-    ) -> set[int]:
+    ) -> tuple[dict[int, list[int]], set[int]]:
         """Put a feed's new items in clusters, in time order, and store why.
 
         Same-link and same-words evidence is looked up for the whole batch at once;
-        memberships are written together at the end.  Returns the clusters changed.
+        memberships are written together at the end.  Returns the clusters that only
+        gained members (cluster -> new item ids) and the clusters that merges changed.
         """
         window = engine.window_seconds
         links = items_store.clustered_by_link(
@@ -384,7 +387,7 @@ class Pipeline:
                 return not rules_store.conflict(self.db, a, b)
 
         rows: list[tuple[int, int, float, str, int | None]] = []
-        touched: set[int] = set()
+        merged_into: set[int] = set()
         order = sorted(range(len(new)), key=lambda n: (new[n][2], new[n][0]))
         for n in order:
             item_id, item, time = new[n]
@@ -409,24 +412,35 @@ class Pipeline:
             )
             rows.append((item_id, a.cluster, a.score, a.signal, a.matched_item_id))
             copies.setdefault(item.content_hash, []).append((item_id, time, a.cluster))
-            touched.add(a.cluster)
             if a.merged:
+                merged_into.add(a.cluster)
                 clusters_store.merge_into(self.db, a.cluster, a.merged)
                 for gone in a.merged:
                     alias[gone] = a.cluster
                 self._changed_clusters()
-        clusters_store.add_members(
-            self.db, [(i, final(c), score, signal, matched) for i, c, score, signal, matched in rows], now
-        )
-        return {final(c) for c in touched}
+        rows = [(i, final(c), score, signal, matched) for i, c, score, signal, matched in rows]
+        clusters_store.add_members(self.db, rows, now)
+        merged = {final(c) for c in merged_into}
+        grown: dict[int, list[int]] = {}
+        for i, c, *_ in rows:
+            if c not in merged:
+                grown.setdefault(c, []).append(i)
+        return grown, merged
 
-    def refresh_clusters(self, cluster_ids: set[int], now: float) -> None:
+    def refresh_clusters(
+        self, cluster_ids: set[int], now: float, grown: Mapping[int, Sequence[int]] | None = None
+    ) -> None:
+        """Recompute the stored summary (canonical item, size, outlets, span) of
+        ``cluster_ids`` from all their members, and of the ``grown`` clusters
+        (cluster -> new item ids) from their summary and the new members."""
         c = self.settings.cluster
 
         def choose(members: Sequence[MemberInfo]) -> int:
             return canonical.choose(members, c.canonical_policy, c.preferred_sources)
 
         clusters_store.refresh_many(self.db, cluster_ids, choose, now)
+        if grown:
+            clusters_store.grow(self.db, grown, choose, now)
 
     # -- whole archive -----------------------------------------------------------------
 

@@ -510,3 +510,20 @@ def test_restart_rows_keep_the_context_of_items_without_a_stored_vector() -> Non
     slow = [*rows[:4], row(5, 33, 2, None), rows[5]]
     kept, _ = restart_rows(slow, 40 * hour, 10 * hour, tag)
     assert [r.item_id for r in kept] == [2, 3, 4, 5, 6]  # from 23 h on
+
+
+def test_story_summaries_kept_by_growth_equal_a_full_refresh(agg: Aggregator, demo_feeds) -> None:  # type: ignore[no-untyped-def]
+    """Each poll updates a story's summary (canonical item, size, outlets, span) from
+    the new members alone; after the demo feeds arrive one by one (stories growing,
+    merging, new ones starting) it is what reading every member again gives."""
+    from aggregator.storage import write_transaction
+
+    agg.import_opml(demo_feeds / "demo.opml")
+    for f in agg.feeds():
+        agg.update([f])
+    query = "SELECT id, canonical_item_id, size, n_feeds, first_time, last_time FROM clusters ORDER BY id"
+    kept = agg.db.execute(query).fetchall()
+    assert any(row[2] > 1 for row in kept) and any(row[3] > 1 for row in kept)
+    with write_transaction(agg.db):
+        agg.pipeline.refresh_clusters({row[0] for row in kept}, time.time())
+    assert agg.db.execute(query).fetchall() == kept

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlite_utils import Database
 
 import migrations
+from aggregator import canonical
+from aggregator.models import Item, MemberInfo
+from aggregator.storage import clusters as clusters_store
 from aggregator.storage import feeds as feeds_store
+from aggregator.storage import items as items_store
 from aggregator.storage import meta as meta_store
 from aggregator.storage import open_database, write_transaction
 
@@ -76,3 +83,86 @@ def test_meta_counter(tmp_path: Path) -> None:
     db = open_database(tmp_path / "t.db")
     assert meta_store.bump(db, "gen") == 1
     assert meta_store.bump(db, "gen") == 2
+
+
+# -- cluster summaries: growing a cluster equals recomputing it ---------------------------------
+
+
+def _item(n: int, length: int) -> Item:
+    return Item(
+        identity=f"i{n}",
+        guid=f"i{n}",
+        link=None,
+        canonical_link=None,
+        title=f"item {n}",
+        summary="",
+        text="x" * length,
+        content_html="",
+        author=None,
+        published=None,
+        updated=None,
+        categories=(),
+        content_hash=f"h{n}",
+    )
+
+
+_member = st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 40))  # feed, time, text length
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    before=st.lists(st.lists(_member, min_size=1, max_size=6), max_size=5),
+    added=st.lists(st.tuples(st.integers(0, 6), _member), min_size=1, max_size=12),
+    policy=st.sampled_from(["earliest", "most_complete", "preferred"]),
+    pin=st.booleans(),
+)
+def test_grow_matches_a_full_refresh(
+    tmp_path_factory: pytest.TempPathFactory,
+    before: list[list[tuple[int, int, int]]],
+    added: list[tuple[int, tuple[int, int, int]]],
+    policy: str,
+    pin: bool,
+) -> None:
+    """``clusters.grow`` (the summary from the old summary and the new members) leaves
+    every cluster as ``refresh_many`` (all members read again) would: canonical item,
+    size, outlets, span; with pinned items and every canonical policy."""
+    db = open_database(tmp_path_factory.mktemp("grow") / "agg.db")
+
+    def choose(members: Sequence[MemberInfo]) -> int:
+        return canonical.choose(members, policy, ["feed 2", "https://f1.example/"])
+
+    counter = iter(range(1, 10**6))
+
+    def store(feed_ids: list[int], cluster: int, members: list[tuple[int, int, int]]) -> list[int]:
+        ids = []
+        for f, t, length in members:
+            n = next(counter)
+            ids += items_store.insert_many(db, feed_ids[f], [_item(n, length)], 1.0, [float(t)])
+        clusters_store.add_members(db, [(i, cluster, 1.0, "similar", None) for i in ids], 1.0)
+        return ids
+
+    with write_transaction(db):
+        feed_ids = [
+            feeds_store.add(db, f"https://f{k}.example/", 1.0, title=f"feed {k}")[0].id for k in range(4)
+        ]
+        clusters = []
+        for members in before:
+            c = clusters_store.create(db, 1.0)
+            clusters.append(c)
+            ids = store(feed_ids, c, members)
+            if pin:
+                clusters_store.pin(db, c, ids[-1])
+        clusters_store.refresh_many(db, clusters, choose, 1.0)
+        grown: dict[int, list[int]] = {}
+        fresh: dict[int, int] = {}
+        for target, member in added:
+            if target < len(clusters):
+                c = clusters[target]
+            else:
+                c = fresh.get(target) or fresh.setdefault(target, clusters_store.create(db, 1.0))
+            grown.setdefault(c, []).extend(store(feed_ids, c, [member]))
+        clusters_store.grow(db, grown, choose, 2.0)
+        query = "SELECT id, canonical_item_id, size, n_feeds, first_time, last_time FROM clusters ORDER BY id"
+        after_grow = db.execute(query).fetchall()
+        clusters_store.refresh_many(db, [*clusters, *fresh.values()], choose, 3.0)
+        assert after_grow == db.execute(query).fetchall()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlite_utils import Database
@@ -17,6 +17,7 @@ __all__ = [
     "count",
     "create",
     "detail",
+    "grow",
     "listing",
 ]
 
@@ -484,3 +485,93 @@ def refresh_many(db: Database, cluster_ids: Iterable[int], choose: CanonicalPoli
     )
     if empty:
         db.conn.executemany("DELETE FROM clusters WHERE id = ?", [(c,) for c in empty])
+
+
+def _member_infos(db: Database, item_ids: Sequence[int]) -> dict[int, MemberInfo]:
+    out: dict[int, MemberInfo] = {}
+    for start in range(0, len(item_ids), 500):
+        chunk = item_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in db.execute(
+            "SELECT i.id, i.feed_id, f.title, f.url, i.sort_time, length(i.text) "
+            f"FROM items i JOIN feeds f ON f.id = i.feed_id WHERE i.id IN ({marks})",
+            chunk,
+        ):
+            out[row[0]] = MemberInfo(*row)
+    return out
+
+
+def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPolicy, now: float) -> None:
+    """:func:`refresh_many` for clusters that only gained members (cluster -> the new
+    item ids, already stored as its members), without reading their other members:
+    size, span, outlets and canonical item follow from the stored summary and the
+    new members, so the cost does not grow with the cluster.
+
+    ``choose`` picks the best member under a fixed order (every canonical policy
+    does), so the best of the old canonical item and the new members is the best of
+    all.  A cluster whose summary cannot be trusted (members but no canonical item)
+    gets :func:`refresh_many`.
+    """
+    ids = sorted(c for c, new in added.items() if new)
+    if not ids:
+        return
+    state: dict[int, tuple[int, int, float | None, float | None, int | None, int | None]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in db.execute(
+            "SELECT id, size, n_feeds, first_time, last_time, canonical_item_id, pinned_item_id "
+            f"FROM clusters WHERE id IN ({marks})",
+            chunk,
+        ):
+            state[row[0]] = row[1:]
+    olds = {st[4] for st in state.values() if st[4] is not None}
+    infos = _member_infos(db, sorted({i for c in ids for i in added[c]} | olds))
+    updates = []
+    full = []
+    for cid in ids:
+        if cid not in state:
+            continue
+        size, n_feeds, first, last, canonical, pinned = state[cid]
+        new_ids = sorted(set(added[cid]))
+        new = [infos[i] for i in new_ids if i in infos]
+        if not new:
+            continue
+        if size and (canonical is None or canonical not in infos):
+            full.append(cid)
+            continue
+        feeds = {m.feed_id for m in new}
+        if size:
+            marks = ",".join("?" * len(new_ids))
+            for feed_id in sorted(feeds):
+                seen = db.execute(
+                    "SELECT 1 FROM memberships m JOIN items i ON i.id = m.item_id WHERE m.cluster_id = ? "
+                    f"AND +i.feed_id = ? AND m.item_id NOT IN ({marks}) LIMIT 1",
+                    [cid, feed_id, *new_ids],
+                ).fetchone()
+                if seen:
+                    n_feeds -= 1
+        candidates = new if not size or canonical is None else [infos[canonical], *new]
+        if pinned is not None and (pinned == canonical or pinned in new_ids):
+            best = pinned
+        else:
+            best = choose(candidates)
+        times = [m.sort_time for m in new]
+        updates.append(
+            (
+                best,
+                size + len(new),
+                n_feeds + len(feeds),
+                min(times) if first is None else min(first, *times),
+                max(times) if last is None else max(last, *times),
+                now,
+                cid,
+            )
+        )
+    db.conn.executemany(
+        "UPDATE clusters SET canonical_item_id = ?, size = ?, n_feeds = ?, first_time = ?, last_time = ?, "
+        "updated_at = ? WHERE id = ?",
+        updates,
+    )
+    if full:
+        refresh_many(db, full, choose, now)
