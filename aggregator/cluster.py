@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+import sys
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -227,6 +228,22 @@ def _other_protagonist(name: str, vec: dict[str, float], norm: float, c: _Cluste
     )
 
 
+def _shared(feats: Features) -> Features:
+    """``feats`` with its terms swapped for their interned copies (``sys.intern``).
+
+    Every vector, centroid and document-frequency table of the engine then holds one
+    string object per distinct term (features from worker processes or the database
+    arrive as fresh copies), and a dictionary look-up finds its key by identity
+    instead of comparing characters in another corner of memory.
+    """
+    intern = sys.intern
+    return Features(
+        feats.tokens,
+        {intern(t): w for t, w in feats.weights.items()},
+        frozenset(map(intern, feats.entities)),
+    )
+
+
 def _dot(a: dict[str, float], b: dict[str, float]) -> float:
     """Sparse dot product (loops over the smaller dict, in C via map)."""
     if len(a) > len(b):
@@ -301,6 +318,7 @@ class ClusterEngine:
         if item_id in self._by_id:
             raise ValueError(f"item {item_id} was already added")
         t = self._advance_clock(time)
+        feats = _shared(feats)
         vec = self._vectorize(feats)
         if self._keep_vectors:
             self._fresh[item_id] = vec
@@ -394,6 +412,7 @@ class ClusterEngine:
         if item_id in self._by_id:
             return None
         t = self._advance_clock(time)
+        feats = _shared(feats)
         vec = self._vectorize(feats)
         cluster = self._clusters.get(cluster_id) or self._new_cluster(cluster_id)
         self._attach(item_id, cluster, vec, t, signature, feats, index=bool(vec) and bool(feats.tokens))
@@ -417,12 +436,13 @@ class ClusterEngine:
         if item_id in self._by_id:
             return
         t = self._advance_clock(time)
-        f = _Frozen(tuple(frozen["t"]), frozenset(frozen["e"]), int(frozen["n"]))
+        intern = sys.intern
+        f = _Frozen(tuple(map(intern, frozen["t"])), frozenset(map(intern, frozen["e"])), int(frozen["n"]))
         self._n_docs += 1
         df = self._df
         for term in f.terms:
             df[term] = df.get(term, 0) + 1
-        vec: dict[str, float] = frozen["v"]
+        vec: dict[str, float] = {intern(t): x for t, x in frozen["v"].items()}
         cluster = self._clusters.get(cluster_id) or self._new_cluster(cluster_id)
         self._attach(item_id, cluster, vec, t, signature, f, index=bool(vec) and f.n_tokens > 0)
 
