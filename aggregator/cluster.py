@@ -19,9 +19,11 @@ and the numbers behind each choice):
    is joined if it reaches the *length-aware* threshold (``join_threshold_short``
    for a bare headline, ``join_threshold_long`` for an article, log-linear in
    between) (``similar``); else the item starts a new cluster (``new``).
-   Two guards: an article whose main name is absent from a cluster whose own
-   main name is absent from the article scores ``name_mismatch_factor`` times
-   less (another protagonist, same kind of event); and while the window holds
+   Three guards: in an article's score the largest single term product counts
+   for at most ``max_term_share`` of it (one shared name is not a story); an
+   article whose main name is absent from a cluster whose own main name is
+   absent from the article scores ``name_mismatch_factor`` times less (another
+   protagonist, same kind of event); and while the window holds
    fewer than ``cold_start_items`` items a join needs two shared terms (IDF
    cannot tell a common word from a name yet).
 4. **Merge.**  Other clusters the item also matched merge into the joined one
@@ -244,6 +246,23 @@ def _shared(feats: Features) -> Features:
     )
 
 
+def _dot_capped(a: dict[str, float], b: dict[str, float], cap: float) -> float:
+    """:func:`_dot` in which the largest single term product counts for at most
+    ``cap`` of the result (one shared term, however heavy, is not a story)."""
+    if cap >= 1.0:
+        return _dot(a, b)
+    if len(a) > len(b):
+        a, b = b, a
+    prods = list(map(mul, a.values(), map(b.get, a.keys(), repeat(0.0))))
+    total: float = sum(prods)
+    if total <= 0.0:
+        return total
+    top: float = max(prods)
+    if top > cap * total:
+        return (total - top) / (1.0 - cap)
+    return total
+
+
 def _dot(a: dict[str, float], b: dict[str, float]) -> float:
     """Sparse dot product (loops over the smaller dict, in C via map)."""
     if len(a) > len(b):
@@ -355,6 +374,7 @@ class ClusterEngine:
                     return Decision(c.cid, j, "near-copy", dups[k].item_id)
 
         threshold = self.join_threshold(len(vec))
+        share_cap = self.share_cap(len(vec))
         half_life = self.half_life(len(vec))
         name = self._main_name(vec, feats)
         mismatch = s.name_mismatch_factor
@@ -365,7 +385,9 @@ class ClusterEngine:
             if c.norm2 <= 0:
                 continue
             norm = math.sqrt(c.norm2)
-            score = _dot(vec, c.centroid) * self._decay(c.first, c.last, t, t, half_life) / norm
+            score = (
+                _dot_capped(vec, c.centroid, share_cap) * self._decay(c.first, c.last, t, t, half_life) / norm
+            )
             if name is not None and _other_protagonist(name, vec, 1.0, c, norm):
                 score *= mismatch  # another protagonist: another event of the same kind
             # Before IDF knows which words are common, one shared word proves nothing.
@@ -523,6 +545,12 @@ class ClusterEngine:
             if x > w or (x == w and best is not None and term < best):
                 best, w = term, x
         return best
+
+    def share_cap(self, n_terms: int) -> float:
+        """The largest share of a score one term may give (``max_term_share`` for an
+        article, 1 for a bare headline, whose few words often meet in one name)."""
+        s = self.settings
+        return s.max_term_share + (1.0 - self._length_share(n_terms)) * (1.0 - s.max_term_share)
 
     def join_threshold(self, n_terms: int) -> float:
         """Length-aware join threshold for an item with ``n_terms`` distinct terms."""
@@ -689,7 +717,8 @@ class ClusterEngine:
             return False
         n_terms = len(small.centroid)
         # The mean of its members' scores (each member's vector has unit length).
-        score = _dot(small.centroid, big.centroid) / (small.size * math.sqrt(big.norm2))
+        dot = _dot_capped(small.centroid, big.centroid, self.share_cap(n_terms))
+        score = dot / (small.size * math.sqrt(big.norm2))
         score *= self._decay(big.first, big.last, small.first, small.last, self.half_life(n_terms))
         mismatch = self.settings.name_mismatch_factor
         name = small.top_name

@@ -307,6 +307,16 @@ class ClusterSettings:
         max=10,
         admin=True,
     )
+    max_term_share: float = setting(
+        0.7,
+        "An article's score against a cluster counts its largest single term product for at "
+        "most this share of the score (the rest must carry the remainder): one shared name, "
+        "however heavy, is not a story. Bare headlines are exempt (their few words often meet "
+        "in one name), log-linearly in between. 1 turns it off.",
+        min=0.3,
+        max=1.0,
+        admin=True,
+    )
     adopt_max_size: int = setting(
         1,
         "When an item joins a cluster, a candidate cluster of at most this many items joins "

@@ -130,6 +130,7 @@ SWEEPS: list[tuple[str, list[Any]]] = [
     ("lsh_rows", [1, 2]),
     ("entity_boost", [1.0, 2.0, 3.0, 4.0]),
     ("max_term_weight", [0.5, 0.6, 0.8, 1.0]),
+    ("max_term_share", [0.45, 0.5, 0.6, 0.7, 1.0]),
     ("cold_start_items", [0, 20, 50]),
 ]
 

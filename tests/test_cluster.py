@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasketch import MinHashLSH
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aggregator import Aggregator
 from aggregator.cluster import ClusterEngine, Decision, _BandedLSH
@@ -311,6 +313,50 @@ def test_a_first_report_is_adopted_when_its_story_grows(adopt: int, first_words:
         assert third.merged == (second.cluster_id,) and third.cluster_id == first.cluster_id
     else:
         assert third.merged == () and third.cluster_id == second.cluster_id
+
+
+def name_story(own: str) -> tuple[str, str]:
+    """An article about "Zorvalia" whose other words are its own, but for seven words
+    at the top that every such article shares."""
+    words = [f"{own}{c}" for c in "abcdefghijklmnopqrstuvwx"]
+    shared = " ".join(f"quorbit{c}" for c in "abcdefg")
+    body = ". ".join(f"The {w} {w}y Zorvalia {w}x" for w in words[:12])
+    return f"Zorvalia {own}t {own}u", f"{shared}. {body}. {' '.join(words[12:])}."
+
+
+@pytest.mark.parametrize("share", [1.0, 0.7])
+def test_one_heavy_shared_name_is_not_a_story(share: float) -> None:
+    """Two articles whose score rests mostly on one repeated name (and a few shared
+    words) join only when one term may carry the score (``max_term_share`` 1)."""
+    import dataclasses
+
+    feeder = Feeder(dataclasses.replace(S, max_term_share=share, cold_start_items=0))
+    for k, (_, title, text) in enumerate(LOOKALIKES):  # a little IDF background
+        feeder.add(title, text, T0 + k)
+    first = feeder.add(*name_story("aaown"), t=T0 + 100)
+    second = feeder.add(*name_story("bbown"), t=T0 + 200)
+    assert (second.cluster_id == first.cluster_id) == (share == 1.0)
+
+
+_sparse = st.dictionaries(st.sampled_from([f"t{k}" for k in range(12)]), st.floats(0.0, 1.0), max_size=12)
+
+
+@given(a=_sparse, b=_sparse, cap=st.floats(0.3, 1.0))
+def test_capped_dot_counts_one_term_for_at_most_its_share(
+    a: dict[str, float], b: dict[str, float], cap: float
+) -> None:
+    from aggregator.cluster import _dot, _dot_capped
+
+    full, capped = _dot(a, b), _dot_capped(a, b, cap)
+    products = [x * b.get(t, 0.0) for t, x in a.items()]
+    top = max(products, default=0.0)
+    assert capped <= full + 1e-12
+    if cap >= 1.0 or top <= cap * full:
+        assert capped == pytest.approx(full)
+    else:  # the top product counts for exactly ``cap`` of the result, the rest in full
+        rest = full - top
+        assert capped == pytest.approx(rest / (1.0 - cap))
+        assert capped - rest <= cap * capped + 1e-12
 
 
 def test_time_window_and_expiry() -> None:
