@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlite_utils import Database
@@ -401,28 +401,26 @@ def refresh_all(
     db.execute("DELETE FROM clusters WHERE id NOT IN (SELECT DISTINCT cluster_id FROM memberships)")
 
 
+def _select_in(db: Database, sql: str, ids: Sequence[int]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``sql``, whose ``{marks}`` is an ``IN`` list, for ``ids``: 500 at a
+    time, under SQLite's limit on bound variables."""
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        yield from db.execute(sql.format(marks=",".join("?" * len(chunk))), chunk)
+
+
 def clusters_of(db: Database, item_ids: Sequence[int]) -> dict[int, int]:
     """Item id -> cluster id for the given items (those that are clustered)."""
-    out: dict[int, int] = {}
-    for start in range(0, len(item_ids), 500):
-        chunk = list(item_ids[start : start + 500])
-        marks = ",".join("?" * len(chunk))
-        out.update(
-            db.execute(
-                f"SELECT item_id, cluster_id FROM memberships WHERE item_id IN ({marks})", chunk
-            ).fetchall()
-        )
-    return out
+    return dict(
+        _select_in(db, "SELECT item_id, cluster_id FROM memberships WHERE item_id IN ({marks})", item_ids)
+    )
 
 
 def member_ids(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[int]]:
     """Cluster id -> its item ids."""
     out: dict[int, list[int]] = {c: [] for c in cluster_ids}
-    marks = ",".join("?" * len(cluster_ids))
-    for item_id, cid in db.execute(
-        f"SELECT item_id, cluster_id FROM memberships WHERE cluster_id IN ({marks}) ORDER BY item_id",
-        list(cluster_ids),
-    ):
+    sql = "SELECT item_id, cluster_id FROM memberships WHERE cluster_id IN ({marks}) ORDER BY item_id"
+    for item_id, cid in _select_in(db, sql, cluster_ids):
         out[cid].append(item_id)
     return out
 
@@ -454,20 +452,17 @@ def refresh_many(db: Database, cluster_ids: Iterable[int], choose: CanonicalPoli
     if not ids:
         return
     members: dict[int, list[MemberInfo]] = {c: [] for c in ids}
-    pinned: dict[int, int | None] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for row in db.execute(
-            "SELECT m.cluster_id, i.id, i.feed_id, f.title, f.url, i.sort_time, length(i.text) "
-            "FROM memberships m JOIN items i ON i.id = m.item_id JOIN feeds f ON f.id = i.feed_id "
-            f"WHERE m.cluster_id IN ({marks}) ORDER BY m.cluster_id, i.sort_time, i.id",
-            chunk,
-        ):
-            members[row[0]].append(MemberInfo(*row[1:]))
-        pinned.update(
-            db.execute(f"SELECT id, pinned_item_id FROM clusters WHERE id IN ({marks})", chunk).fetchall()
-        )
+    for row in _select_in(
+        db,
+        "SELECT m.cluster_id, i.id, i.feed_id, f.title, f.url, i.sort_time, length(i.text) "
+        "FROM memberships m JOIN items i ON i.id = m.item_id JOIN feeds f ON f.id = i.feed_id "
+        "WHERE m.cluster_id IN ({marks}) ORDER BY m.cluster_id, i.sort_time, i.id",
+        ids,
+    ):
+        members[row[0]].append(MemberInfo(*row[1:]))
+    pinned: dict[int, int | None] = dict(
+        _select_in(db, "SELECT id, pinned_item_id FROM clusters WHERE id IN ({marks})", ids)
+    )
     empty = [c for c in ids if not members[c]]
     updates = []
     for cid, ms in members.items():
@@ -488,17 +483,11 @@ def refresh_many(db: Database, cluster_ids: Iterable[int], choose: CanonicalPoli
 
 
 def _member_infos(db: Database, item_ids: Sequence[int]) -> dict[int, MemberInfo]:
-    out: dict[int, MemberInfo] = {}
-    for start in range(0, len(item_ids), 500):
-        chunk = item_ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for row in db.execute(
-            "SELECT i.id, i.feed_id, f.title, f.url, i.sort_time, length(i.text) "
-            f"FROM items i JOIN feeds f ON f.id = i.feed_id WHERE i.id IN ({marks})",
-            chunk,
-        ):
-            out[row[0]] = MemberInfo(*row)
-    return out
+    sql = (
+        "SELECT i.id, i.feed_id, f.title, f.url, i.sort_time, length(i.text) "
+        "FROM items i JOIN feeds f ON f.id = i.feed_id WHERE i.id IN ({marks})"
+    )
+    return {row[0]: MemberInfo(*row) for row in _select_in(db, sql, item_ids)}
 
 
 def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPolicy, now: float) -> None:
@@ -515,16 +504,11 @@ def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPoli
     ids = sorted(c for c, new in added.items() if new)
     if not ids:
         return
-    state: dict[int, tuple[int, int, float | None, float | None, int | None, int | None]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for row in db.execute(
-            "SELECT id, size, n_feeds, first_time, last_time, canonical_item_id, pinned_item_id "
-            f"FROM clusters WHERE id IN ({marks})",
-            chunk,
-        ):
-            state[row[0]] = row[1:]
+    sql = (
+        "SELECT id, size, n_feeds, first_time, last_time, canonical_item_id, pinned_item_id "
+        "FROM clusters WHERE id IN ({marks})"
+    )
+    state = {row[0]: row[1:] for row in _select_in(db, sql, ids)}
     olds = {st[4] for st in state.values() if st[4] is not None}
     infos = _member_infos(db, sorted({i for c in ids for i in added[c]} | olds))
     updates = []
