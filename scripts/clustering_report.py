@@ -1,13 +1,15 @@
-"""The numbers behind docs/clustering.md: sweeps, split halves, topic orders, short text.
+"""The numbers behind docs/clustering.md: sweeps, split halves, topic orders, short text,
+and the benchmark corpus.
 
-    .venv/bin/python scripts/clustering_report.py [--only dev,sweeps,split,orders,stress]
+    .venv/bin/python scripts/clustering_report.py [--only dev,sweeps,split,orders,stress,synthetic]
 
 Each run clusters a dataset of ``tests/data/eval/dev.jsonl`` with
 :class:`aggregator.replay.Replayer`, which calls the same ``decide()`` as the live
 pipeline (same-link, exact-copy, then the engine) on items normalised by the same
 ``normalize_entry``, but keeps everything in memory: about 4x faster than
 ``aggregator eval`` and, with the same settings, the same clusters (the ``dev``
-section prints both so that this can be checked).  Output is Markdown.
+section prints both so that this can be checked).  ``synthetic`` clusters 20k items
+of the benchmark corpus (``benchmarks/corpus.py``, about 4 minutes).  Output is Markdown.
 """
 
 from __future__ import annotations
@@ -265,12 +267,40 @@ def stress(data: dict[str, list[Record]], words: Iterable[int] = (0, 15, 30, 60)
     print()
 
 
+def synthetic(data: dict[str, list[Record]], size: int = 20_000) -> None:
+    """The benchmark corpus (``benchmarks.corpus``), whose labels are its stories: it
+    has many unrelated stories naming the same popular people (known weakness 7)."""
+    from benchmarks.corpus import Corpus
+
+    print(f"## Benchmark corpus ({size:,} items, seed 7), BCubed P/R/F1\n")
+    items = sorted(itertools.islice(Corpus(seed=7, size=size).items(), size), key=lambda it: it.published)
+    rows, gold = [], {}
+    for n, it in enumerate(items, 1):
+        x = normalize_entry(it.entry())
+        t = x.published if x.published is not None else NOW
+        rows.append(
+            IndexRow(n, None, x.title, x.text, t, None, None, it.outlet, x.canonical_link, x.content_hash)
+        )
+        gold[str(n)] = it.story
+    print("| settings | BCubed P/R/F1 |\n|---|---|")
+    default = ClusterSettings()
+    variants = [("defaults", default), ("max_term_share 1 (off)", replace(default, max_term_share=1.0))]
+    variants.append(("no adoption, no share cap", replace(default, max_term_share=1.0, adopt_max_size=0)))
+    for label, cs in variants:
+        rep = Replayer(replace(Settings(), cluster=cs))
+        rep.feed(rows)
+        b = score({str(k): v for k, v in rep.partition().items()}, gold)["bcubed"]
+        print(f"| {label} | {prf(b)} |")
+    print()
+
+
 SECTIONS: dict[str, Callable[[dict[str, list[Record]]], None]] = {
     "dev": dev,
     "sweeps": sweeps,
     "split": split_half,
     "orders": topic_orders,
     "stress": stress,
+    "synthetic": synthetic,
 }
 
 
