@@ -32,8 +32,9 @@ and the numbers behind each choice):
 5. **Adoption.**  A candidate cluster of at most ``adopt_max_size`` items (a
    story's first report, left alone because the second report scored just under
    the bar against it) joins the grown cluster when its items, scored now with
-   their stored vectors, would join it: the mean of their scores (recency and the
-   name-mismatch rule included) reaches the join threshold for their length.
+   their stored vectors, would join it: the mean of their scores (recency, the
+   share cap and the name-mismatch rule included) reaches the join threshold for
+   their length.
 
 There is no union of candidate pairs: an item joins through a cluster's
 centroid only, so unrelated stories cannot chain together.
@@ -709,8 +710,9 @@ class ClusterEngine:
 
     def _adopts(self, big: _Cluster, small: _Cluster) -> bool:
         """Whether ``small``'s items would join ``big`` if they arrived now (with the
-        vectors made at their arrival): their mean score against it, recency and the
-        name-mismatch rule included, reaches the join threshold for their length."""
+        vectors made at their arrival): their mean score against it, recency, the share
+        cap and the name-mismatch rule included, reaches the join threshold for their
+        length."""
         if big.norm2 <= 0 or small.norm2 <= 0:
             return False
         if max(big.last, small.last) - min(big.first, small.first) > self._window:
