@@ -45,6 +45,12 @@ def add_member(
 
 CanonicalPolicy = Callable[[Sequence[MemberInfo]], int]
 
+# One cluster's stored summary: (canonical item, size, outlets, first, last, updated_at, id).
+_SET_SUMMARY = (
+    "UPDATE clusters SET canonical_item_id = ?, size = ?, n_feeds = ?, first_time = ?, last_time = ?, "
+    "updated_at = ? WHERE id = ?"
+)
+
 
 def clear_all(db: Database) -> None:
     """Forget every cluster (before a full recluster)."""
@@ -394,8 +400,7 @@ def refresh_all(
         members.append(MemberInfo(*row[1:]))
     flush()
     db.conn.executemany(
-        "UPDATE clusters SET canonical_item_id = ?, size = ?, n_feeds = ?, first_time = ?, last_time = ?, "
-        "updated_at = ? WHERE id = ?",
+        _SET_SUMMARY,
         updates,
     )
     db.execute("DELETE FROM clusters WHERE id NOT IN (SELECT DISTINCT cluster_id FROM memberships)")
@@ -474,8 +479,7 @@ def refresh_many(db: Database, cluster_ids: Iterable[int], choose: CanonicalPoli
             (canonical, len(ms), len({m.feed_id for m in ms}), ms[0].sort_time, ms[-1].sort_time, now, cid)
         )
     db.conn.executemany(
-        "UPDATE clusters SET canonical_item_id = ?, size = ?, n_feeds = ?, first_time = ?, last_time = ?, "
-        "updated_at = ? WHERE id = ?",
+        _SET_SUMMARY,
         updates,
     )
     if empty:
@@ -535,7 +539,7 @@ def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPoli
                 ).fetchone()
                 if seen:
                     n_feeds -= 1
-        candidates = new if not size or canonical is None else [infos[canonical], *new]
+        candidates = [infos[canonical], *new] if size else new  # an empty cluster has no canonical
         if pinned is not None and (pinned == canonical or pinned in new_ids):
             best = pinned
         else:
@@ -553,8 +557,7 @@ def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPoli
             )
         )
     db.conn.executemany(
-        "UPDATE clusters SET canonical_item_id = ?, size = ?, n_feeds = ?, first_time = ?, last_time = ?, "
-        "updated_at = ? WHERE id = ?",
+        _SET_SUMMARY,
         updates,
     )
     if full:
