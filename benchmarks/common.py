@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import platform
+import random
 import resource
 import sys
 import threading
@@ -24,6 +25,7 @@ __all__ = [
     "BenchSettings",
     "StageTimer",
     "machine_info",
+    "memory_latency",
     "peak_rss_bytes",
     "rss_bytes",
     "scratch_settings",
@@ -61,6 +63,31 @@ def scratch_settings(folder: Path, **overrides: Any) -> Settings:
     return load_settings(cfg, overrides or None)
 
 
+def memory_latency(n: int = 2_000_000, seed: int = 1) -> dict[str, float]:
+    """Nanoseconds per step of a Python loop reading ``n`` list slots and their int
+    objects (about 90 MB, beyond any cache) in order and in a random order.
+
+    The pipeline's per-item work is mostly such reads of objects scattered over a
+    large heap (dictionary slots, centroid entries, LSH buckets), so the random figure
+    says how fast this machine can run it; the sequential one is the same loop when
+    every read is prefetched.  Both are printed with the figures.
+    """
+    values = list(range(n, 2 * n))  # ints outside the small-int cache: one object each
+    order = list(range(n))
+
+    def walk(keys: list[int]) -> float:
+        t = time.perf_counter()
+        total = 0
+        for k in keys:
+            total += values[k]
+        return (time.perf_counter() - t) / len(keys) * 1e9
+
+    sequential = min(walk(order) for _ in range(2))
+    random.Random(seed).shuffle(order)
+    scattered = min(walk(order) for _ in range(2))
+    return {"sequential_ns": round(sequential, 1), "random_ns": round(scattered, 1)}
+
+
 def machine_info() -> dict[str, Any]:
     cpu = "unknown"
     try:
@@ -81,6 +108,7 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        **memory_latency(),
     }
 
 
