@@ -12,8 +12,11 @@ import pytest
 
 from aggregator import Aggregator
 from aggregator.models import StoryFilter
+from aggregator.storage import clusters as clusters_store
+from aggregator.storage import write_transaction
 from tests.conftest import FeedServer, Route, load_demo, rss
 from web import create_app
+from web.public import _first_started
 
 SEED_QUERY = 'Putin Musk Starlink Taiwan "favour to China"'
 
@@ -160,6 +163,25 @@ def test_story_page_explains_why_and_how_variants_differ(client: Any, demo_agg: 
     assert "How its text differs" in text
     assert "Only in The Daily Ledger" in text or "Only in The Harbour Post - News" in text
     assert "Left out (only in the canonical text)" in text
+
+
+def test_a_report_whose_own_story_was_merged_in_says_so(client: Any, demo_agg: Aggregator) -> None:
+    """An item that started a story of its own, later merged into this one (the
+    clusterer's merge or adoption leaves it with its ``new`` signal), is not also
+    said to have started this story: only the earliest such item is."""
+    cid = seed_story(demo_agg)
+    detail = demo_agg.cluster(cid)
+    assert detail is not None and len(detail.members) >= 2
+    first, later = sorted(detail.members, key=lambda m: (m.sort_time, m.id))[:2]
+    with write_transaction(demo_agg.db) as db:  # as an adoption leaves them: both started a story
+        clusters_store.add_members(
+            db, [(m.id, cid, 0.3, "new", None) for m in (first, later)], demo_agg.clock()
+        )
+    text = text_of(page(client, f"/story/{cid}"))
+    assert text.count("It started this story") == 1
+    assert text.count("It started a story of its own") == 1
+    after = demo_agg.cluster(cid)
+    assert after is not None and _first_started(after.members) == first.id
 
 
 def test_exact_copies_show_as_the_same_text(agg: Aggregator, feed_server: FeedServer) -> None:

@@ -7,7 +7,7 @@ and every page and feed answers conditional GETs (see :mod:`web.caching`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -130,12 +130,19 @@ def index() -> str:
     )
 
 
-def _why(member: StoredItem, by_id: Mapping[int, StoredItem]) -> str:
-    """Why an item is in its story, in words."""
+def _why(member: StoredItem, by_id: Mapping[int, StoredItem], first_id: int | None) -> str:
+    """Why an item is in its story, in words.  ``first_id``: the earliest member that
+    started a story (:func:`_first_started`)."""
     matched = by_id.get(member.matched_item_id) if member.matched_item_id is not None else None
     other = f"{matched.outlet}’s report" if matched is not None else "an earlier report"
     score = f"{member.score:.2f}" if member.score is not None else "n/a"
     signal = member.signal or "unknown"
+    if signal == "new" and member.id != first_id:
+        # Its own story was merged into this one (the clusterer's merge or adoption).
+        return (
+            "It started a story of its own (no earlier report was close enough then); "
+            "later reports showed it was the same news, and the two stories were merged."
+        )
     if signal == "new":
         return "It started this story: no earlier report was close enough to join."
     if signal == "same-link":
@@ -147,6 +154,13 @@ def _why(member: StoredItem, by_id: Mapping[int, StoredItem]) -> str:
     if signal == "manual":
         return "An editor put it in this story."
     return f"Signal “{signal}” matched it with {other} (score {score})."
+
+
+def _first_started(members: Iterable[StoredItem]) -> int | None:
+    """The earliest member that started a story: a story merged from several has
+    one such member per story it was made of."""
+    started = [m for m in members if m.signal == "new"]
+    return min(started, key=lambda m: (m.sort_time, m.id)).id if started else None
 
 
 # Diffs outlive the page cache: a new story anywhere changes every page's ETag,
@@ -173,6 +187,7 @@ def story(cluster_id: int) -> str:
     summary = detail.summary
     canon = summary.canonical
     by_id = {m.id: m for m in detail.members}
+    first = _first_started(detail.members)
     variants = []
     for m in detail.members:
         is_canon = m.id == canon.id
@@ -181,7 +196,7 @@ def story(cluster_id: int) -> str:
             VariantView(
                 item=m,
                 canonical=is_canon,
-                why=_why(m, by_id),
+                why=_why(m, by_id, first),
                 headline=None if is_canon or same_headline else word_diff(canon.title, m.title),
                 diff=None if is_canon else _diff_texts(canon.text, m.text),
                 matched=by_id.get(m.matched_item_id)
