@@ -51,10 +51,9 @@ import hashlib
 import heapq
 import math
 import sys
-from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from operator import mul
 from typing import Any
 
@@ -109,14 +108,17 @@ class _BandedLSH(MinHashLSH):  # type: ignore[misc]
         for h, table in zip(hs, self.hashtables, strict=True):
             table.insert(h, key)
 
-    def band_hits(self, hashvalues: np.ndarray, max_bucket: int) -> Counter[int]:
-        """Key -> number of bands shared with ``hashvalues`` (buckets over ``max_bucket`` skipped)."""
-        hits: Counter[int] = Counter()
+    def band_hits(self, hashvalues: np.ndarray, max_bucket: int) -> tuple[np.ndarray, np.ndarray]:
+        """The keys sharing a band with ``hashvalues``, ascending, and how many bands each
+        shares (buckets over ``max_bucket`` skipped), as two arrays."""
+        buckets = []
         for h, table in zip(self.band_keys(hashvalues), self.hashtables, strict=True):
             bucket = table.get(h)
-            if len(bucket) <= max_bucket:
-                hits.update(bucket)
-        return hits
+            if 0 < len(bucket) <= max_bucket:
+                buckets.append(bucket)
+        flat = np.fromiter(chain.from_iterable(buckets), np.int64, sum(map(len, buckets)))
+        keys, counts = np.unique(flat, return_counts=True)
+        return keys, counts
 
     def query_signature(self, hashvalues: np.ndarray, max_bucket: int) -> set[int]:
         """Keys sharing a band with ``hashvalues``; buckets larger than ``max_bucket``
@@ -129,7 +131,7 @@ class _BandedLSH(MinHashLSH):  # type: ignore[misc]
         return out
 
 
-@dataclass
+@dataclass(slots=True)
 class _Cluster:
     cid: int
     order: int  # creation order: deterministic iteration, older wins ties and merges
@@ -163,7 +165,7 @@ class _Cluster:
         self.top_name = best
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Frozen:
     """An item's stored terms, names and token count (see ClusterEngine.restore_frozen)."""
 
@@ -172,7 +174,7 @@ class _Frozen:
     n_tokens: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     seq: int
     item_id: int
@@ -292,6 +294,9 @@ class ClusterEngine:
         self._seq = 0
         self._clock = -math.inf
         self._items: dict[int, _Item] = {}  # seq -> item
+        # seq - _seq_base -> order of the item's cluster, -1 once expired (see _candidates)
+        self._seq_order = np.full(1024, -1, np.int64)
+        self._seq_base = 0
         self._by_id: dict[int, int] = {}  # item id -> seq
         self._clusters: dict[int, _Cluster] = {}
         self._n_clusters_created = 0
@@ -581,6 +586,7 @@ class ClusterEngine:
             it = self._items.pop(seq, None)
             if it is None:
                 continue
+            self._seq_order[seq - self._seq_base] = -1
             del self._by_id[it.item_id]
             if it.indexed:
                 self._lsh.remove(seq)
@@ -600,16 +606,16 @@ class ClusterEngine:
 
     def _vectorize(self, feats: Features) -> dict[str, float]:
         self._n_docs += 1
-        df = self._df
-        for term in feats.weights:
-            df[term] = df.get(term, 0) + 1
-        log_n = math.log(self._n_docs + 1)
+        weights = feats.weights
+        get = self._df.get
+        counts = [get(term, 0) + 1 for term in weights]  # one look-up per term
+        self._df.update(zip(weights, counts, strict=True))
+        log_n, log = math.log(self._n_docs + 1), math.log
         p = self.settings.idf_power
-        vec: dict[str, float] = {}
+        xs = [w * (log_n - log(n + 1) + 1.0) ** p for w, n in zip(weights.values(), counts, strict=True)]
+        vec = dict(zip(weights, xs, strict=True))
         norm2 = 0.0
-        for term, w in feats.weights.items():
-            x = w * (log_n - math.log(df[term] + 1) + 1.0) ** p
-            vec[term] = x
+        for x in vec.values():
             norm2 += x * x
         if norm2 <= 0.0:
             return {}
@@ -629,26 +635,43 @@ class ClusterEngine:
         """Items sharing a band with ``signature``, from its most promising clusters only.
 
         Clusters are ranked by their best member's number of shared bands (more
-        shared bands, higher Jaccard similarity); only the top
-        ``max_candidate_clusters`` are verified, so the cost per item stays bounded
-        however full the window is.
+        shared bands, higher Jaccard similarity; ties to the older cluster); only the
+        top ``max_candidate_clusters`` are verified, so the cost per item stays bounded
+        however full the window is.  The ranking reads the dense ``seq -> cluster
+        order`` array rather than each hit's item record: on this kind of machine a
+        read from a scattered object costs several hundred ns (benchmarks/README.md,
+        "Memory latency").
         """
-        hits = self._lsh.band_hits(signature, self.settings.lsh_max_bucket)
-        items = self._items
-        best: dict[int, int] = {}
-        for seq, n in hits.items():
-            it = items.get(seq)
-            if it is not None and n > best.get(it.cluster, 0):
-                best[it.cluster] = n
+        seqs, counts = self._lsh.band_hits(signature, self.settings.lsh_max_bucket)
+        if not len(seqs):
+            return []
+        orders = self._seq_order[seqs - self._seq_base]
+        live = orders >= 0
+        if not live.all():
+            seqs, counts, orders = seqs[live], counts[live], orders[live]
+        uniq, inverse = np.unique(orders, return_inverse=True)
         limit = self.settings.max_candidate_clusters
-        if len(best) > limit:
-            clusters = self._clusters
-            keep = {
-                c for _, _, c in heapq.nsmallest(limit, ((-n, clusters[c].order, c) for c, n in best.items()))
-            }
-        else:
-            keep = set(best)
-        return [items[s] for s in sorted(hits) if s in items and items[s].cluster in keep]
+        if len(uniq) > limit:
+            best = np.zeros(len(uniq), np.int64)
+            np.maximum.at(best, inverse, counts)
+            keep = np.zeros(len(uniq), bool)
+            keep[np.lexsort((uniq, -best))[:limit]] = True
+            seqs = seqs[keep[inverse]]
+        items = self._items
+        return [items[s] for s in seqs.tolist()]
+
+    def _set_order(self, seq: int, order: int) -> None:
+        """Record that item ``seq`` is in the cluster created ``order``-th (-1: expired)."""
+        i = seq - self._seq_base
+        if i >= len(self._seq_order):
+            # Grow, first dropping the expired prefix (seqs only grow).
+            lo = min(self._items, default=seq) - self._seq_base
+            kept = self._seq_order[lo:]
+            self._seq_order = np.full(max(2 * (len(kept) + 1), 1024), -1, np.int64)
+            self._seq_order[: len(kept)] = kept
+            self._seq_base += lo
+            i = seq - self._seq_base
+        self._seq_order[i] = order
 
     @staticmethod
     def _closest(items: list[_Item], signature: np.ndarray) -> int | None:
@@ -703,6 +726,7 @@ class ClusterEngine:
         else:
             n_tokens, terms = len(feats.tokens), tuple(feats.weights)
         self._items[seq] = _Item(seq, item_id, c.cid, t, signature, n_tokens, index, terms)
+        self._set_order(seq, c.order)
         self._by_id[item_id] = seq
         if index:
             self._lsh.insert_signature(seq, signature)
@@ -764,5 +788,6 @@ class ClusterEngine:
             if it is not None:
                 it.cluster = keep.cid
                 keep.members.append(seq)
+                self._seq_order[seq - self._seq_base] = keep.order
         del self._clusters[gone.cid]
         return keep, gone

@@ -435,6 +435,49 @@ def test_restore_continues_identically() -> None:
     assert [x.score for x in a] == pytest.approx([y.score for y in b])
 
 
+def _reference_candidates(engine: ClusterEngine, sig: np.ndarray) -> list[int]:
+    """``ClusterEngine._candidates`` written plainly: band hits counted per item, each
+    cluster ranked by its best item's count, then by age."""
+    s = engine.settings
+    lsh = engine._lsh
+    hits: Counter[int] = Counter()
+    for h, table in zip(lsh.band_keys(sig), lsh.hashtables, strict=True):
+        bucket = table.get(h)
+        if len(bucket) <= s.lsh_max_bucket:
+            hits.update(bucket)
+    items = engine._items
+    best: dict[int, int] = {}
+    for seq, n in hits.items():
+        c = items[seq].cluster
+        best[c] = max(best.get(c, 0), n)
+    keep = sorted(best, key=lambda c: (-best[c], engine._clusters[c].order))[: s.max_candidate_clusters]
+    return [seq for seq in sorted(hits) if items[seq].cluster in keep]
+
+
+def test_candidates_rank_clusters_by_their_best_item_through_expiry_and_merges() -> None:
+    import dataclasses
+
+    recs = [json.loads(line) for line in (DATA / "eval" / "dev.jsonl").read_text().splitlines()]
+    rows = sorted((r for r in recs if r["dataset"] == "uci"), key=lambda r: r["published"])[:1500]
+    settings = dataclasses.replace(
+        S, time_window_hours=6, late_arrival_hours=0.0, max_candidate_clusters=3, lsh_max_bucket=40
+    )
+    engine = ClusterEngine(settings)
+    ids = iter(range(1, 10**6))
+    ranked = merged = 0
+    for n, r in enumerate(rows):
+        f = engine.features(r["title"], r["text"])
+        sig = signature(f.tokens)
+        want = _reference_candidates(engine, sig)
+        got = engine._candidates(sig)
+        assert [it.seq for it in got] == want
+        ranked += len({engine._items[q].cluster for q in want}) == settings.max_candidate_clusters
+        merged += bool(engine.add(n, float(r["published"]), f, sig, new_cluster=lambda: next(ids)).merged)
+    # Every path was taken: ranking, merges, and the dense array's compaction after expiry.
+    assert ranked > 50 and merged > 0 and engine._seq_base > 0
+    assert len(engine) < len(rows)
+
+
 @pytest.mark.slow
 def test_eval_is_deterministic_across_hash_seeds(tmp_path: Path) -> None:
     small = tmp_path / "small.jsonl"
