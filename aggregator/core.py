@@ -756,18 +756,33 @@ class Aggregator:
         return clusters_store.members_of(self.db, list(cluster_ids))
 
     def search(
-        self, text: str, *, limit: int = 20, offset: int = 0, hits_per_story: int = 5
+        self,
+        text: str,
+        *,
+        limit: int = 20,
+        offset: int = 0,
+        hits_per_story: int = 5,
+        before: int | None = None,
     ) -> list[StoryHits]:
         """Full-text search over items; results grouped by story, best story first.
 
-        Ranks the newest :data:`search_store.WINDOW` matching items: headline
-        matches first, then headline-or-summary, then the rest; newer stories first
-        among equals (see :func:`aggregator.storage.search.story_hits`).
+        Ranks the newest ``web.search_window`` matching items (of those stored before
+        item ``before``, if given: see :meth:`search_older`): headline matches
+        first, then headline-or-summary, then the rest; newer stories first among
+        equals (see :func:`aggregator.storage.search.story_hits`).
         """
         match = search_store.fts_query(text)
         if match is None:
             return []
-        found = search_store.story_hits(self.db, match, limit, offset, hits_per_story=hits_per_story)
+        found = search_store.story_hits(
+            self.db,
+            match,
+            limit,
+            offset,
+            hits_per_story=hits_per_story,
+            window=self.settings.web.search_window,
+            before=before,
+        )
         ids = [cid for cid, _ in found]
         items = {i.id: i for i in items_store.get_many(self.db, [h.item_id for _, hs in found for h in hs])}
         grouped = {
@@ -775,6 +790,14 @@ class Aggregator:
             for cid, hs in found
         }
         return [StoryHits(s, grouped[s.id]) for s in clusters_store.summaries(self.db, ids)]
+
+    def search_older(self, text: str, before: int | None = None) -> int | None:
+        """The ``before`` that makes :meth:`search` rank the next older matching items,
+        or None when the search with this ``before`` already reaches the oldest."""
+        match = search_store.fts_query(text)
+        if match is None:
+            return None
+        return search_store.older_than_window(self.db, match, self.settings.web.search_window, before)
 
     def feed_items(self, feed_id: int, *, limit: int = 20, offset: int = 0) -> list[StoredItem]:
         """A feed's items, newest first."""

@@ -405,6 +405,14 @@ class WebSettings:
     port: int = setting(8000, "Port the site listens on.", min=1, max=65535)
     page_size: int = setting(20, "Stories per page on the site.", min=1, max=200)
     feed_size: int = setting(50, "Stories per merged feed (RSS, Atom, JSON Feed).", min=1, max=500)
+    search_window: int = setting(
+        1000,
+        "Search ranks this many of the newest matching reports at a time (headline matches "
+        "first); a link at the end of the results goes on to the next older ones. Larger: "
+        "better ranking over a longer span, slower searches for common words.",
+        min=10,
+        max=100_000,
+    )
     site_title: str = setting("the aggregator", "Name of the site, in page titles and merged feeds.")
     base_url: str = setting(
         "",

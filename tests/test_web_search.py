@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from aggregator import Aggregator
 from aggregator.models import StoryFilter
+from aggregator.settings import load_settings
 from aggregator.storage import search as search_store
 from tests.conftest import FeedServer, Route, rss
 from web.filters import highlight
@@ -179,3 +181,57 @@ def test_common_words_are_searched_in_bounded_work(demo_agg: Aggregator) -> None
     assert len(search_store.window_ranks(demo_agg.db, match, window=5)) == 5
     results = demo_agg.search("the said", limit=3)
     assert len(results) == 3 and all(r.hits for r in results)
+
+
+def test_older_windows_reach_every_match_once(demo_agg: Aggregator) -> None:
+    match = search_store.fts_query("the")
+    assert match is not None
+    every = index_matches(demo_agg, "the")
+    assert len(every) > 25
+    seen: list[set[int]] = []
+    before = None
+    while True:
+        seen.append(set(search_store.window_ranks(demo_agg.db, match, 10, before)))
+        assert all(before is None or i < before for i in seen[-1])
+        before = search_store.older_than_window(demo_agg.db, match, 10, before)
+        if before is None:
+            break
+    assert [len(s) for s in seen[:-1]] == [10] * (len(seen) - 1) and 0 < len(seen[-1]) <= 10
+    assert set().union(*seen) == every and sum(map(len, seen)) == len(every)  # each once
+    assert search_store.older_than_window(demo_agg.db, match, len(every)) is None
+
+
+def test_search_page_goes_on_to_older_reports(demo_agg: Aggregator, tmp_path: Path) -> None:
+    from web import create_app
+
+    cfg = tmp_path / "small-window.toml"
+    cfg.write_text(
+        f"[storage]\ndb_path = {str(demo_agg.db_path)!r}\n[web]\nsearch_window = 10\npage_size = 3\n", "utf-8"
+    )
+    client = create_app(load_settings(cfg), db_path=demo_agg.db_path).test_client()
+    n = len(index_matches(demo_agg, "the"))
+    assert n > 20
+    windows: list[int | None] = [None]  # each window's ``before``
+    while True:
+        before = windows[-1]
+        for page in range(1, 20):
+            url = f"/search?q=the&page={page}" + (f"&before={before}" if before else "")
+            resp = client.get(url)
+            assert resp.status_code == 200
+            html = resp.get_data(as_text=True)
+            assert ("Back to the newest" in html) == (before is not None)
+            if "More results" not in html:  # the window's last page
+                break
+            assert "older reports" not in html and "oldest" not in html
+            assert f"before={before}" in html if before else "before=" not in html  # pages keep the window
+        m = re.search(r'href="/search\?q=the&amp;before=(\d+)">Search older reports', html)
+        if m is None:
+            assert "These are the oldest matching reports." in html
+            break
+        label = "next 10 older" if before else "10 most recently received"
+        assert f"Ranked among the {label} matching reports." in html
+        windows.append(int(m.group(1)))
+    assert len(windows) == -(-n // 10)
+    assert windows[1:] == sorted((w for w in windows if w is not None), reverse=True)
+    for bad in ("0", "-3", "x", str(2**70)):
+        assert client.get(f"/search?q=the&before={bad}").status_code == 400

@@ -214,13 +214,22 @@ def search() -> str:
     query = " ".join(request.args.get("q", "").split())[:MAX_QUERY]
     page = _page()
     size = agg.settings.web.page_size
-    results = agg.search(query, limit=size + 1, offset=(page - 1) * size) if query else []
+    # Matches are ranked a window of the newest ones at a time; ``before`` moves it back.
+    before = _int_arg(request.args, "before", 1, 2**62)
+    results = agg.search(query, limit=size + 1, offset=(page - 1) * size, before=before) if query else []
+    has_next = len(results) > size
+    older = agg.search_older(query, before) if query and not has_next else None
+    args = {"q": query, "before": before} if before is not None else {"q": query}
     return render_template(
         "search.html",
         query=query,
         results=results[:size],
         page=page,
-        has_next=len(results) > size,
+        has_next=has_next,
+        before=before,
+        older=older,
+        pager_args=args,
+        window=agg.settings.web.search_window,
         feed_args={"q": query} if query else {},
     )
 

@@ -19,6 +19,7 @@ __all__ = [
     "HIGHLIGHT_START",
     "Hit",
     "fts_query",
+    "older_than_window",
     "rebuild",
     "story_hits",
     "window_ranks",
@@ -61,17 +62,32 @@ class Hit:
     snippet: str
 
 
-# Search ranks the WINDOW most recently stored matching items (the highest rowids):
-# a popular name matches tens of thousands of reports, and looking at all of them
-# costs tens of milliseconds per query however few are shown.
+# Search ranks the WINDOW most recently stored matching items (the highest rowids),
+# then the next WINDOW older ones on request: a popular name matches tens of
+# thousands of reports, and looking at all of them costs tens of milliseconds per
+# query however few are shown.
 WINDOW = 1000
 RANK_TITLE = 0.0  # every word (and phrase) of the query is in the headline
 RANK_LEAD = 1.0  # ... in the headline or the summary
 RANK_BODY = 2.0  # ... somewhere in the item
 
 
-def window_ranks(db: Database, match: str, window: int = WINDOW) -> dict[int, float]:
-    """The ``window`` most recently stored items matching ``match``, each with its rank.
+def _window(db: Database, match: str, window: int, before: int | None) -> tuple[int, bool]:
+    """The lowest rowid of the window (the ``window`` newest matches below ``before``),
+    and whether older matches lie beyond it."""
+    below, args = ("AND rowid < ? ", [before]) if before is not None else ("", [])
+    rows = db.execute(
+        f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? {below}ORDER BY rowid DESC LIMIT 2 OFFSET ?",
+        [match, *args, window - 1],
+    ).fetchall()
+    return (int(rows[0][0]) if rows else 0), len(rows) > 1
+
+
+def window_ranks(
+    db: Database, match: str, window: int = WINDOW, before: int | None = None
+) -> dict[int, float]:
+    """The ``window`` most recently stored items matching ``match`` (of those stored
+    before rowid ``before``, if given), each with its rank.
 
     Ranks are tiers: :data:`RANK_TITLE`, :data:`RANK_LEAD`, :data:`RANK_BODY`;
     ties go to the newer story.  Not bm25: FTS5's bm25 counts, on every query,
@@ -80,20 +96,26 @@ def window_ranks(db: Database, match: str, window: int = WINDOW) -> dict[int, fl
     reads at most the window's rows: the window's oldest row first (a descending
     scan that stops after ``window`` rows), then three ascending scans from it.
     """
-    row = db.execute(
-        "SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-        [match, window - 1],
-    ).fetchone()
-    low = int(row[0]) if row else 0
-    scan = "SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid >= ?"
-    ranks = {int(r[0]): RANK_BODY for r in db.execute(scan, [match, low])}
+    low, _ = _window(db, match, window, before)
+    top = before if before is not None else 1 << 62
+    scan = "SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid >= ? AND rowid < ?"
+    ranks = {int(r[0]): RANK_BODY for r in db.execute(scan, [match, low, top])}
     if not ranks:
         return ranks
     for rank, columns in ((RANK_LEAD, "{title summary}"), (RANK_TITLE, "{title}")):
-        for (rowid,) in db.execute(scan, [f"{columns} : ({match})", low]):
+        for (rowid,) in db.execute(scan, [f"{columns} : ({match})", low, top]):
             if rowid in ranks:
                 ranks[rowid] = rank
     return ranks
+
+
+def older_than_window(
+    db: Database, match: str, window: int = WINDOW, before: int | None = None
+) -> int | None:
+    """Where the next window of older matches starts (the ``before`` to pass on), or
+    None when the window below ``before`` holds the oldest match."""
+    low, more = _window(db, match, window, before)
+    return low if more else None
 
 
 def story_hits(
@@ -105,15 +127,17 @@ def story_hits(
     hits_per_story: int = 5,
     snippet_words: int = 24,
     window: int = WINDOW,
+    before: int | None = None,
 ) -> list[tuple[int, list[Hit]]]:
-    """Stories with a matching item among the latest ``window`` stored, best first, with their best hits.
+    """Stories with a matching item among the latest ``window`` stored (before rowid
+    ``before``, if given), best first, with their best hits.
 
     A story ranks by its best item (see :func:`window_ranks`), then by its latest
     report; its hits are its matching items of the window, best first (older first
     among equals), at most ``hits_per_story``, each with a highlighted snippet.
     Snippets are made for the hits shown only.
     """
-    ranks = window_ranks(db, match, window)
+    ranks = window_ranks(db, match, window, before)
     if not ranks:
         return []
     rows = db.execute(
