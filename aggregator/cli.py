@@ -21,23 +21,28 @@ from aggregator.settings import Settings, SettingsError, load_settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# ``--config`` and ``--db``: before the command (``aggregator --config c.toml run``) or after it.
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Settings file (default: ./config.toml).",
+)
+db_option = click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SQLite database (default: storage.db_path of the config).",
+)
+
+
 def common_options(func: F) -> F:
     """``--config`` and ``--db``, accepted by every command."""
 
-    @click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Settings file (default: ./config.toml).",
-    )
-    @click.option(
-        "--db",
-        "db_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="SQLite database (default: storage.db_path of the config).",
-    )
+    @config_option
+    @db_option
     @functools.wraps(func)
     def wrapper(*args: Any, config_path: Path | None, db_path: Path | None, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
@@ -80,16 +85,8 @@ def _when(ts: float | None) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Settings file (default: ./config.toml).",
-)
-@click.option(
-    "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="SQLite database."
-)
+@config_option
+@db_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every poll.")
 @click.version_option(package_name="aggregator")
 @click.pass_context

@@ -43,14 +43,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, render_template
+from flask import Flask, Response, abort, g, render_template
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from aggregator import Aggregator
 from aggregator.settings import Settings, load_settings
 
-__all__ = ["CONTENT_SECURITY_POLICY", "create_app", "get_aggregator", "get_reader"]
+__all__ = ["CONTENT_SECURITY_POLICY", "create_app", "get_aggregator", "get_reader", "whole_number"]
 
 # Defence in depth behind the sanitiser: no script of any kind, styles and forms from here only.
 CONTENT_SECURITY_POLICY = (
@@ -186,3 +186,14 @@ def get_aggregator() -> Aggregator:
         )
     agg: Aggregator = g.aggregator
     return agg
+
+
+def whole_number(raw: str, name: str, low: int, high: int) -> int:
+    """``raw`` (a query or form field called ``name``) as an int in ``[low, high]``; 400 otherwise."""
+    try:
+        value = int(raw)
+    except ValueError:
+        abort(400, description=f"“{name}” must be a whole number.")
+    if not low <= value <= high:
+        abort(400, description=f"“{name}” must be between {low} and {high}.")
+    return value

@@ -48,7 +48,7 @@ from aggregator.opml import OpmlError
 from aggregator.settings import SettingDef, definitions
 from aggregator.storage.jobs import Job
 from aggregator.storage.versions import SettingsVersion
-from web import get_aggregator
+from web import get_aggregator, whole_number
 
 __all__ = ["bp"]
 
@@ -163,14 +163,7 @@ def _see_other(endpoint: str, **values: Any) -> ResponseReturnValue:
 
 
 def _form_int(name: str, low: int = 0, high: int = 2**62) -> int:
-    raw = request.form.get(name, "").strip().lstrip("#")
-    try:
-        value = int(raw)
-    except ValueError:
-        abort(400, description=f"“{name}” must be a whole number.")
-    if not low <= value <= high:
-        abort(400, description=f"“{name}” must be between {low} and {high}.")
-    return value
+    return whole_number(request.form.get(name, "").strip().lstrip("#"), name, low, high)
 
 
 def _short(text: str) -> str:

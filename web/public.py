@@ -16,7 +16,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from werkzeug.datastructures import MultiDict
 
 from aggregator.models import ClusterSummary, Feed, StoredItem, StoryFilter
-from web import get_reader, syndication
+from web import get_reader, syndication, whole_number
 from web.caching import conditional
 from web.diff import TextDiff, WordOp, diff_texts, word_diff
 from web.filters import safe_url
@@ -56,15 +56,7 @@ class Filters:
 
 def _int_arg(args: Mapping[str, str], name: str, low: int, high: int) -> int | None:
     raw = args.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        abort(400, description=f"“{name}” must be a whole number.")
-    if not low <= value <= high:
-        abort(400, description=f"“{name}” must be between {low} and {high}.")
-    return value
+    return whole_number(raw, name, low, high) if raw else None
 
 
 def parse_filters(args: MultiDict[str, str]) -> Filters:
