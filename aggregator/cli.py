@@ -337,20 +337,22 @@ def eval_command(file: Path, as_json: bool, assignments: Any) -> None:
     """Score clustering on labeled JSONL data (BCubed and pairwise P/R/F1 per dataset)."""
     from aggregator.evaluate import EvalError, run_eval
 
-    bars: dict[str, Any] = {}
+    live = sys.stderr.isatty()  # a counter in place on a terminal; one line per dataset in a log
 
     def progress(name: str, n: int, total: int) -> None:
         if as_json:
             return
-        click.echo(f"\r{name}: {n}/{total}", nl=False, err=True)
-        if n == total:
-            click.echo("", err=True)
+        if live:
+            click.echo(f"\r{name}: {n}/{total}", nl=False, err=True)
+            if n == total:
+                click.echo("", err=True)
+        elif n == total:
+            click.echo(f"{name}: {total} items", err=True)
 
     try:
         results = run_eval(file, _settings(), progress)
     except EvalError as exc:
         raise click.ClickException(str(exc)) from None
-    del bars
     if assignments is not None:
         for r in results:
             for rid, cid in r.assignments.items():

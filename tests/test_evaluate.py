@@ -145,6 +145,8 @@ def test_eval_cli_table(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["eval", str(labeled_file(tmp_path))])
     assert result.exit_code == 0, result.output
     assert "tiny" in result.output and "0.800" in result.output and "items/s" in result.output
+    # not a terminal: one progress line per dataset, no carriage-return counter
+    assert "\r" not in result.stderr and "tiny: 4 items" in result.stderr
 
 
 @pytest.mark.parametrize(
