@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,6 +98,38 @@ def test_parse_workers_give_the_same_result(tmp_path: Path, demo_feeds: Path) ->
                 [(r["guid"], r["cluster_id"], r["signal"], round(r["score"], 9)) for r in agg.export_rows()]
             )
     assert results[0] == results[1]
+
+
+def test_feeds_are_parsed_ahead_of_the_one_being_stored(tmp_path: Path, demo_feeds: Path) -> None:
+    """While one feed is clustered and stored, the next ones are already being parsed
+    (up to ``PREPARE_AHEAD``): a big feed behind a small one does not stall the update."""
+    from aggregator.core import PREPARE_AHEAD
+
+    cfg = tmp_path / "ahead.toml"
+    cfg.write_text('[storage]\ndb_path = "a.db"\n[feeds]\nopml = ""\n[fetch]\nparse_workers = 1\n')
+    with Aggregator(load_settings(cfg)) as agg:
+        assert agg.start_workers()
+        agg.import_opml(demo_feeds / "demo.opml")
+        pool, pipeline = agg._pool, agg.pipeline
+        assert pool is not None
+        events: list[str] = []
+        submit, process = pool.submit, pipeline.process
+
+        def counting_submit(*args: Any, **kwargs: Any) -> Any:
+            events.append("parse")
+            return submit(*args, **kwargs)
+
+        def counting_process(*args: Any, **kwargs: Any) -> Any:
+            events.append("store")
+            return process(*args, **kwargs)
+
+        pool.submit = counting_submit
+        pipeline.process = counting_process
+        reports = agg.update()
+    assert len(reports) == 6 and all(r.status == "ok" for r in reports)
+    assert PREPARE_AHEAD >= 6
+    # every feed answered within the settle time (local files), so all six went to the worker first
+    assert events == ["parse"] * 6 + ["store"] * 6
 
 
 def test_private_addresses_are_refused_at_fetch_time(tmp_path: Path, feed_server: FeedServer) -> None:
