@@ -64,8 +64,9 @@ SETTLE_SECONDS = 1.0
 WORKERS_FROM_FEEDS = 20  # an update of this many feeds starts the worker processes
 # Feeds handed to the worker processes ahead of the one being stored.  One or two
 # are not enough: feeds differ in size, and a big one behind a small one left this
-# process waiting for its parse (figure 3 of the benchmarks: 12.5 s of 89 s waiting
-# with 2 ahead, 4.9 s with 13).  Each holds its body and parsed items in memory.
+# process waiting for its parse (figure 3 of the benchmarks: 12.1-12.5 s of 80-89 s
+# waiting with 2 ahead, 3.2-3.4 s with 17).  Each holds its body and parsed items in
+# memory.
 PREPARE_AHEAD = 16
 
 
