@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 from datasketch import MinHashLSH
 
+from aggregator.centroids import CentroidTables, term_hashes
 from aggregator.fingerprint import Features, features_for
 from aggregator.settings import ClusterSettings
 
@@ -299,6 +300,8 @@ class ClusterEngine:
         self._seq_base = 0
         self._by_id: dict[int, int] = {}  # item id -> seq
         self._clusters: dict[int, _Cluster] = {}
+        self._tables = CentroidTables()  # the centroids again, keyed by cluster order, for scoring
+        self._item_arrays: tuple[dict[str, float], np.ndarray, np.ndarray] | None = None
         self._n_clusters_created = 0
         self._expiry: list[tuple[float, int]] = []  # (time, seq) heap
         self._fresh: dict[int, dict[str, float]] = {}  # vectors made by add(), for pop_vectors()
@@ -387,13 +390,15 @@ class ClusterEngine:
         cold = self._n_docs < s.cold_start_items  # IDF knows no common words yet
         scored: list[tuple[float, _Cluster]] = []
         best_below = 0.0
+        dots = self._dots(vec, clusters, share_cap)
         for c in clusters:
             if c.norm2 <= 0:
                 continue
             norm = math.sqrt(c.norm2)
-            score = (
-                _dot_capped(vec, c.centroid, share_cap) * self._decay(c.first, c.last, t, t, half_life) / norm
-            )
+            dot = dots.get(c.order)
+            if dot is None:
+                dot = _dot_capped(vec, c.centroid, share_cap)
+            score = dot * self._decay(c.first, c.last, t, t, half_life) / norm
             if name is not None and _other_protagonist(name, vec, 1.0, c, norm):
                 score *= mismatch  # another protagonist: another event of the same kind
             # Before IDF knows which words are common, one shared word proves nothing.
@@ -603,6 +608,7 @@ class ClusterEngine:
                 c.live -= 1
                 if c.live <= 0:
                     del self._clusters[c.cid]
+                    self._tables.drop(c.order)
 
     def _vectorize(self, feats: Features) -> dict[str, float]:
         self._n_docs += 1
@@ -660,6 +666,35 @@ class ClusterEngine:
         items = self._items
         return [items[s] for s in seqs.tolist()]
 
+    def _dots(self, vec: dict[str, float], clusters: list[_Cluster], share_cap: float) -> dict[int, float]:
+        """``_dot_capped(vec, c.centroid, share_cap)`` by cluster order, in one compiled call,
+        for the clusters whose centroid has at least as many terms as ``vec`` (the others,
+        whose dot product :func:`_dot_capped` adds in the centroid's term order, are left
+        to it)."""
+        n = len(vec)
+        orders = [c.order for c in clusters if c.norm2 > 0 and n <= len(c.centroid)]
+        if not orders:
+            return {}
+        hs, ws = self._arrays(vec)
+        self._item_arrays = (vec, hs, ws)  # for the attach that follows
+        return dict(zip(orders, self._tables.dots(hs, ws, orders, share_cap).tolist(), strict=True))
+
+    def _dot_with(self, vec: dict[str, float], c: _Cluster, share_cap: float) -> float:
+        """``_dot_capped(vec, c.centroid, share_cap)``, through ``c``'s table when ``vec``
+        is the smaller of the two (then both add the products in ``vec``'s order)."""
+        if not vec or len(vec) > len(c.centroid) or c.order not in self._tables:
+            return _dot_capped(vec, c.centroid, share_cap)
+        hs, ws = self._arrays(vec)
+        return float(self._tables.dots(hs, ws, [c.order], share_cap)[0])
+
+    def _arrays(self, vec: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """``vec``'s term keys and weights as arrays."""
+        kept = self._item_arrays
+        if kept is not None and kept[0] is vec:  # the item being added (never changed)
+            return kept[1], kept[2]
+        n = len(vec)
+        return term_hashes(vec, n), np.fromiter(vec.values(), np.float64, n)
+
     def _set_order(self, seq: int, order: int) -> None:
         """Record that item ``seq`` is in the cluster created ``order``-th (-1: expired)."""
         i = seq - self._seq_base
@@ -711,9 +746,12 @@ class ClusterEngine:
         seq = self._seq
         self._seq += 1
         cen = c.centroid
-        c.norm2 += 2.0 * _dot(vec, cen) + sum(x * x for x in vec.values())
-        for term, x in vec.items():
-            cen[term] = cen.get(term, 0.0) + x
+        if vec:
+            c.norm2 += 2.0 * self._dot_with(vec, c, 1.0) + sum(x * x for x in vec.values())
+            for term, x in vec.items():
+                cen[term] = cen.get(term, 0.0) + x
+            self._tables.add(c.order, *self._arrays(vec))
+            self._item_arrays = None
         if feats.entities and vec:
             c.names |= feats.entities
             c.find_top_name(vec)
@@ -743,7 +781,7 @@ class ClusterEngine:
             return False
         n_terms = len(small.centroid)
         # The mean of its members' scores (each member's vector has unit length).
-        dot = _dot_capped(small.centroid, big.centroid, self.share_cap(n_terms))
+        dot = self._dot_with(small.centroid, big, self.share_cap(n_terms))
         score = dot / (small.size * math.sqrt(big.norm2))
         score *= self._decay(big.first, big.last, small.first, small.last, self.half_life(n_terms))
         mismatch = self.settings.name_mismatch_factor
@@ -774,6 +812,7 @@ class ClusterEngine:
         cen = keep.centroid
         for term, x in gone.centroid.items():
             cen[term] = cen.get(term, 0.0) + x
+        self._tables.merge(keep.order, gone.order)
         if gone.names:
             keep.names |= gone.names
             keep.top_name = None
