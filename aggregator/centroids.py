@@ -161,10 +161,6 @@ class CentroidTables:
     def __contains__(self, handle: int) -> bool:
         return handle in self._tables
 
-    @property
-    def arena_bytes(self) -> int:
-        return int(self._keys.nbytes + self._vals.nbytes)
-
     def add(self, handle: int, hs: np.ndarray, ws: np.ndarray) -> None:
         """Add weights ``ws`` for the term keys ``hs`` to table ``handle`` (made if new)."""
         t = self._tables.get(handle)
@@ -212,10 +208,8 @@ class CentroidTables:
     # -- arena ------------------------------------------------------------------------
 
     def _grow(self, handle: int, keys_held: int) -> None:
-        old = self._tables[handle]
-        cap = _capacity_for(keys_held)
-        off, cap = self._alloc(cap)
-        old = self._tables[handle]  # _alloc may have compacted the arena
+        off, cap = self._alloc(_capacity_for(keys_held))
+        old = self._tables[handle]  # read after _alloc, which may have compacted the arena
         _move(self._keys, self._vals, old[0], old[1], off, cap)
         self._free += old[1]
         self._tables[handle] = [off, cap, old[2]]

@@ -682,7 +682,7 @@ class ClusterEngine:
     def _dot_with(self, vec: dict[str, float], c: _Cluster, share_cap: float) -> float:
         """``_dot_capped(vec, c.centroid, share_cap)``, through ``c``'s table when ``vec``
         is the smaller of the two (then both add the products in ``vec``'s order)."""
-        if not vec or len(vec) > len(c.centroid) or c.order not in self._tables:
+        if not vec or len(vec) > len(c.centroid):  # (a centroid with terms has its table)
             return _dot_capped(vec, c.centroid, share_cap)
         hs, ws = self._arrays(vec)
         return float(self._tables.dots(hs, ws, [c.order], share_cap)[0])
