@@ -49,63 +49,28 @@ def term_hashes(terms: Iterable[str], n: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)  # type: ignore[misc]
+def _slot(keys: np.ndarray, off: int, mask: int, h: int) -> int:
+    """Where key ``h`` is in the table at ``off``, or the empty slot where it would go."""
+    j = h & mask
+    while True:
+        k = keys[off + j]
+        if k in (h, _EMPTY):
+            return off + j
+        j = (j + 1) & mask
+
+
+@numba.njit(cache=True)  # type: ignore[misc]
 def _add(keys: np.ndarray, vals: np.ndarray, off: int, cap: int, hs: np.ndarray, ws: np.ndarray) -> int:
     """Add weights ``ws`` of terms ``hs`` into the table at ``off``; returns how many keys were new."""
-    mask = cap - 1
     new = 0
     for i in range(hs.shape[0]):
-        h = hs[i]
-        j = h & mask
-        while True:
-            k = keys[off + j]
-            if k == h:
-                vals[off + j] += ws[i]
-                break
-            if k == _EMPTY:
-                keys[off + j] = h
-                vals[off + j] = ws[i]
-                new += 1
-                break
-            j = (j + 1) & mask
-    return new
-
-
-@numba.njit(cache=True)  # type: ignore[misc]
-def _move(keys: np.ndarray, vals: np.ndarray, off: int, cap: int, new_off: int, new_cap: int) -> None:
-    """Re-insert the table at ``off`` into the empty table at ``new_off``."""
-    mask = new_cap - 1
-    for j in range(cap):
-        h = keys[off + j]
-        if h == _EMPTY:
-            continue
-        i = h & mask
-        while keys[new_off + i] != _EMPTY:
-            i = (i + 1) & mask
-        keys[new_off + i] = h
-        vals[new_off + i] = vals[off + j]
-
-
-@numba.njit(cache=True)  # type: ignore[misc]
-def _merge(keys: np.ndarray, vals: np.ndarray, off: int, cap: int, src_off: int, src_cap: int) -> int:
-    """Add the table at ``src_off`` into the table at ``off``; returns how many keys were new."""
-    mask = cap - 1
-    new = 0
-    for s in range(src_cap):
-        h = keys[src_off + s]
-        if h == _EMPTY:
-            continue
-        j = h & mask
-        while True:
-            k = keys[off + j]
-            if k == h:
-                vals[off + j] += vals[src_off + s]
-                break
-            if k == _EMPTY:
-                keys[off + j] = h
-                vals[off + j] = vals[src_off + s]
-                new += 1
-                break
-            j = (j + 1) & mask
+        s = _slot(keys, off, cap - 1, hs[i])
+        if keys[s] == _EMPTY:
+            keys[s] = hs[i]
+            vals[s] = ws[i]
+            new += 1
+        else:
+            vals[s] += ws[i]
     return new
 
 
@@ -126,19 +91,12 @@ def _dots(
         total = 0.0
         top = 0.0
         for i in range(hs.shape[0]):
-            h = hs[i]
-            j = h & mask
-            while True:
-                k = keys[off + j]
-                if k == h:
-                    p = ws[i] * vals[off + j]
-                    total += p
-                    if p > top:
-                        top = p
-                    break
-                if k == _EMPTY:
-                    break
-                j = (j + 1) & mask
+            s = _slot(keys, off, mask, hs[i])
+            if keys[s] != _EMPTY:
+                p = ws[i] * vals[s]
+                total += p
+                if p > top:
+                    top = p
         if share_cap < 1.0 and total > 0.0 and top > share_cap * total:
             total = (total - top) / (1.0 - share_cap)
         out[t] = total
@@ -183,7 +141,7 @@ class CentroidTables:
             self._grow(handle, t[2] + src[2])
             t = self._tables[handle]
             src = self._tables[source]  # the arena may have been compacted
-        t[2] += _merge(self._keys, self._vals, t[0], t[1], src[0], src[1])
+        t[2] += _add(self._keys, self._vals, t[0], t[1], *self._entries(src))
         self.drop(source)
 
     def drop(self, handle: int) -> None:
@@ -207,10 +165,16 @@ class CentroidTables:
 
     # -- arena ------------------------------------------------------------------------
 
+    def _entries(self, t: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The keys and weights held by table ``t`` (copies)."""
+        keys = self._keys[t[0] : t[0] + t[1]]
+        held = keys != _EMPTY
+        return keys[held], self._vals[t[0] : t[0] + t[1]][held]
+
     def _grow(self, handle: int, keys_held: int) -> None:
         off, cap = self._alloc(_capacity_for(keys_held))
         old = self._tables[handle]  # read after _alloc, which may have compacted the arena
-        _move(self._keys, self._vals, old[0], old[1], off, cap)
+        _add(self._keys, self._vals, off, cap, *self._entries(old))
         self._free += old[1]
         self._tables[handle] = [off, cap, old[2]]
 

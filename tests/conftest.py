@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import threading
@@ -19,6 +20,15 @@ from aggregator.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
+
+
+def dev_rows(dataset: str, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` labeled dev records of ``dataset``, in publication order."""
+    lines = (DATA / "eval" / "dev.jsonl").read_text().splitlines()
+    recs = [r for r in map(json.loads, lines) if r["dataset"] == dataset]
+    return sorted(recs, key=lambda r: r["published"])[:n]
+
+
 EXAMPLES = ROOT / "examples"
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
@@ -12,7 +11,7 @@ from aggregator.centroids import CentroidTables, term_hashes
 from aggregator.cluster import ClusterEngine, _dot_capped
 from aggregator.fingerprint import signature
 from aggregator.settings import ClusterSettings
-from tests.conftest import DATA
+from tests.conftest import dev_rows
 
 
 def reference_dot(item: list[tuple[int, float]], table: dict[int, float], cap: float) -> float:
@@ -85,8 +84,7 @@ def test_term_hashes_are_the_strings_hashes_with_zero_moved() -> None:
 
 
 def test_engine_tables_mirror_its_centroids_through_merges_and_expiry() -> None:
-    recs = [json.loads(line) for line in (DATA / "eval" / "dev.jsonl").read_text().splitlines()]
-    rows = sorted((r for r in recs if r["dataset"] == "uci"), key=lambda r: r["published"])[:1500]
+    rows = dev_rows("uci", 1500)
     s = dataclasses.replace(ClusterSettings(), time_window_hours=6, late_arrival_hours=0.0)
     engine = ClusterEngine(s)
     ids = iter(range(1, 10**6))

@@ -18,7 +18,7 @@ from aggregator import Aggregator
 from aggregator.cluster import ClusterEngine, Decision, _BandedLSH
 from aggregator.fingerprint import lean_minhash, signature, signatures
 from aggregator.settings import ClusterSettings
-from tests.conftest import DATA, ROOT
+from tests.conftest import DATA, ROOT, dev_rows
 
 S = ClusterSettings()
 T0 = 1_700_000_000.0
@@ -397,8 +397,7 @@ def test_force_forbid_and_may_merge() -> None:
 
 
 def test_restore_continues_identically() -> None:
-    recs = [json.loads(line) for line in (DATA / "eval" / "dev.jsonl").read_text().splitlines()]
-    uci = sorted((r for r in recs if r["dataset"] == "uci"), key=lambda r: r["published"])[:1200]
+    uci = dev_rows("uci", 1200)
     cut = len(uci) // 2
 
     def run(engine: ClusterEngine, rows: list[dict], start: int, clusters: list[int]) -> list[Decision]:
@@ -457,8 +456,7 @@ def _reference_candidates(engine: ClusterEngine, sig: np.ndarray) -> list[int]:
 def test_candidates_rank_clusters_by_their_best_item_through_expiry_and_merges() -> None:
     import dataclasses
 
-    recs = [json.loads(line) for line in (DATA / "eval" / "dev.jsonl").read_text().splitlines()]
-    rows = sorted((r for r in recs if r["dataset"] == "uci"), key=lambda r: r["published"])[:1500]
+    rows = dev_rows("uci", 1500)
     settings = dataclasses.replace(
         S, time_window_hours=6, late_arrival_hours=0.0, max_candidate_clusters=3, lsh_max_bucket=40
     )
