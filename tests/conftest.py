@@ -254,18 +254,33 @@ class LiveServer:
 
 
 def serve(app: Any) -> Iterator[LiveServer]:
-    """Serve a WSGI app on 127.0.0.1 (a free port) in a thread until the generator closes."""
-    from werkzeug.serving import make_server
+    """Serve a WSGI app on 127.0.0.1 (a free port) with waitress in a thread until the generator closes.
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    Not werkzeug's development server: when a browser resets a connection, its request loop
+    skips closing the response (a static file stays open until the garbage collector warns,
+    and warnings are errors here). Waitress closes every response, as in production.
+    """
+    from waitress import wasyncore
+    from waitress.server import create_server
+
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    stop = threading.Event()
+
+    def run() -> None:  # waitress's own loop, in short turns so that it can be stopped
+        try:
+            while not stop.is_set():
+                wasyncore.loop(timeout=0.05, map=server._map, count=1)
+        finally:
+            server.task_dispatcher.shutdown()
+            wasyncore.close_all(server._map)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)
+        yield LiveServer(f"http://127.0.0.1:{server.effective_port}", app)
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        stop.set()
+        thread.join(10)
 
 
 @pytest.fixture
