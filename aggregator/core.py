@@ -68,6 +68,14 @@ WORKERS_FROM_FEEDS = 20  # an update of this many feeds starts the worker proces
 # waiting with 2 ahead, 3.2-3.4 s with 17).  Each holds its body and parsed items in
 # memory.
 PREPARE_AHEAD = 16
+# The poller process says it is running every few seconds (meta key POLLER_KEY); an
+# admin's "Poll now" is then left to it, whose cluster index is built, rather than
+# done in a web process (which would rebuild one: 28-36 s and ~2 GiB at a million
+# stored items, benchmarks/README.md, figure 4).
+POLLER_KEY = "poller_seen"
+POLLER_BEAT_SECONDS = 5.0
+POLLER_GONE_SECONDS = 30.0  # a poller silent this long is taken for stopped
+POLL_NOW_WAIT_SECONDS = 30.0
 
 
 class FeedError(ValueError):
@@ -411,13 +419,18 @@ class Aggregator:
         *,
         progress: Callable[[UpdateReport], None] | None = None,
     ) -> list[UpdateReport]:
-        """Poll feeds (default: every due feed) once.
+        """Poll feeds (default: every due feed, and those asked for by :meth:`request_poll`) once.
 
         Fetches run concurrently, within overall and per-host limits; each result
         is parsed, clustered and stored as soon as it arrives, one feed at a time.
         """
         self.reload_settings()
-        todo = list(feeds) if feeds is not None else feeds_store.due(self.db, self.clock())
+        if feeds is not None:
+            todo = list(feeds)
+        else:
+            todo = feeds_store.due(self.db, self.clock())
+            taken = {f.id for f in todo}
+            todo += [f for f in feeds_store.requested(self.db) if f.id not in taken]
         if not todo:
             return []
         fs = self.settings.fetch
@@ -512,10 +525,80 @@ class Aggregator:
         return self._pool
 
     def update_feed(self, url_or_id: str | int) -> UpdateReport:
+        """Poll one feed now, in this process."""
         feed = self.feed(url_or_id)
         if feed is None:
             raise FeedError(f"no such feed: {url_or_id}")
         return self.update([feed])[0]
+
+    # -- the poller process, and polls asked of it -----------------------------------------
+
+    def heartbeat(self, *, running: bool = True) -> None:
+        """Record that a poller process is running (it calls this every few seconds), or
+        that it stopped."""
+        with write_transaction(self.db):
+            meta_store.put(self.db, POLLER_KEY, repr(self.clock()) if running else "stopped")
+
+    def poller_seen(self) -> float | None:
+        """When a poller process last said it was running (None: never)."""
+        raw = meta_store.get(self.db, POLLER_KEY)
+        try:
+            return float(raw) if raw is not None else None
+        except ValueError:
+            return None
+
+    def poller_running(self) -> bool:
+        seen = self.poller_seen()
+        return seen is not None and abs(self.clock() - seen) < POLLER_GONE_SECONDS
+
+    def request_poll(self, url_or_id: str | int) -> Feed:
+        """Ask the poller to poll a feed (even a paused one) within a second or so, or
+        after the round it is in; :meth:`update` with no feeds given polls it."""
+        feed = self.feed(url_or_id)
+        if feed is None:
+            raise FeedError(f"no such feed: {url_or_id}")
+        if feed.poll_requested_at is None:
+            with write_transaction(self.db):
+                feeds_store.update_state(self.db, feed.id, {"poll_requested_at": self.clock()})
+        asked = self.feed(feed.id)
+        assert asked is not None
+        return asked
+
+    def poll_requested(self) -> bool:
+        return feeds_store.any_requested(self.db)
+
+    def poll_now(self, url_or_id: str | int, *, wait: float | None = None) -> UpdateReport | None:
+        """Poll a feed now and report what it did.
+
+        With a poller process running, the poll is asked of it (its cluster index is
+        already built) and its outcome read back from the feed's state once done;
+        None if it is not done within ``wait`` seconds (default
+        ``POLL_NOW_WAIT_SECONDS``; it still happens, after the poller's current round).
+        Without one, the feed is polled in this process.
+        """
+        feed = self.feed(url_or_id)
+        if feed is None:
+            raise FeedError(f"no such feed: {url_or_id}")
+        if not self.poller_running():
+            return self.update([feed])[0]
+        self.request_poll(feed.id)
+        deadline = time.monotonic() + (POLL_NOW_WAIT_SECONDS if wait is None else wait)
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.feed(feed.id)
+            if now is None:
+                raise FeedError(f"no such feed: {url_or_id} (removed meanwhile)")
+            if now.poll_requested_at is None:
+                status = now.status if now.status in ("ok", "not_modified", "gone") else "error"
+                return UpdateReport(
+                    now.url,
+                    status,
+                    new_items=now.last_items_added,
+                    updated_items=now.last_items_updated,
+                    error=now.last_error,
+                    warning=now.warning,
+                )
+        return None
 
     def recluster(self, progress: Progress | None = None) -> int:
         with self._lock:

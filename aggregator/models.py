@@ -105,6 +105,9 @@ class Feed:
     fetch_ms_total: float = 0.0
     last_items_added: int = 0
     poll_minutes: float | None = None  # an admin's own interval; None: automatic
+    poll_requested_at: float | None = None  # an admin's "Poll now" the poller has not done yet
+    last_items_updated: int = 0
+    warning: str | None = None
 
     @property
     def display_name(self) -> str:

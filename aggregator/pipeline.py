@@ -266,6 +266,8 @@ class Pipeline:
             "not_modified+": int(result.status == "not_modified"),
             "items_total+": report.new_items,
             "last_items_added": report.new_items,
+            "last_items_updated": report.updated_items,
+            "poll_requested_at": None,  # whoever asked for this poll has it
         }
         if plan.status in ("ok", "not_modified"):
             fields["last_ok_at"] = now

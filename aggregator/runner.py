@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from aggregator.core import Aggregator
+from aggregator.core import POLLER_BEAT_SECONDS, Aggregator
 from aggregator.settings import Settings
 
 __all__ = ["run_all", "run_poller", "serve_web"]
@@ -30,10 +30,12 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
 
 
 def run_poller(settings: Settings, db_path: Path) -> None:
-    """Poll due feeds on a short periodic tick until SIGINT or SIGTERM.
+    """Poll due feeds every ``schedule.tick_seconds``, and feeds an admin asked to poll
+    now within a second, until SIGINT or SIGTERM.
 
-    The schedule itself (each feed's next poll time) lives in the database, so a
-    restart loses nothing; APScheduler only drives the tick.
+    The schedule itself (each feed's next poll time, the polls asked for) lives in the
+    database, so a restart loses nothing; APScheduler only drives the ticks, and a
+    heartbeat that tells the site a poller is running (:meth:`Aggregator.poll_now`).
     """
     from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -41,16 +43,41 @@ def run_poller(settings: Settings, db_path: Path) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("aggregator").setLevel(logging.INFO)
     agg = Aggregator(settings, db_path=db_path)
+    # Its own connection: the heartbeat runs in another thread while a tick writes.
+    beat = Aggregator(settings, db_path=db_path, migrate=False)
     added = agg.subscribe_defaults()
     if added:
         log.info("subscribed to %d feed(s) from %s", added, settings.feeds.opml)
     if agg.start_workers():
         log.info("started %d parse worker process(es)", settings.fetch.parse_workers)
+
+    def heartbeat() -> None:
+        try:
+            beat.heartbeat()
+        except Exception:
+            log.exception("heartbeat failed")
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    # From now on the site leaves "Poll now" to this process (done once the index is built).
+    scheduler.add_job(
+        heartbeat,
+        "interval",
+        seconds=POLLER_BEAT_SECONDS,
+        id="heartbeat",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=_now_dt(),
+    )
+    scheduler.start()
     indexed = agg.rebuild_index()
     log.info("index rebuilt: %d item(s) in the time window", indexed)
+    next_round = [0.0]  # time.monotonic() of the next look for due feeds
 
     def tick() -> None:
         try:
+            if time.monotonic() < next_round[0] and not agg.poll_requested():
+                return
+            next_round[0] = time.monotonic() + settings.schedule.tick_seconds
             reports = agg.update()
             if reports:
                 log.info(
@@ -59,19 +86,11 @@ def run_poller(settings: Settings, db_path: Path) -> None:
         except Exception:
             log.exception("tick failed")
 
-    scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.add_job(
-        tick,
-        "interval",
-        seconds=settings.schedule.tick_seconds,
-        id="tick",
-        max_instances=1,
-        coalesce=True,
-        next_run_time=_now_dt(),
+        tick, "interval", seconds=1, id="tick", max_instances=1, coalesce=True, next_run_time=_now_dt()
     )
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    scheduler.start()
-    log.info("poller started: tick every %d s", settings.schedule.tick_seconds)
+    log.info("poller started: due feeds every %d s, feeds asked for at once", settings.schedule.tick_seconds)
     try:
         while True:
             time.sleep(3600)
@@ -79,7 +98,9 @@ def run_poller(settings: Settings, db_path: Path) -> None:
         log.info("poller stopping")
     finally:
         scheduler.shutdown(wait=True)
+        beat.heartbeat(running=False)  # the site polls by itself again
         agg.close()
+        beat.close()
         for s, h in previous.items():
             signal.signal(s, h)
 

@@ -283,3 +283,14 @@ def m0007_site_indexes(db: Database) -> None:
 def m0008_feed_poll_minutes(db: Database) -> None:
     # An admin's own polling interval for a feed (NULL: the automatic one).
     db.execute("ALTER TABLE feeds ADD COLUMN poll_minutes REAL")
+
+
+@migrations(name="0009_poll_requests")
+def m0009_poll_requests(db: Database) -> None:
+    # An admin's "Poll now", for the poller process to act on (NULL: none pending), and
+    # what the last poll updated (to report the outcome of a poll made by another process).
+    db.execute("ALTER TABLE feeds ADD COLUMN poll_requested_at REAL")
+    db.execute("ALTER TABLE feeds ADD COLUMN last_items_updated INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "CREATE INDEX feeds_poll_requested ON feeds(poll_requested_at) WHERE poll_requested_at IS NOT NULL"
+    )

@@ -146,3 +146,44 @@ def test_private_addresses_are_refused_at_fetch_time(tmp_path: Path, feed_server
         (r,) = agg.update()
         assert r.status == "error" and "non-public address" in (r.error or "")
     assert feed_server.hits("/a.xml") == []
+
+
+def test_a_poll_asked_for_is_made_by_the_next_update(agg: Aggregator, feed_server: FeedServer) -> None:
+    feed_server.routes["/a.xml"] = Route(rss([{**WIRE, "guid": "a1"}], title="A"))
+    feed_server.routes["/b.xml"] = Route(rss([], title="B"))
+    a, _ = agg.add_feed(feed_server.url("/a.xml"))
+    b, _ = agg.add_feed(feed_server.url("/b.xml"))
+    assert {r.feed_url for r in agg.update()} == {a.url, b.url}
+    assert agg.update() == [] and not agg.poll_requested()  # neither is due
+    agg.pause_feed(a.id, True)
+    feed_server.routes["/a.xml"] = Route(rss([{**WIRE, "guid": "a1"}, {**WIRE, "guid": "a2"}], title="A"))
+    asked = agg.request_poll(a.id)
+    assert asked.poll_requested_at is not None and agg.poll_requested()
+    assert agg.request_poll(a.id).poll_requested_at == asked.poll_requested_at  # asked once
+    (report,) = agg.update()  # paused, not due: polled because it was asked for
+    assert report.feed_url == a.url and report.new_items == 1
+    polled = agg.feed(a.id)
+    assert polled is not None and polled.poll_requested_at is None and polled.last_items_added == 1
+    assert not agg.poll_requested() and agg.update() == []
+    with pytest.raises(FeedError):
+        agg.request_poll(9999)
+
+
+def test_poll_now_without_a_poller_polls_here(agg: Aggregator, feed_server: FeedServer) -> None:
+    clock = [1_000_000.0]
+    agg.clock = lambda: clock[0]
+    feed_server.routes["/a.xml"] = Route(rss([{**WIRE, "guid": "a1"}], title="A"))
+    a, _ = agg.add_feed(feed_server.url("/a.xml"))
+    assert agg.poller_seen() is None and not agg.poller_running()
+    agg.heartbeat()
+    assert agg.poller_seen() == clock[0] and agg.poller_running()
+    clock[0] += 31  # silent for longer than POLLER_GONE_SECONDS: taken for stopped
+    assert not agg.poller_running()
+    report = agg.poll_now(a.id, wait=5)
+    assert report is not None and report.status == "ok" and report.new_items == 1
+    assert agg.feed(a.id).poll_requested_at is None  # type: ignore[union-attr]
+    agg.heartbeat()
+    agg.heartbeat(running=False)  # a poller that stops says so
+    assert not agg.poller_running()
+    with pytest.raises(FeedError):
+        agg.poll_now(9999)

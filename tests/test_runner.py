@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_for_port
+from aggregator import Aggregator
+from aggregator.settings import load_settings
+from tests.conftest import FeedServer, Route, free_port, rss, wait_for_port
 
 
 def healthz(port: int) -> dict[str, object]:
@@ -64,3 +66,39 @@ def test_serve_alone_does_not_poll(tmp_path: Path, demo_feeds: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_poll_now_is_left_to_a_running_poller(tmp_path: Path, feed_server: FeedServer) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[storage]\ndb_path = "poll.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n'
+        "[schedule]\ntick_seconds = 3600\n"  # due feeds only at start: later polls are asked for
+    )
+    story = {"title": "Harbour cranes stop in strike", "description": "Dockers walked out at dawn."}
+    feed_server.routes["/a.xml"] = Route(rss([{**story, "guid": "a1"}], title="A"))
+    with Aggregator(load_settings(cfg)) as agg:
+        feed, _ = agg.add_feed(feed_server.url("/a.xml"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "poll", "--config", str(cfg)], cwd=tmp_path
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not (agg.feed(feed.id) or feed).last_polled_at:
+                time.sleep(0.2)
+            assert agg.poller_running() and agg.counts()["items"] == 1  # its first round
+            feed_server.routes["/a.xml"] = Route(
+                rss([{**story, "guid": "a1"}, {**story, "guid": "a2", "title": "Cranes idle"}], title="A")
+            )
+            report = agg.poll_now(feed.id, wait=30)  # the next round is an hour away
+            assert report is not None and report.status == "ok"
+            assert (report.new_items, report.updated_items) == (1, 0)
+            assert agg.pipeline._engine is None, "the poller polled, not this process"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+        assert code == 0
+        assert not agg.poller_running()  # it said it stopped: the site polls by itself again
+        feed_server.routes["/a.xml"] = Route(rss([{**story, "guid": "a3"}], title="A"))
+        report = agg.poll_now(feed.id, wait=5)
+        assert report is not None and report.new_items == 1 and agg.pipeline._engine is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html as htmllib
 import io
 import re
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -15,8 +16,9 @@ import pytest
 from argon2 import PasswordHasher
 from markupsafe import escape
 
-from aggregator import Aggregator, accounts
+from aggregator import Aggregator, accounts, core
 from aggregator.accounts import set_password
+from aggregator.models import UpdateReport
 from aggregator.settings import definitions
 from aggregator.storage import jobs as jobs_store
 from tests.conftest import FeedServer, Route, rss
@@ -571,6 +573,44 @@ def test_feed_management(admin: Admin, demo_agg: Aggregator, feed_server: FeedSe
     assert demo_agg.feed(good.id) is None
     admin.post(f"/admin/feeds/{good.id}/remove", status=404)
     admin.get(f"/admin/feeds/{good.id}/remove", status=404)
+
+
+def test_poll_now_is_left_to_the_poller_when_one_runs(
+    admin: Admin, demo_agg: Aggregator, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed_server.routes["/good.xml"] = Route(
+        body=rss([{"title": "Harbour cranes stop in strike", "link": "https://t.example/1", "guid": "g1"}])
+    )
+    feed, _ = demo_agg.add_feed(feed_server.url("/good.xml"), "Good Feed")
+    demo_agg.heartbeat()  # a poller runs, but is busy: nothing takes the request
+    monkeypatch.setattr(core, "POLL_NOW_WAIT_SECONDS", 0.5)
+    r = admin.post(f"/admin/feeds/{feed.id}/poll")
+    assert "Good Feed will be polled when the poller ends its current round" in admin.follow(r)
+    row = admin.get("/admin/feeds")
+    row = row[row.index(f'id="feed-{feed.id}"') :]
+    assert "asked to poll now" in row[: row.index("</tr>")]
+    # the poller (here a thread with its own connection) takes it
+    polled: list[UpdateReport] = []
+    stop = threading.Event()
+
+    def poller() -> None:
+        with Aggregator(demo_agg.base_settings, db_path=demo_agg.db_path) as agg:
+            while not stop.wait(0.05):
+                agg.heartbeat()
+                if agg.poll_requested():
+                    polled.extend(agg.update())
+
+    thread = threading.Thread(target=poller)
+    thread.start()
+    try:
+        monkeypatch.setattr(core, "POLL_NOW_WAIT_SECONDS", 30.0)
+        r = admin.post(f"/admin/feeds/{feed.id}/poll")  # asked again: still one request
+        assert "Polled Good Feed: ok, 1 new, 0 updated." in admin.follow(r)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert [p.feed_url for p in polled] == [feed.url]  # polled once, by the poller
+    assert demo_agg.feed(feed.id).poll_requested_at is None  # type: ignore[union-attr]
 
 
 def test_opml_export_and_import(admin: Admin, demo_agg: Aggregator, feed_server: FeedServer) -> None:

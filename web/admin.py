@@ -750,12 +750,16 @@ def feed_interval(feed_id: int) -> ResponseReturnValue:
 def poll_feed(feed_id: int) -> ResponseReturnValue:
     feed = _feed_or_404(feed_id)
     try:
-        report = get_aggregator().update_feed(feed_id)
+        report = get_aggregator().poll_now(feed_id)
     except FeedError as exc:
         flash(str(exc), "error")
         return _see_other("admin.feeds")
     name = _short(feed.display_name)
-    if report.error:
+    if report is None:
+        flash(
+            f"{name} will be polled when the poller ends its current round; its state shows here.", "notice"
+        )
+    elif report.error:
         flash(f"Polled {name}: {report.status}, {report.error}", "error")
     else:
         flash(

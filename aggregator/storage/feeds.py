@@ -12,11 +12,13 @@ from aggregator.models import Feed
 __all__ = [
     "add",
     "all_feeds",
+    "any_requested",
     "count",
     "due",
     "get",
     "get_by_url",
     "remove",
+    "requested",
     "set_paused",
     "update_state",
 ]
@@ -24,7 +26,8 @@ __all__ = [
 _COLUMNS = (
     "id, url, title, site_url, added_at, paused, status, last_error, last_polled_at, "
     "next_poll_at, failures, items_total, etag, last_modified, interval_minutes, "
-    "error_since, polls, not_modified, fetch_ms_total, last_items_added, poll_minutes"
+    "error_since, polls, not_modified, fetch_ms_total, last_items_added, poll_minutes, "
+    "poll_requested_at, last_items_updated, warning"
 )
 
 
@@ -51,6 +54,9 @@ def _feed(row: tuple[Any, ...]) -> Feed:
         fetch_ms_total=row[18],
         last_items_added=row[19],
         poll_minutes=row[20],
+        poll_requested_at=row[21],
+        last_items_updated=row[22],
+        warning=row[23],
     )
 
 
@@ -96,6 +102,21 @@ def due(db: Database, now: float) -> list[Feed]:
         [now],
     ).fetchall()
     return [_feed(r) for r in rows]
+
+
+def requested(db: Database) -> list[Feed]:
+    """Feeds an admin asked to poll now (paused or gone ones too), earliest request first."""
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM feeds WHERE poll_requested_at IS NOT NULL ORDER BY poll_requested_at, id"
+    ).fetchall()
+    return [_feed(r) for r in rows]
+
+
+def any_requested(db: Database) -> bool:
+    """Whether a poll is asked for (one indexed look-up: the poller asks every second)."""
+    return (
+        db.execute("SELECT 1 FROM feeds WHERE poll_requested_at IS NOT NULL LIMIT 1").fetchone() is not None
+    )
 
 
 def set_paused(db: Database, feed_id: int, paused: bool) -> None:
@@ -145,6 +166,8 @@ _WRITABLE = frozenset(
         "fetch_ms_total",
         "items_total",
         "last_items_added",
+        "last_items_updated",
+        "poll_requested_at",
         "paused",
     }
 )
