@@ -513,7 +513,8 @@ def test_finding_a_story_to_correct(admin: Admin, demo_agg: Aggregator) -> None:
 
 def test_feed_management(admin: Admin, demo_agg: Aggregator, feed_server: FeedServer, tmp_path: Path) -> None:
     feed_server.routes["/good.xml"] = Route(
-        body=rss([{"title": "Harbour cranes stop in strike", "link": "https://t.example/1", "guid": "g1"}])
+        body=rss([{"title": "Harbour cranes stop in strike", "link": "https://t.example/1", "guid": "g1"}]),
+        etag='"v1"',
     )
     feed_server.routes["/bad.xml"] = Route(status=500, body=b"oops")
     r = admin.post("/admin/feeds", {"url": feed_server.url("/good.xml"), "title": "Good Feed"})
@@ -527,6 +528,9 @@ def test_feed_management(admin: Admin, demo_agg: Aggregator, feed_server: FeedSe
     # poll now
     r = admin.post(f"/admin/feeds/{good.id}/poll")
     assert "Polled Good Feed: ok, 1 new, 0 updated." in admin.follow(r)
+    r = admin.post(f"/admin/feeds/{good.id}/poll")
+    own = demo_agg.feed(good.id).display_name  # type: ignore[union-attr]  # the feed's own title, once polled
+    assert f"Polled {own}: unchanged since the last poll, 0 new, 0 updated." in admin.follow(r)
     # per-feed error state
     admin.post("/admin/feeds", {"url": feed_server.url("/bad.xml"), "title": "Bad Feed"})
     bad = next(f for f in demo_agg.feeds() if f.title == "Bad Feed")

@@ -762,8 +762,10 @@ def poll_feed(feed_id: int) -> ResponseReturnValue:
     elif report.error:
         flash(f"Polled {name}: {report.status}, {report.error}", "error")
     else:
+        status = {"not_modified": "unchanged since the last poll"}.get(report.status, report.status)
+        warning = f" Warning: {report.warning}" if report.warning else ""
         flash(
-            f"Polled {name}: {report.status}, {report.new_items} new, {report.updated_items} updated.",
+            f"Polled {name}: {status}, {report.new_items} new, {report.updated_items} updated.{warning}",
             "notice",
         )
     return _see_other("admin.feeds")
