@@ -185,6 +185,8 @@ def feeds(as_json: bool) -> None:
         )
         if f.last_error:
             click.echo(f"{'':<13} error: {f.last_error}")
+        if f.warning:
+            click.echo(f"{'':<13} warning: {f.warning}")
 
 
 @cli.command("import-opml")

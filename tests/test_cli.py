@@ -156,3 +156,16 @@ def test_package_data_covers_every_template_and_static_file() -> None:
         if not any(fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/") for pat in patterns)
     ]
     assert not missing, f"not packaged: {missing}"
+
+
+def test_feeds_show_a_feeds_warning(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / "broken.xml"  # an unescaped "&": not XML, but its entry can be read
+    broken.write_text(
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Chippy</title>'
+        "<item><title>Fish & chips prices rise</title><guid>c1</guid>"
+        "<description>Cod costs more this winter.</description></item></channel></rss>"
+    )
+    run("add", str(broken))
+    assert "1 new item(s), 0 error(s)" in run("update")
+    listing = run("feeds")
+    assert "warning: malformed feed, read leniently" in listing, listing
