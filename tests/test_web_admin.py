@@ -540,6 +540,18 @@ def test_feed_management(admin: Admin, demo_agg: Aggregator, feed_server: FeedSe
     row = page[page.index(f'id="feed-{bad.id}"') :]
     row = row[: row.index("</tr>")]
     assert "Failing" in row and "500" in row and "1 failure in a row" in row
+    # a feed read leniently: its warning is said, and shown in its row
+    feed_server.routes["/lenient.xml"] = Route(
+        body=b'<?xml version="1.0"?><rss version="2.0"><channel><title>Lenient</title>'
+        b"<item><title>Fish & chips prices rise</title><guid>c1</guid></item></channel></rss>"
+    )
+    admin.post("/admin/feeds", {"url": feed_server.url("/lenient.xml"), "title": "Lenient"})
+    lenient = next(f for f in demo_agg.feeds() if f.title == "Lenient")
+    r = admin.post(f"/admin/feeds/{lenient.id}/poll")
+    assert "Polled Lenient: ok, 1 new, 0 updated. Warning: malformed feed, read leniently" in admin.follow(r)
+    page = admin.get("/admin/feeds")
+    row = page[page.index(f'id="feed-{lenient.id}"') :]
+    assert "malformed feed, read leniently" in row[: row.index("</tr>")]
     # its own polling interval: validated, shown, back to automatic
     r = admin.post(f"/admin/feeds/{good.id}/interval", {"minutes": "15"})
     title = demo_agg.feed(good.id).display_name  # type: ignore[union-attr]  # the feed's own, once polled
