@@ -13,7 +13,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    BrokenExecutor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -447,10 +454,27 @@ class Aggregator:
         pending: deque[tuple[Feed, FetchResult, Future[Prepared] | None]] = deque()
         ahead = fs.parse_workers + PREPARE_AHEAD if workers is not None else 1
 
+        def lose_workers(exc: BaseException) -> None:
+            """A worker died (out of memory, a crash in a C extension) and broke its pool:
+            parse here until the update ends; the next one starts new workers."""
+            nonlocal workers
+            if isinstance(exc, BrokenExecutor) and workers is not None:
+                log.error("a parse worker process died (%s); parsing in this process for now", exc)
+                if self._pool is workers:
+                    self._pool = None
+                workers.shutdown(wait=False, cancel_futures=True)
+                workers = None
+
         def process_oldest() -> None:
             feed, result, prepared = pending.popleft()
+            done: Prepared | None = None
+            if prepared is not None:
+                try:
+                    done = prepared.result()
+                except Exception as exc:  # parsed again here: a bug becomes this feed's error
+                    lose_workers(exc)
             with self._lock:
-                report = self.pipeline.process(feed, result, prepared.result() if prepared else None)
+                report = self.pipeline.process(feed, result, done)
             reports.append(report)
             if progress:
                 progress(report)
@@ -475,14 +499,17 @@ class Aggregator:
                 prepared = None
                 if workers is not None and result.status == "ok":
                     # Parse and fingerprint in a worker process while this one stores.
-                    prepared = workers.submit(
-                        prepare,
-                        result.body,
-                        result.final_url or feed.url,
-                        result.headers,
-                        self.settings.cluster,
-                        fs.max_items,
-                    )
+                    try:
+                        prepared = workers.submit(
+                            prepare,
+                            result.body,
+                            result.final_url or feed.url,
+                            result.headers,
+                            self.settings.cluster,
+                            fs.max_items,
+                        )
+                    except BrokenExecutor as exc:
+                        lose_workers(exc)
                 pending.append((feed, result, prepared))
 
             while arrived or remaining or pending:

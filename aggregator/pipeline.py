@@ -179,8 +179,8 @@ class Pipeline:
         now = self.clock()
         report = UpdateReport(feed.url, result.status, elapsed_ms=result.elapsed_ms)
         parsed: ParsedFeed | None = None
-        if result.status == "ok":
-            if prepared is None:
+        if result.status == "ok" and prepared is None:
+            try:
                 prepared = prepare(
                     result.body,
                     result.final_url or feed.url,
@@ -188,6 +188,11 @@ class Pipeline:
                     self.settings.cluster,
                     self.settings.fetch.max_items,
                 )
+            except Exception as exc:  # a bug met on this document: its feed's error, not the update's
+                log.exception("preparing %s failed", feed.url)
+                report.status = "error"
+                report.error = f"internal error while parsing: {type(exc).__name__}: {exc}"
+        if prepared is not None:
             parsed = prepared.parsed
             if parsed.error:
                 report.status, report.error = "error", parsed.error
@@ -198,7 +203,7 @@ class Pipeline:
                 report.warning = (
                     f"the feed has {limit + prepared.skipped:,} entries; only the first {limit:,} were read"
                 )
-        else:
+        elif report.error is None:
             report.error = result.error
         try:
             with write_transaction(self.db):

@@ -187,3 +187,54 @@ def test_poll_now_without_a_poller_polls_here(agg: Aggregator, feed_server: Feed
     assert not agg.poller_running()
     with pytest.raises(FeedError):
         agg.poll_now(9999)
+
+
+def test_a_dead_parse_worker_does_not_stop_polling(tmp_path: Path, demo_feeds: Path) -> None:
+    """A worker process killed (out of memory, a crash in a C extension) breaks its pool:
+    the feeds of that update are parsed here instead, and the next update has new workers."""
+    import os
+    import signal
+
+    cfg = tmp_path / "dead.toml"
+    cfg.write_text('[storage]\ndb_path = "d.db"\n[feeds]\nopml = ""\n[fetch]\nparse_workers = 1\n')
+    with Aggregator(load_settings(cfg)) as agg:
+        assert agg.start_workers()
+        agg.import_opml(demo_feeds / "demo.opml")
+        pool = agg._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+        reports = agg.update()
+        assert len(reports) == 6 and all(r.status == "ok" for r in reports)
+        assert sum(r.new_items for r in reports) == 44
+        assert agg.start_workers() and agg._pool is not pool  # new workers for the next update
+        assert agg.update(agg.feeds())[0].status in ("ok", "not_modified")
+
+
+def test_a_feed_that_breaks_preparing_is_an_error_of_that_feed_only(
+    agg: Aggregator, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug met while parsing one feed is stored as that feed's error; the others go on."""
+    from aggregator import pipeline
+
+    feed_server.routes["/a.xml"] = Route(rss([{**WIRE, "guid": "a1"}], title="A"))
+    feed_server.routes["/b.xml"] = Route(rss([{**WIRE, "guid": "b1"}], title="B"))
+    a, _ = agg.add_feed(feed_server.url("/a.xml"))
+    b, _ = agg.add_feed(feed_server.url("/b.xml"))
+    real = pipeline.prepare
+
+    def flaky(body: bytes, url: str, *args: Any) -> Any:
+        if url.endswith("/a.xml"):
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(body, url, *args)
+
+    monkeypatch.setattr(pipeline, "prepare", flaky)
+    reports = {r.feed_url: r for r in agg.update()}
+    assert reports[a.url].status == "error"
+    assert (
+        reports[a.url].error
+        == "internal error while parsing: RecursionError: maximum recursion depth exceeded"
+    )
+    assert reports[b.url].status == "ok" and reports[b.url].new_items == 1
+    stored = agg.feed(a.id)
+    assert stored is not None and stored.failures == 1 and "RecursionError" in (stored.last_error or "")
