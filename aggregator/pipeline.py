@@ -40,6 +40,7 @@ log = logging.getLogger("aggregator.poll")
 
 GENERATION_KEY = "index_generation"
 EARLIEST_PLAUSIBLE = 631152000.0  # 1990-01-01: older dates are treated as missing
+_FROZEN_KEYS = frozenset({"v", "t", "e", "n"})  # what ClusterEngine.restore_frozen reads
 
 
 @dataclass
@@ -146,8 +147,11 @@ class Pipeline:
         frozen: dict[int, dict[str, Any]] = {}
         for r in rows:
             if r.frozen is not None:
-                data = json.loads(r.frozen)
-                if data.get("s") == tag:
+                try:
+                    data = json.loads(r.frozen)
+                except ValueError:  # damaged: the item is tokenised again, like one never frozen
+                    continue
+                if isinstance(data, dict) and data.get("s") == tag and data.keys() >= _FROZEN_KEYS:
                     frozen[r.item_id] = data
         # Items without a usable stored vector are tokenised again.
         slow = [r for r in rows if r.item_id not in frozen]

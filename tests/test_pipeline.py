@@ -382,7 +382,7 @@ def test_restart_from_stored_vectors_continues_exactly(tmp_path, demo_feeds) -> 
     from aggregator.settings import load_settings
 
     results = []
-    for restart in (False, True):
+    for restart in (False, True, "damaged"):
         cfg = tmp_path / f"r{restart}.toml"
         cfg.write_text(f'[storage]\ndb_path = "r{restart}.db"\n[feeds]\nopml = ""\n')
         settings = load_settings(cfg)
@@ -394,6 +394,12 @@ def test_restart_from_stored_vectors_continues_exactly(tmp_path, demo_feeds) -> 
         if restart:
             stored = agg.db.execute("SELECT count(*) FROM signatures WHERE frozen IS NOT NULL").fetchone()[0]
             assert stored == agg.counts()["items"]
+            if restart == "damaged":  # derived data damaged on disk is made again, not trusted
+                first, last = agg.db.execute("SELECT min(item_id), max(item_id) FROM signatures").fetchone()
+                with agg.db.conn:
+                    agg.db.execute("UPDATE signatures SET frozen = '{\"s\": [' WHERE item_id = ?", [first])
+                    agg.db.execute("UPDATE signatures SET frozen = '[1, 2]' WHERE item_id = ?", [first + 1])
+                    agg.db.execute("UPDATE signatures SET sig = substr(sig, 1, 10) WHERE item_id = ?", [last])
             agg.close()
             agg = Aggregator(settings)
             assert agg.rebuild_index() == agg.counts()["items"]

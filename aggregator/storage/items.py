@@ -216,7 +216,7 @@ _INDEX_FROM = (
 
 def _index_row(r: Sequence[Any], num_perm: int) -> IndexRow:
     sig = None
-    if r[6] is not None and r[5] == num_perm:
+    if r[6] is not None and r[5] == num_perm and len(r[6]) == 4 * num_perm:  # else computed again
         sig = np.frombuffer(r[6], dtype="<u4").astype(np.uint32)
     return IndexRow(
         r[0], r[1], r[2], r[3], r[4], sig, r[7], r[8], r[9], r[10], r[11] if sig is not None else None
