@@ -209,6 +209,10 @@ class Pipeline:
                 )
         elif report.error is None:
             report.error = result.error
+        if prepared is not None and parsed is not None and not parsed.error and prepared.items:
+            # Build (or catch up) the index before taking the write lock: a rebuild takes
+            # half a minute at a million stored items, and the site and the heartbeat write too.
+            self.engine()
         try:
             with write_transaction(self.db):
                 if prepared is not None and parsed is not None and not parsed.error:
@@ -230,8 +234,11 @@ class Pipeline:
                 f"internal error while storing: {type(exc).__name__}: {exc}",
             )
             report.new_items = report.updated_items = 0
-            with write_transaction(self.db):
-                self._record(feed, result, None, report, now)
+            try:
+                with write_transaction(self.db):
+                    self._record(feed, result, None, report, now)
+            except Exception:  # (the database is locked or failing): the next poll tries again
+                log.exception("recording the failed update of %s failed too", feed.url)
         log.info(
             "poll feed=%s status=%s http=%s new=%d updated=%d ms=%.0f error=%s",
             feed.url,

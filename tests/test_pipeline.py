@@ -533,3 +533,50 @@ def test_story_summaries_kept_by_growth_equal_a_full_refresh(agg: Aggregator, de
     with write_transaction(agg.db):
         agg.pipeline.refresh_clusters({row[0] for row in kept}, time.time())
     assert agg.db.execute(query).fetchall() == kept
+
+
+def test_the_index_is_rebuilt_before_the_write_lock_is_taken(
+    agg: Aggregator, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild takes half a minute at a million stored items: holding the write lock
+    meanwhile would make the site's writes and the poller's heartbeat time out."""
+    from aggregator.pipeline import Pipeline
+
+    feed_server.routes["/a.xml"] = Route(rss([story(1)]))
+    a, _ = agg.add_feed(feed_server.url("/a.xml"))
+    agg.update()
+    agg.pipeline.invalidate()  # as after an admin's merge in another process
+    rebuilds: list[bool] = []
+    catch_up = Pipeline._catch_up
+
+    def spy(self: Pipeline, engine: object) -> None:
+        if self._last_id == 0:  # a rebuild from the database, not a catch-up
+            rebuilds.append(self.db.conn.in_transaction)
+        catch_up(self, engine)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Pipeline, "_catch_up", spy)
+    feed_server.routes["/a.xml"] = Route(rss([story(1), story(2)]))
+    (report,) = agg.update([a])
+    assert report.new_items == 1 and rebuilds == [False]
+
+
+def test_a_locked_database_fails_each_feed_not_the_update(agg: Aggregator, feed_server: FeedServer) -> None:
+    """When even recording the failure cannot write, the update still goes on (the
+    next poll tries again) instead of dropping every other fetched feed."""
+    import sqlite3
+
+    for n in (1, 2):
+        feed_server.routes[f"/{n}.xml"] = Route(rss([story(n)]))
+        agg.add_feed(feed_server.url(f"/{n}.xml"))
+    agg.db.execute("PRAGMA busy_timeout = 50")
+    holder = sqlite3.connect(agg.db_path)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        reports = agg.update()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert [r.status for r in reports] == ["error", "error"]
+    assert all("database is locked" in (r.error or "") for r in reports)
+    assert all(f.polls == 0 for f in agg.feeds())  # nothing recorded: both are polled again
+    assert [r.new_items for r in agg.update()] == [1, 1]

@@ -68,6 +68,23 @@ def test_write_transaction_rolls_back_everything(tmp_path: Path) -> None:
     assert feeds_store.count(db) == 1
 
 
+def test_a_commit_that_fails_is_rolled_back(tmp_path: Path) -> None:
+    """A failing COMMIT leaves SQLite's transaction open: it must not hold the write lock
+    and swallow every later write."""
+    db = open_database(tmp_path / "t.db")
+    db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    db.execute("CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+    with pytest.raises(sqlite3.IntegrityError), write_transaction(db):
+        meta_store.put(db, "k", "v")
+        db.execute("INSERT INTO child VALUES (42)")  # checked only at COMMIT
+    assert not db.conn.in_transaction and meta_store.get(db, "k") is None
+    with write_transaction(db):
+        meta_store.put(db, "k", "w")
+    other = open_database(tmp_path / "t.db")  # committed: another connection sees it
+    assert meta_store.get(other, "k") == "w"
+    other.close()
+
+
 def test_feed_state_columns_are_checked(tmp_path: Path) -> None:
     db = open_database(tmp_path / "t.db")
     feed, new = feeds_store.add(db, "https://a.example/", 1.0)

@@ -72,12 +72,13 @@ def write_transaction(db: Database) -> Iterator[Database]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        db.execute("COMMIT")
     except BaseException:
+        # Also when COMMIT itself fails (disk full, I/O error): a transaction left open
+        # would keep the write lock and swallow every later write as a savepoint.
         if db.conn.in_transaction:
             db.execute("ROLLBACK")
         raise
-    else:
-        db.execute("COMMIT")
 
 
 def backup(db: Database, dest: str | Path) -> None:
