@@ -166,6 +166,7 @@ class Aggregator:
         self.pipeline = Pipeline(self.db, self.settings, clock)
         self._lock = threading.RLock()
         self._pool: ProcessPoolExecutor | None = None
+        self._had_workers = False  # once started, worker processes are kept (and replaced if lost)
 
     @classmethod
     def open(
@@ -450,13 +451,13 @@ class Aggregator:
 
         reports: list[UpdateReport] = []
         # Worker processes take seconds to start: worth it for a big update, or once started.
-        workers = self._workers() if self._pool is not None or len(todo) >= WORKERS_FROM_FEEDS else None
+        workers = self._workers() if self._had_workers or len(todo) >= WORKERS_FROM_FEEDS else None
         pending: deque[tuple[Feed, FetchResult, Future[Prepared] | None]] = deque()
         ahead = fs.parse_workers + PREPARE_AHEAD if workers is not None else 1
 
         def lose_workers(exc: BaseException) -> None:
             """A worker died (out of memory, a crash in a C extension) and broke its pool:
-            parse here until the update ends; the next one starts new workers."""
+            the feeds not yet handed over are parsed here; the next update starts new workers."""
             nonlocal workers
             if isinstance(exc, BrokenExecutor) and workers is not None:
                 log.error("a parse worker process died (%s); parsing in this process for now", exc)
@@ -471,8 +472,15 @@ class Aggregator:
             if prepared is not None:
                 try:
                     done = prepared.result()
-                except Exception as exc:  # parsed again here: a bug becomes this feed's error
+                except Exception as exc:
+                    # Never parsed again here: the document may be what killed the worker.
+                    # The feed's error, with the usual back-off; the next poll tries again.
                     lose_workers(exc)
+                    if isinstance(exc, BrokenExecutor):
+                        why = "the parse worker process died while this feed was being read"
+                    else:
+                        why = f"internal error while parsing: {type(exc).__name__}: {exc}"
+                    result = dataclasses.replace(result, status="error", error=why, body=b"")
             with self._lock:
                 report = self.pipeline.process(feed, result, done)
             reports.append(report)
@@ -549,6 +557,7 @@ class Aggregator:
             return None
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+            self._had_workers = True
         return self._pool
 
     def update_feed(self, url_or_id: str | int) -> UpdateReport:

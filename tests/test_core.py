@@ -189,26 +189,60 @@ def test_poll_now_without_a_poller_polls_here(agg: Aggregator, feed_server: Feed
         agg.poll_now(9999)
 
 
-def test_a_dead_parse_worker_does_not_stop_polling(tmp_path: Path, demo_feeds: Path) -> None:
-    """A worker process killed (out of memory, a crash in a C extension) breaks its pool:
-    the feeds of that update are parsed here instead, and the next update has new workers."""
+def poison_prepare(body: bytes, url: str, *args: Any) -> Any:
+    """``prepare``, except that a document whose address says "poison" kills the worker
+    process outright, as a crash in a C extension would."""
     import os
-    import signal
+
+    from aggregator.prepare import prepare
+
+    if "poison" in url:
+        os._exit(139)
+    if "buggy" in url:
+        raise RecursionError("maximum recursion depth exceeded")
+    return prepare(body, url, *args)
+
+
+def test_a_parse_worker_killed_by_a_feed_does_not_stop_polling(
+    tmp_path: Path, demo_feeds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document that kills its worker process (a crash in a C extension, memory) breaks the
+    pool: it is not parsed again in this process (which it would kill too), its feed gets an
+    error and the usual back-off, the update goes on and the next one has new workers."""
+    from aggregator import core
 
     cfg = tmp_path / "dead.toml"
     cfg.write_text('[storage]\ndb_path = "d.db"\n[feeds]\nopml = ""\n[fetch]\nparse_workers = 1\n')
+    poison = tmp_path / "poison.xml"
+    poison.write_bytes(rss([{**WIRE, "guid": "p1"}], title="Poison"))
+    monkeypatch.setattr(core, "prepare", poison_prepare)
     with Aggregator(load_settings(cfg)) as agg:
         assert agg.start_workers()
-        agg.import_opml(demo_feeds / "demo.opml")
         pool = agg._pool
-        assert pool is not None
-        for pid in list(pool._processes):  # type: ignore[attr-defined]
-            os.kill(pid, signal.SIGKILL)
-        reports = agg.update()
-        assert len(reports) == 6 and all(r.status == "ok" for r in reports)
-        assert sum(r.new_items for r in reports) == 44
-        assert agg.start_workers() and agg._pool is not pool  # new workers for the next update
-        assert agg.update(agg.feeds())[0].status in ("ok", "not_modified")
+        buggy = tmp_path / "buggy.xml"
+        buggy.write_bytes(rss([{**WIRE, "guid": "b1"}], title="Buggy"))
+        flawed, _ = agg.add_feed(str(buggy))  # a Python exception in the worker: the pool lives on
+        (report,) = agg.update([flawed])
+        assert (
+            report.error == "internal error while parsing: RecursionError: maximum recursion depth exceeded"
+        )
+        assert agg._pool is pool
+        bad, _ = agg.add_feed(str(poison))
+        agg.import_opml(demo_feeds / "demo.opml")
+        reports = {r.feed_url: r for r in agg.update([f for f in agg.feeds() if f.id != flawed.id])}
+        assert len(reports) == 7
+        assert reports[bad.url].status == "error"
+        assert reports[bad.url].error == "the parse worker process died while this feed was being read"
+        stored = agg.feed(bad.id)
+        assert stored is not None and stored.failures == 1 and stored.next_poll_at is not None
+        # the others: read before the crash, lost with the pool (errors, polled again), or parsed here
+        others = [r for url, r in reports.items() if url != bad.url]
+        assert all(r.status == "ok" or "parse worker process died" in (r.error or "") for r in others)
+        again = agg.update([f for f in agg.feeds() if f.id not in (bad.id, flawed.id)])
+        assert all(r.status in ("ok", "not_modified") for r in again)
+        assert agg.counts()["items"] == 44
+        assert agg._pool is not None and agg._pool is not pool  # new workers
+        assert agg.feed(bad.id).items_total == 0  # type: ignore[union-attr]
 
 
 def test_a_feed_that_breaks_preparing_is_an_error_of_that_feed_only(
