@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -45,11 +46,56 @@ def _looks_like_json(body: bytes, content_type: str) -> bool:
 # --- RSS / Atom through feedparser ---------------------------------------------------
 
 
+# A character reference to a UTF-16 surrogate (CMSes write an emoji as two of them)
+# makes feedparser's lenient parser raise, which would lose the whole feed.
+_SURROGATE_REF = re.compile(
+    rb"&#(?:[xX]0*([dD][89a-fA-F][0-9a-fA-F]{2})|0*(5[56]\d{3}|57[0-2]\d{2}|573[0-4]\d));"
+)
+
+
+def _fix_surrogate_refs(body: bytes) -> bytes:
+    """Character references to surrogates: a high one followed by a low one become the
+    character they encode; a lone one becomes U+FFFD."""
+    if b"&#" not in body:
+        return body
+    matches = list(_SURROGATE_REF.finditer(body))
+    if not matches:
+        return body
+
+    def code(m: re.Match[bytes]) -> int:
+        return int(m[1], 16) if m[1] else int(m[2])
+
+    out: list[bytes] = []
+    pos = 0
+    k = 0
+    while k < len(matches):
+        m = matches[k]
+        out.append(body[pos : m.start()])
+        c = code(m)
+        nxt = matches[k + 1] if k + 1 < len(matches) else None
+        if (
+            0xD800 <= c <= 0xDBFF
+            and nxt is not None
+            and nxt.start() == m.end()
+            and 0xDC00 <= code(nxt) <= 0xDFFF
+        ):
+            joined = 0x10000 + ((c - 0xD800) << 10) + (code(nxt) - 0xDC00)
+            out.append(b"&#%d;" % joined)
+            pos = nxt.end()
+            k += 2
+        else:
+            out.append(b"&#xFFFD;")
+            pos = m.end()
+            k += 1
+    out.append(body[pos:])
+    return b"".join(out)
+
+
 def _parse_xml_feed(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed:
     # Local files come without a content type; feedparser would flag that as an error.
     response_headers = {"content-location": url, "content-type": "application/xml", **headers}
     d = feedparser.parse(
-        body,
+        _fix_surrogate_refs(body),
         response_headers=response_headers,
         sanitize_html=False,  # sanitised with nh3 at display time, once
         resolve_relative_uris=False,  # links are resolved below; content HTML at display
@@ -128,11 +174,30 @@ def _struct_to_ts(value: object) -> float | None:
 # --- JSON Feed 1.0 / 1.1 ----------------------------------------------------------------
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _without_surrogates(value: Any) -> Any:
+    """``value`` (decoded JSON) with every lone surrogate (a ``\\ud800`` escape, from a
+    string cut in half) replaced by U+FFFD: they cannot be stored or shown."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    return value
+
+
 def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:
     try:
-        data = json.loads(body.decode("utf-8-sig"))
+        text = body.decode("utf-8-sig")
+        data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return ParsedFeed(None, None, [], error=f"JSON Feed is not valid JSON: {exc}")
+    if _SURROGATE_ESCAPE.search(text):
+        data = _without_surrogates(data)
     if not isinstance(data, dict):
         return ParsedFeed(None, None, [], error="JSON Feed must be a JSON object")
     version = data.get("version")
@@ -213,9 +278,12 @@ def _text(value: object) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+MAX_TTL_MINUTES = 10**7  # ~19 years: more says "rarely", and the schedule's bounds apply
+
+
 def _int_or_none(value: object) -> int | None:
     try:
         n = int(str(value).strip())
     except (TypeError, ValueError):
         return None
-    return n if n > 0 else None
+    return min(n, MAX_TTL_MINUTES) if n > 0 else None

@@ -161,3 +161,62 @@ def test_invalid_utf8_and_wrong_declared_encoding() -> None:
         declared, "https://x.example/feed", {"Content-Type": "application/rss+xml; charset=windows-1251"}
     )
     assert q.error is None and len(q.entries) == 1
+
+
+def _has_surrogate(text: str | None) -> bool:
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in text or "")
+
+
+def _raw_rss(titles: list[str]) -> bytes:
+    """RSS whose titles are written as given (character references kept)."""
+    items = "".join(f"<item><title>{t}</title><guid>g{n}</guid></item>" for n, t in enumerate(titles))
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>{items}</channel></rss>'.encode()
+    )
+
+
+def test_character_references_to_surrogates_do_not_lose_the_feed() -> None:
+    """CMSes write an emoji as two references to its UTF-16 halves; feedparser's lenient
+    parser raised on them, and the whole feed was lost."""
+    body = _raw_rss(
+        [
+            "Smile &#55357;&#56832; now",
+            "Hex &#xD83D;&#xDE00;, lone &#55357; and &#xdc00;",
+            "Plain &#233;t&#xE9; &#128512;",
+        ]
+    )
+    parsed = parse_feed(body, "https://x.example/")
+    assert parsed.error is None
+    assert [e.title for e in parsed.entries] == [
+        "Smile \U0001f600 now",
+        "Hex \U0001f600, lone \ufffd and \ufffd",
+        "Plain été \U0001f600",
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0xD700, 0xE100) | st.integers(0x20, 0x7E), min_size=1, max_size=12))
+def test_any_character_references_give_text_without_surrogates(codes: list[int]) -> None:
+    refs = "".join(f"&#{c};" if c % 2 else f"&#x{c:X};" for c in codes)
+    parsed = parse_feed(_raw_rss([f"T {refs}"]), "https://x.example/")
+    assert parsed.error is None and len(parsed.entries) == 1
+    assert not _has_surrogate(parsed.entries[0].title)
+
+
+def test_lone_surrogates_in_a_json_feed_are_replaced() -> None:
+    """A JSON string cut in half can hold a lone ``\\ud800``: it cannot be stored (SQLite
+    refuses it), which lost every item of the feed."""
+    body = (
+        b'{"version": "https://jsonfeed.org/version/1.1", "title": "J\\ud800",'
+        b' "items": [{"id": "bad\\uD800", "url": "https://x.example/\\udc00",'
+        b' "content_html": "<p>ok \\ud83d\\ude00</p>", "tags": ["t\\udfff"]}]}'
+    )
+    parsed = parse_feed(body, "https://x.example/")
+    (e,) = parsed.entries
+    assert parsed.title == "J\ufffd" and e.guid == "bad\ufffd" and e.content_html == "<p>ok \U0001f600</p>"
+    assert not any(_has_surrogate(v) for v in (e.link, *e.categories))
+
+
+def test_an_absurd_ttl_is_taken_as_a_long_one() -> None:
+    body = rss([{"title": "T", "guid": "1"}], extra="<ttl>1" + "0" * 400 + "</ttl>")
+    assert parse_feed(body, "https://x.example/").ttl_minutes == 10**7
