@@ -744,9 +744,7 @@ class Aggregator:
         now = self.clock()
         with self._lock, write_transaction(self.db):
             jobs_store.interrupt_stale(self.db, now - STALE_JOB_SECONDS, now)
-            if kind != "preview" and any(
-                not j.finished and j.kind != "preview" for j in jobs_store.latest(self.db, limit=20)
-            ):
+            if kind != "preview" and jobs_store.changing_running(self.db):
                 raise JobError("another settings change or recluster is still running")
             job_id = jobs_store.create(self.db, kind, params, author, now)
         thread = threading.Thread(

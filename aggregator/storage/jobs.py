@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-__all__ = ["Job", "create", "get", "interrupt_stale", "latest", "update"]
+__all__ = ["Job", "changing_running", "create", "get", "interrupt_stale", "latest", "update"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,14 @@ def latest(db: Database, kind: str | None = None, limit: int = 10) -> list[Job]:
     else:
         rows = db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?", [limit])
     return [_job(r) for r in rows]
+
+
+def changing_running(db: Database) -> bool:
+    """Whether a job that changes clusters (anything but a preview) is queued or running."""
+    row = db.execute(
+        "SELECT 1 FROM jobs WHERE kind != 'preview' AND state IN ('queued', 'running') LIMIT 1"
+    ).fetchone()
+    return row is not None
 
 
 def interrupt_stale(db: Database, older_than: float, now: float) -> int:
