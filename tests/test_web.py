@@ -210,6 +210,8 @@ def test_missing_story_is_a_404_page(client: Any) -> None:
     html = page(client, "/story/999999", 404)
     assert "<title>404 Not Found · the aggregator</title>" in html
     assert "Page not found" in html and 'href="/"' in html
+    for huge in ("/story/99999999999999999999999", "/outlets/99999999999999999999999", f"/story/{2**63}"):
+        assert "Page not found" in page(client, huge, 404)  # not an OverflowError in SQLite
 
 
 # -- search --------------------------------------------------------------------------------

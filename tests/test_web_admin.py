@@ -508,7 +508,14 @@ def test_finding_a_story_to_correct(admin: Admin, demo_agg: Aggregator) -> None:
     r = admin.client.get(f"/admin/stories?id=%23{seed_id}")
     assert r.status_code == 303 and r.headers["Location"] == f"/admin/story/{seed_id}"
     admin.get("/admin/stories?id=x", status=400)
+    admin.get("/admin/stories?id=%C2%B2", status=400)  # "²" passes str.isdigit, not int()
     admin.get("/admin/story/999999", status=404)
+    huge = "99999999999999999999999"  # beyond SQLite's integers: a 404, not a 500
+    for path in (f"/admin/story/{huge}", f"/admin/jobs/{huge}", f"/admin/feeds/{huge}/remove"):
+        admin.get(path, status=404)
+    for path in (f"/admin/items/{huge}/pin", f"/admin/items/{huge}/move-out", f"/admin/feeds/{huge}/pause"):
+        admin.post(path, status=404)
+    admin.post(f"/admin/story/{huge}/merge", {"other": "1"}, status=404)
 
 
 # -- feeds ------------------------------------------------------------------------------------

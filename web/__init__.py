@@ -46,6 +46,7 @@ from typing import Any
 from flask import Flask, Response, abort, g, render_template
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter, Map
 
 from aggregator import Aggregator
 from aggregator.settings import Settings, load_settings
@@ -57,6 +58,15 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' https: http:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
+
+
+class RowId(IntegerConverter):
+    """``<int:...>`` in a path: at most SQLite's largest integer, so an absurd id is a 404,
+    not an OverflowError (HTTP 500) when it reaches the database."""
+
+    def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def create_app(
@@ -71,6 +81,7 @@ def create_app(
     with Aggregator(settings, db_path=db) as agg:  # create the database and apply migrations
         secret = agg.secret_key()
     app = Flask(__name__)
+    app.url_map.converters["int"] = RowId  # before the blueprints' routes are made
     app.config.update(
         AGGREGATOR_SETTINGS=settings,
         AGGREGATOR_DB=db,

@@ -555,7 +555,7 @@ def stories() -> ResponseReturnValue:
     agg = get_aggregator()
     wanted = request.args.get("id", "").strip().lstrip("#")
     if wanted:
-        if not wanted.isdigit() or len(wanted) > 18:
+        if not (wanted.isascii() and wanted.isdigit()) or len(wanted) > 18:  # not "²" (isdigit)
             abort(400, description="A story number is a whole number.")
         return _see_other("admin.story", cluster_id=int(wanted))
     query = " ".join(request.args.get("q", "").split())[:200]
