@@ -219,13 +219,16 @@ def page_cache(app: Flask) -> PageCache | None:
     return cache
 
 
-def _not_modified(etag: str, last_modified: datetime) -> bool:
-    if request.method not in ("GET", "HEAD"):
+def _not_modified(etag: str) -> bool:
+    """Whether the client's copy (its If-None-Match) is current.
+
+    If-Modified-Since is not evaluated: the latest change time is known to the second
+    only, a change can leave it where it was (a removal, a merge) and even move it back,
+    so a 304 on a date could hide a changed page.  Readers send the ETag as well.
+    """
+    if request.method not in ("GET", "HEAD") or not request.if_none_match:
         return False
-    if request.if_none_match:  # RFC 9110: If-None-Match wins over If-Modified-Since
-        return request.if_none_match.contains_weak(etag)
-    since = request.if_modified_since
-    return since is not None and last_modified <= since
+    return request.if_none_match.contains_weak(etag)
 
 
 def _cache_headers(resp: Response, etag: str, last_modified: datetime) -> Response:
@@ -269,11 +272,13 @@ def conditional(
             with _snapshot(agg):
                 fresh = agg.freshness(feeds=feeds)
                 started: float = current_app.config["AGGREGATOR_STARTED"]
-                args_key = sorted(request.args.items(multi=True))
+                # What the views read: the first value of each parameter (a repeated one
+                # sorted would make "?sort=a&sort=b" and "?sort=b&sort=a" one page).
+                args_key = sorted((k, request.args.get(k)) for k in request.args)
                 raw = f"{started!r}|{request.host_url}|{request.path}|{args_key!r}|{fresh.token}"
                 etag = hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
                 last_modified = datetime.fromtimestamp(int(max(fresh.last_modified, started)), UTC)
-                if _not_modified(etag, last_modified):
+                if _not_modified(etag):
                     return _cache_headers(current_app.response_class(status=304), etag, last_modified)
                 cache = page_cache(current_app)
                 if cache is None:
