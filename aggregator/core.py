@@ -303,6 +303,12 @@ class Aggregator:
             raise FeedError("empty feed URL")
         if len(url) > 2000:
             raise FeedError("feed URL too long (2,000 characters at most)")
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+            parts.port  # noqa: B018 - raises for a port out of range
+        except ValueError:  # "http://[::1", "https://[zz]/", "http://h:99999/"
+            raise FeedError(f"not a valid URL: {url}") from None
         if is_local(url) and not via_site:
             if not self.settings.feeds.allow_local_files:
                 raise FeedError(f"local files are not allowed by the configuration: {url}")
@@ -312,14 +318,11 @@ class Aggregator:
             if not path.is_file():
                 raise FeedError(f"no such file: {path}")
             return path.resolve().as_uri()
-        try:
-            parts = urlsplit(url)
-            host = parts.hostname
-        except ValueError:
-            raise FeedError(f"not a valid URL: {url}") from None
         if parts.scheme.lower() not in ("http", "https") or not host:
             what = "an http(s) URL" if via_site else "an http(s) URL or a file"
             raise FeedError(f"not {what}: {url}")
+        if any(c.isspace() for c in host):
+            raise FeedError(f"not a valid URL (a space in the host name): {url}")
         if not self.settings.feeds.allow_private_addresses:
             problem = address_problem(url)
             if problem:

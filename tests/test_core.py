@@ -21,6 +21,9 @@ def test_add_feed_validates(agg: Aggregator, tmp_path: Path) -> None:
         agg.add_feed("  ")
     with pytest.raises(FeedError, match="not an http"):
         agg.add_feed("javascript:alert(1)")
+    for bad in ("http://[::1", "https://[zz]/", "http://127.0.0.1:99999/", "http://exa mple.com/"):
+        with pytest.raises(FeedError, match="not a valid URL"):  # not a ValueError
+            agg.add_feed(bad, via_site=True)
     f = tmp_path / "f.xml"
     f.write_bytes(rss([]))
     feed, new = agg.add_feed(str(f))
@@ -272,3 +275,15 @@ def test_a_feed_that_breaks_preparing_is_an_error_of_that_feed_only(
     assert reports[b.url].status == "ok" and reports[b.url].new_items == 1
     stored = agg.feed(a.id)
     assert stored is not None and stored.failures == 1 and "RecursionError" in (stored.last_error or "")
+
+
+def test_an_opml_file_with_a_malformed_url_imports_the_others(agg: Aggregator) -> None:
+    opml = (
+        b'<?xml version="1.0"?><opml version="2.0"><head/><body>'
+        b'<outline type="rss" text="Bad" xmlUrl="http://[::1"/>'
+        b'<outline type="rss" text="Good" xmlUrl="https://good.example/feed.xml"/>'
+        b"</body></opml>"
+    )
+    added, problems = agg.import_opml(opml, via_site=True)
+    assert [f.url for f in added] == ["https://good.example/feed.xml"]
+    assert problems == ["not a valid URL: http://[::1"]

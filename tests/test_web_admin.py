@@ -531,7 +531,7 @@ def test_feed_management(admin: Admin, demo_agg: Aggregator, feed_server: FeedSe
     assert "Subscribed to Good Feed" in admin.follow(r)
     r = admin.post("/admin/feeds", {"url": feed_server.url("/good.xml")})
     assert "Already subscribed to Good Feed" in admin.follow(r)
-    for bad in ("file:///etc/passwd", str(tmp_path / "x.xml"), "ftp://example.org/feed", ""):
+    for bad in ("file:///etc/passwd", str(tmp_path / "x.xml"), "ftp://example.org/feed", "", "http://[::1"):
         r = admin.post("/admin/feeds", {"url": bad})
         assert "Cannot add that feed" in admin.follow(r), bad
     good = next(f for f in demo_agg.feeds() if f.title == "Good Feed")
