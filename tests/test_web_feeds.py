@@ -387,3 +387,12 @@ def test_xml_feeds_give_back_exactly_the_text_written(
     assert en is not None and en.findtext(a + "content") == syndication.entry_html(entry)
     related = [link.get("title") for link in en.findall(a + "link") if link.get("rel") == "related"]
     assert related == [x(f"{v.outlet}: {v.title}") for v in entry.variants]
+
+
+def test_merged_feeds_of_an_empty_site_are_dated_now(settings: Settings) -> None:
+    client = create_app(settings).test_client()
+    year = datetime.now().year
+    rss_doc = client.get("/feed.rss").text
+    assert "<lastBuildDate>" in rss_doc and " 1970 " not in rss_doc and f" {year} " in rss_doc
+    atom = feedparser.parse(client.get("/feed.atom").data)
+    assert atom.feed.updated_parsed.tm_year == year and not atom.entries

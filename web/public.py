@@ -308,7 +308,11 @@ def _merged(endpoint: str, render: syndication.Renderer, mimetype: str) -> Respo
         + (f"; stories {described}." if described else "."),
         home_url=_absolute("public.index", **filters.args),
         self_url=_absolute(endpoint, **filters.args),
-        updated=max((s.updated_at for s in stories), default=agg.freshness().last_modified),
+        # no story yet: the database's latest change, else this app's start (not 1970)
+        updated=max(
+            (s.updated_at for s in stories),
+            default=agg.freshness().last_modified or float(current_app.config["AGGREGATOR_STARTED"]),
+        ),
     )
     return Response(render(channel, _entries(stories)), content_type=mimetype)
 
