@@ -336,15 +336,16 @@ class Pipeline:
         ids = items_store.insert_many(self.db, feed_id, [items[n] for n in fresh], now, times)
         changed = [(known[items[n].identity][0], items[n]) for n in edited]
         new = [(i, items[n], t) for i, n, t in zip(ids, fresh, times, strict=True)]
-        todo = fresh + edited
+        # An edited item keeps the fingerprint and vector of its arrival (in the index and
+        # stored alike): what the site shows changes, not how it was clustered, so a
+        # restart rebuilds exactly the index of the process that never stopped.
         if feats is None or sigs is None:
-            feats = [engine.features(items[n].title, items[n].text) for n in todo]
+            feats = [engine.features(items[n].title, items[n].text) for n in fresh]
             sigs = signatures([f.tokens for f in feats], self.settings.cluster.num_perm)
         else:
-            feats = [feats[n] for n in todo]
-            sigs = sigs[todo] if todo else sigs[:0]
-        todo_ids = ids + [i for i, _ in changed]
-        items_store.save_signatures(self.db, [(i, sigs[k]) for k, i in enumerate(todo_ids)])
+            feats = [feats[n] for n in fresh]
+            sigs = sigs[fresh] if fresh else sigs[:0]
+        items_store.save_signatures(self.db, [(i, sigs[k]) for k, i in enumerate(ids)])
         touched: set[int] = set(clusters_store.clusters_of(self.db, [i for i, _ in changed]).values())
         grown: dict[int, list[int]] = {}
         if new:

@@ -580,3 +580,44 @@ def test_a_locked_database_fails_each_feed_not_the_update(agg: Aggregator, feed_
     assert all("database is locked" in (r.error or "") for r in reports)
     assert all(f.polls == 0 for f in agg.feeds())  # nothing recorded: both are polled again
     assert [r.new_items for r in agg.update()] == [1, 1]
+
+
+def test_an_edited_item_leaves_the_index_as_a_restart_rebuilds_it(tmp_path, feed_server: FeedServer) -> None:  # type: ignore[no-untyped-def]
+    """An outlet's edit changes what the site shows, not the item's fingerprint in the
+    index (that of its arrival): else a restart would cluster later items differently
+    from the process that never stopped."""
+    from aggregator.settings import load_settings
+
+    first = {**story(1), "title": "Harbour cranes stop as dockers strike", "description": WIRE}
+    edited = {**first, "description": WIRE + " Ferries were cancelled and ports closed across the region."}
+    later = {
+        **story(3),
+        "title": "Ferries cancelled as strike shuts ports",
+        "description": "Ferries were cancelled and ports closed across the region, the governor said.",
+    }
+    results = []
+    for restart in (False, True):
+        cfg = tmp_path / f"e{restart}.toml"
+        cfg.write_text(
+            f'[storage]\ndb_path = "e{restart}.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n'
+        )
+        settings = load_settings(cfg)
+        agg = Aggregator(settings)
+        feed_server.routes["/a.xml"] = Route(rss([first, story(2)]))
+        feed_server.routes["/b.xml"] = Route(rss([later]))
+        a, _ = agg.add_feed(feed_server.url("/a.xml"))
+        b, _ = agg.add_feed(feed_server.url("/b.xml"))
+        agg.update([a])
+        feed_server.routes["/a.xml"] = Route(rss([edited, story(2)]))
+        (report,) = agg.update([a])
+        assert report.updated_items == 1
+        if restart:
+            agg.close()
+            agg = Aggregator(settings)
+            agg.rebuild_index()
+        agg.update([b])
+        results.append([(r["guid"], r["cluster_id"], r["signal"], r["score"]) for r in agg.export_rows()])
+        (one,) = [r["item_id"] for r in agg.export_rows() if r["title"] == first["title"]]
+        assert "Ferries were cancelled" in agg.items_by_id([one])[one].text  # the site shows the edit
+        agg.close()
+    assert results[0] == results[1]
