@@ -206,6 +206,37 @@ def test_exact_copies_show_as_the_same_text(agg: Aggregator, feed_server: FeedSe
     assert "exactly those of" in text  # the exact-copy signal, in words
 
 
+def test_a_story_of_many_outlets_shows_its_versions_a_page_at_a_time(
+    client: Any, demo_agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """A wire story copied by a hundred outlets: 40 versions (and their differences) a page."""
+    from web.public import VARIANTS_PER_PAGE
+
+    wire = "Dockers at the harbour walked out at dawn, halting cranes and cancelling ferries."
+    for n in range(VARIANTS_PER_PAGE + 5):
+        item = {"title": "Harbour cranes stop as dockers strike", "guid": f"w{n}", "description": wire}
+        if n % 10 == 9:  # some reword it a little, and are matched to an earlier version
+            item["description"] = wire.replace("at dawn", "early on Monday")
+        feed_server.routes[f"/o{n}.xml"] = Route(rss([item], title=f"Outlet {n:02d}"))
+        demo_agg.add_feed(feed_server.url(f"/o{n}.xml"))
+    demo_agg.update()
+    (story,) = [c for c in demo_agg.clusters(limit=50) if c.size > VARIANTS_PER_PAGE]
+    assert story.size == VARIANTS_PER_PAGE + 5
+    first = page(client, f"/story/{story.id}")
+    assert first.count('<li id="item-') == VARIANTS_PER_PAGE
+    assert f'Every outlet’s version <span class="muted">({story.size})</span>' in first
+    assert f"versions 1 to {VARIANTS_PER_PAGE}" in text_of(first)
+    assert f'href="/story/{story.id}?page=2"' in first and 'rel="prev"' not in first
+    second = page(client, f"/story/{story.id}?page=2")
+    assert second.count('<li id="item-') == 5 and f'<ol start="{VARIANTS_PER_PAGE + 1}">' in second
+    assert f'href="/story/{story.id}?page=1"' in second  # back to the first page
+    # a version matched with one on another page links there
+    on_first = set(re.findall(r'<li id="item-(\d+)">', first))
+    links = re.findall(r'matched <a href="([^"]*)#item-(\d+)"', second)
+    assert links and all((href == f"/story/{story.id}") == (i in on_first) for href, i in links)
+    page(client, f"/story/{story.id}?page=3", 404)
+
+
 def test_missing_story_is_a_404_page(client: Any) -> None:
     html = page(client, "/story/999999", 404)
     assert "<title>404 Not Found · the aggregator</title>" in html

@@ -81,6 +81,9 @@ def parse_filters(args: MultiDict[str, str]) -> Filters:
     return Filters(StoryFilter(min_outlets, feed_id, category, query), out, outlet)
 
 
+VARIANTS_PER_PAGE = 40
+
+
 def _page() -> int:
     return _int_arg(request.args, "page", 1, 100_000) or 1
 
@@ -180,8 +183,16 @@ def story(cluster_id: int) -> str:
     canon = summary.canonical
     by_id = {m.id: m for m in detail.members}
     first = _first_started(detail.members)
+    # A story told by hundreds of outlets: its variants (each with its differences from
+    # the canonical text) come a page at a time, not as a page of megabytes.
+    pages = max(1, -(-len(detail.members) // VARIANTS_PER_PAGE))
+    page = _page()
+    if page > pages:
+        abort(404, description=f"This story's versions fill {pages} page(s).")
+    start = (page - 1) * VARIANTS_PER_PAGE
+    page_of = {m.id: 1 + k // VARIANTS_PER_PAGE for k, m in enumerate(detail.members)}
     variants = []
-    for m in detail.members:
+    for m in detail.members[start : start + VARIANTS_PER_PAGE]:
         is_canon = m.id == canon.id
         same_headline = m.title.split() == canon.title.split()
         variants.append(
@@ -196,7 +207,16 @@ def story(cluster_id: int) -> str:
                 else None,
             )
         )
-    return render_template("story.html", story=summary, canonical=canon, variants=variants)
+    return render_template(
+        "story.html",
+        story=summary,
+        canonical=canon,
+        variants=variants,
+        page=page,
+        has_next=page < pages,
+        first_number=start + 1,
+        page_of=page_of,
+    )
 
 
 @bp.get("/search")
