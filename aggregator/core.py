@@ -224,8 +224,11 @@ class Aggregator:
         version = versions_store.latest(self.db)
         return dict(version.overrides) if version else {}
 
-    def check_changes(self, changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-        """Validate admins' proposed changes on top of the settings in force.
+    def check_changes(
+        self, changes: Mapping[str, Any], *, replace: bool = False
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Validate admins' proposed changes on top of the settings in force (``replace``:
+        on top of config.toml alone, as a revert applies them).
 
         Returns (clean values, errors by key): each value against its definition,
         then the rules that tie settings together (LSH bands x rows <= permutations).
@@ -234,7 +237,7 @@ class Aggregator:
         if errors:
             return clean, errors
         try:
-            self.settings.replace(clean)
+            (self.base_settings if replace else self.settings).replace(clean)
         except SettingsError as exc:
             message = str(exc)
             key = message.removeprefix("setting ").split(":", 1)[0]
@@ -703,7 +706,7 @@ class Aggregator:
         ``changes`` are added to the overrides in force (``replace``: they become the
         overrides).  Returns the new version's id.
         """
-        clean, errors = self.check_changes(changes)
+        clean, errors = self.check_changes(changes, replace=replace)
         if errors:
             raise SettingsError("; ".join(f"{k}: {v}" for k, v in errors.items()))
         overrides = {} if replace else self.admin_overrides()

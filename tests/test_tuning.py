@@ -106,6 +106,17 @@ def test_apply_and_revert(demo: Aggregator) -> None:
     assert groups(demo) == original
 
 
+def test_a_version_valid_on_config_toml_can_be_reverted_to(demo: Aggregator) -> None:
+    """A revert applies the version's overrides to config.toml, not to the settings in force."""
+    v1 = demo.apply_settings({"cluster.lsh_bands": "64", "cluster.lsh_rows": "1"}, "alice")
+    demo.apply_settings({"cluster.num_perm": "64", "cluster.lsh_bands": "16", "cluster.lsh_rows": "4"}, "bob")
+    demo.revert_settings(v1, "carol")  # 64 x 1 bands fit config.toml's 128 permutations
+    c = demo.settings.cluster
+    assert (c.num_perm, c.lsh_bands, c.lsh_rows) == (demo.base_settings.cluster.num_perm, 64, 1)
+    with pytest.raises(SettingsError, match=r"bands x rows \(64 x 1 = 64\) may not exceed num_perm \(32\)"):
+        demo.apply_settings({"cluster.num_perm": "32"}, "dave")
+
+
 def test_corrections_survive_a_recluster(demo: Aggregator) -> None:
     rows = list(demo.export_rows())
     seed = next(r for r in rows if "Putin" in r["title"] and "Musk" in r["title"])
