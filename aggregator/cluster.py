@@ -334,14 +334,16 @@ class ClusterEngine:
         new_cluster: Callable[[], int],
         force: int | None = None,
         forbid: Collection[int] = (),
-        may_merge: Callable[[int, int], bool] | None = None,
+        may_merge: Callable[[Collection[int], int], bool] | None = None,
     ) -> Decision:
         """Cluster one item.
 
         ``force``: join this cluster whatever the score (the caller knows better:
         same link, same words, an admin's must-link).  ``forbid``: never join these
-        clusters (an admin's cannot-link).  ``may_merge(a, b)``: whether clusters a
-        and b may become one (False where a cannot-link runs between them).
+        clusters (an admin's cannot-link).  ``may_merge(group, b)``: whether cluster b
+        may join the clusters of ``group`` (the one the item joined and those merged
+        into it so far, all as they were before this item; False where a cannot-link
+        runs between them).
         """
         if item_id in self._by_id:
             raise ValueError(f"item {item_id} was already added")
@@ -416,17 +418,20 @@ class ClusterEngine:
         matched = self._closest(by_cluster[target.cid], signature)
         self._attach(item_id, target, vec, t, signature, feats, index=True)
         merged: list[int] = []
+        group = {target.cid}  # what the item's cluster is made of by now
         for _, other in scored[1:]:
             if other.cid not in self._clusters or other is target:
                 continue
-            if self._should_merge(target, other) and (may_merge is None or may_merge(target.cid, other.cid)):
+            if self._should_merge(target, other) and (may_merge is None or may_merge(group, other.cid)):
+                group.add(other.cid)
                 target, gone = self._merge(target, other)
                 merged.append(gone.cid)
         if s.adopt_max_size > 0 and not cold:
             for other in clusters:
                 if other.cid not in self._clusters or other is target or other.size > s.adopt_max_size:
                     continue
-                if self._adopts(target, other) and (may_merge is None or may_merge(target.cid, other.cid)):
+                if self._adopts(target, other) and (may_merge is None or may_merge(group, other.cid)):
+                    group.add(other.cid)
                     target, gone = self._merge(target, other)
                     merged.append(gone.cid)
         return Decision(target.cid, score, "similar", matched, tuple(merged))

@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -402,8 +402,9 @@ class Pipeline:
         may_merge = None
         if rules_store.has_cannot(self.db):
 
-            def may_merge(a: int, b: int) -> bool:
-                return not rules_store.conflict(self.db, a, b)
+            def may_merge(group: Collection[int], b: int) -> bool:
+                # (the database holds the clusters of ``group`` as they were before this item)
+                return not any(rules_store.conflict(self.db, a, b) for a in group)
 
         rows: list[tuple[int, int, float, str, int | None]] = []
         merged_into: set[int] = set()

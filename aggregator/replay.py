@@ -13,7 +13,7 @@ and for the admins' previews) without touching the database:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,7 +54,7 @@ def decide(
     signature: np.ndarray,
     evidence: Evidence,
     new_cluster: Callable[[], int],
-    may_merge: Callable[[int, int], bool] | None = None,
+    may_merge: Callable[[Collection[int], int], bool] | None = None,
 ) -> Assignment:
     """Put one item in a cluster, strongest evidence first (see the module docstring)."""
     force = matched = None
@@ -164,7 +164,9 @@ class Replayer:
             sig,
             evidence,
             self._new_cluster,
-            (lambda x, y: not self._conflict(x, y)) if self.rules.cannot else None,
+            (lambda group, other: not self._conflict(group, other, row.item_id))
+            if self.rules.cannot
+            else None,
         )
         self.assignments[row.item_id] = a
         self.members.setdefault(a.cluster, set()).add(row.item_id)
@@ -174,7 +176,7 @@ class Replayer:
         # A must-link to items in several clusters joins them, unless a cannot-link forbids it.
         for _other, oc in evidence.must[1:]:
             oc = self._final(oc)
-            if oc != a.cluster and not self._conflict(oc, a.cluster):
+            if oc != a.cluster and not self._conflict((oc,), a.cluster):
                 self.engine.merge(oc, a.cluster)
                 self.aliases[oc] = a.cluster
                 self.members[a.cluster] |= self.members.pop(oc, set())
@@ -189,9 +191,14 @@ class Replayer:
             c = self.aliases[c]
         return c
 
-    def _conflict(self, a: int, b: int) -> bool:
+    def _conflict(self, group: Iterable[int], b: int, item: int | None = None) -> bool:
+        """Whether a cannot-link runs between cluster ``b`` and the clusters of ``group``
+        (with ``item``, the one being placed, not yet among their members)."""
         other = self.members.get(b, set())
-        return any(self.rules.cannot.get(x, set()) & other for x in self.members.get(a, ()))
+        cannot = self.rules.cannot
+        if item is not None and cannot.get(item, set()) & other:
+            return True
+        return any(cannot.get(x, set()) & other for c in group for x in self.members.get(c, ()))
 
 
 def _chunks(rows: Iterable[IndexRow], size: int) -> Iterator[list[IndexRow]]:

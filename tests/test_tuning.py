@@ -165,3 +165,33 @@ def test_background_jobs_store_progress_and_results(demo: Aggregator) -> None:
     while not demo.job(bad).finished:  # type: ignore[union-attr]
         time.sleep(0.05)
     assert demo.job(bad).state == "failed" and "num_perm" in demo.job(bad).message  # type: ignore[union-attr]
+
+
+def test_no_merge_joins_what_a_cannot_link_keeps_apart(demo: Aggregator) -> None:
+    """Thresholds so low that nearly everything merges, and cannot-links inside the
+    stories that form: an item whose arrival merges several clusters must check each
+    one against all of them (and the item itself), not only against the first."""
+    import random
+
+    from aggregator.storage import rules as rules_store
+    from aggregator.storage import write_transaction
+
+    demo.apply_settings(
+        {
+            "cluster.join_threshold_long": 0.02,
+            "cluster.join_threshold_short": 0.01,
+            "cluster.merge_ratio": 0.1,
+        },
+        "alice",
+    )
+    stories = [sorted(g) for g in groups(demo) if len(g) >= 2]
+    for seed in range(30):  # one of these merged across a cannot-link before the fix
+        rng = random.Random(seed)
+        pairs = {tuple(sorted(rng.sample(rng.choice(stories), 2))) for _ in range(3)}
+        with write_transaction(demo.db):
+            for rule in demo.correction_rules():
+                rules_store.delete(demo.db, rule.id)
+            rules_store.add(demo.db, "cannot", pairs, "alice", demo.clock())
+        demo.recluster()
+        cluster = {r["item_id"]: r["cluster_id"] for r in demo.export_rows()}
+        assert all(cluster[a] != cluster[b] for a, b in pairs), (seed, pairs)
