@@ -337,6 +337,10 @@ class Aggregator:
         if feed is None:
             return False
         with self._lock, write_transaction(self.db):
+            merges = rules_store.must_groups(self.db)
+            self._keep_merges(
+                merges, items_store.ids_of_feed(self.db, feed.id), "(kept when a feed was removed)"
+            )
             touched = feeds_store.remove(self.db, feed.id)
             self.pipeline.refresh_clusters(set(touched), self.clock())
             self.pipeline.invalidate()
@@ -768,18 +772,49 @@ class Aggregator:
     def jobs(self, limit: int = 20) -> list[Job]:
         return jobs_store.latest(self.db, limit=limit)
 
+    def _no_reclustering(self) -> None:
+        """Corrections wait for a running settings change or recluster: its swap would
+        undo them (it re-clusters with the rules it started with)."""
+        now = self.clock()
+        jobs_store.interrupt_stale(self.db, now - STALE_JOB_SECONDS, now)
+        if jobs_store.changing_running(self.db):
+            raise CorrectionError("a re-clustering is running: corrections can be made when it is done")
+
+    def _by_time(self, item_ids: Iterable[int]) -> list[int]:
+        items = items_store.get_many(self.db, list(item_ids))
+        return [i.id for i in sorted(items, key=lambda i: (i.sort_time, i.id))]
+
+    def _keep_merges(self, groups: list[set[int]], leaving: set[int], author: str) -> None:
+        """Merges (must-links from their earliest item) that lose ``leaving`` keep the
+        rest of their items together, linked from the earliest one left."""
+        for group in groups:
+            if group & leaving:
+                rest = self._by_time(group - leaving)
+                if len(rest) >= 2:
+                    rules_store.add(self.db, "must", [(rest[0], i) for i in rest[1:]], author, self.clock())
+
     def merge_clusters(self, target: int, source: int, author: str) -> None:
-        """Make two stories one; remembered as must-links that later re-clustering respects."""
+        """Make two stories one; remembered as must-links that later re-clustering respects.
+
+        Cannot-links between their items go (the admin says they are one story), and
+        the merged story keeps the target's pinned item, else the source's.
+        """
         if target == source:
             raise CorrectionError("a story cannot be merged with itself")
         with self._lock, write_transaction(self.db):
+            self._no_reclustering()
             members = clusters_store.member_ids(self.db, [target, source])
             if not members.get(target) or not members.get(source):
                 raise CorrectionError("no such story")
-            union = sorted(members[target] + members[source], key=lambda i: (self._sort_time_of(i), i))
-            anchor = union[0]
-            rules_store.add(self.db, "must", [(anchor, i) for i in union[1:]], author, self.clock())
+            union = self._by_time(members[target] + members[source])
+            rules_store.drop_within(self.db, "cannot", union)
+            rules_store.add(self.db, "must", [(union[0], i) for i in union[1:]], author, self.clock())
+            pins = rules_store.pins_for(self.db, union)
+            keep = min(pins & set(members[target]) or pins, default=None)
+            rules_store.unpin_cluster(self.db, pins - {keep})
             clusters_store.merge_into(self.db, target, [source])
+            if keep is not None:
+                clusters_store.pin(self.db, target, keep)
             clusters_store.mark_manual(self.db, members[source])
             self.pipeline.refresh_clusters({target}, self.clock())
             self.pipeline.invalidate()
@@ -787,6 +822,7 @@ class Aggregator:
     def move_item_out(self, item_id: int, author: str) -> int:
         """Take an item out of its story into a story of its own; remembered as cannot-links."""
         with self._lock, write_transaction(self.db):
+            self._no_reclustering()
             current = clusters_store.clusters_of(self.db, [item_id]).get(item_id)
             if current is None:
                 raise CorrectionError("no such item")
@@ -794,7 +830,10 @@ class Aggregator:
             if not others:
                 raise CorrectionError("the item is already alone in its story")
             now = self.clock()
+            merges = rules_store.must_groups(self.db)
             rules_store.add(self.db, "cannot", [(item_id, o) for o in others], author, now)
+            self._keep_merges(merges, {item_id}, author)
+            rules_store.unpin_cluster(self.db, [item_id])  # it is no longer the story's canonical item
             new = clusters_store.create(self.db, now)
             clusters_store.add_member(self.db, item_id, new, 1.0, "manual", None, now)
             self.pipeline.refresh_clusters({current, new}, now)
@@ -804,6 +843,7 @@ class Aggregator:
     def pin_canonical(self, item_id: int, author: str) -> None:
         """Make an item its story's canonical item, now and after any re-clustering."""
         with self._lock, write_transaction(self.db):
+            self._no_reclustering()
             current = clusters_store.clusters_of(self.db, [item_id]).get(item_id)
             if current is None:
                 raise CorrectionError("no such item")
@@ -819,10 +859,6 @@ class Aggregator:
     def delete_rule(self, rule_id: int) -> None:
         with write_transaction(self.db):
             rules_store.delete(self.db, rule_id)
-
-    def _sort_time_of(self, item_id: int) -> float:
-        items = items_store.get_many(self.db, [item_id])
-        return items[0].sort_time if items else 0.0
 
     # -- queries -----------------------------------------------------------------------
 

@@ -34,13 +34,17 @@ from aggregator.storage import meta as meta_store
 from aggregator.storage import rules as rules_store
 from aggregator.storage import write_transaction
 
-__all__ = ["IngestResult", "Pipeline"]
+__all__ = ["IngestResult", "Pipeline", "RulesChanged"]
 
 log = logging.getLogger("aggregator.poll")
 
 GENERATION_KEY = "index_generation"
 EARLIEST_PLAUSIBLE = 631152000.0  # 1990-01-01: older dates are treated as missing
 _FROZEN_KEYS = frozenset({"v", "t", "e", "n"})  # what ClusterEngine.restore_frozen reads
+
+
+class RulesChanged(RuntimeError):
+    """An admin's corrections changed while a re-clustering ran."""
 
 
 @dataclass
@@ -472,7 +476,8 @@ class Pipeline:
         arrived meanwhile), so readers see the old clusters or the new ones, never
         a mix.  Returns the number of items.
         """
-        replayer = Replayer(self.settings, rules_store.load(self.db))
+        rules = rules_store.load(self.db)
+        replayer = Replayer(self.settings, rules)
         num_perm = self.settings.cluster.num_perm
         ids = items_store.all_item_ids(self.db)
         snapshot = max(ids, default=0)
@@ -482,6 +487,12 @@ class Pipeline:
             if progress:
                 progress(min(start + 2000, total), total + 1)
         with write_transaction(self.db):
+            if rules_store.load(self.db) != rules:
+                # The swap would undo corrections made meanwhile (the replay followed the
+                # rules it started with): change nothing rather than lose them.
+                raise RulesChanged(
+                    "corrections were made while re-clustering: nothing was changed, run it again"
+                )
             # Items stored while the replay ran, then the swap.
             late = [i for i in items_store.all_item_ids(self.db) if i > snapshot]
             for start in range(0, len(late), 2000):
@@ -501,7 +512,7 @@ class Pipeline:
                 self.db,
                 groups,
                 lambda members: canonical.choose(members, c.canonical_policy, c.preferred_sources),
-                rules_store.load(self.db).pins,
+                rules_store.pins_by_age(self.db),
                 self.clock(),
             )
             meta_store.bump(self.db, GENERATION_KEY)

@@ -195,3 +195,102 @@ def test_no_merge_joins_what_a_cannot_link_keeps_apart(demo: Aggregator) -> None
         demo.recluster()
         cluster = {r["item_id"]: r["cluster_id"] for r in demo.export_rows()}
         assert all(cluster[a] != cluster[b] for a, b in pairs), (seed, pairs)
+
+
+def _lone_stories(agg: Aggregator, n: int) -> list[int]:
+    """``n`` stories, as cluster ids, oldest story first."""
+    by: dict[int, list[float]] = defaultdict(list)
+    for r in agg.export_rows():
+        by[r["cluster_id"]].append(r["sort_time"])
+    return sorted(by, key=lambda c: min(by[c]))[:n]
+
+
+def _members(agg: Aggregator, cluster_id: int) -> list[int]:
+    return sorted(r["item_id"] for r in agg.export_rows() if r["cluster_id"] == cluster_id)
+
+
+def test_merging_back_an_item_moved_out_lasts(demo: Aggregator) -> None:
+    """A merge drops the cannot-links inside the merged story: a recluster keeps it whole."""
+    story = next(
+        c for c in {cluster_of(demo, r["item_id"]) for r in demo.export_rows()} if len(_members(demo, c)) >= 3
+    )
+    members = _members(demo, story)
+    alone = demo.move_item_out(members[-1], "alice")
+    demo.merge_clusters(story, alone, "bob")
+    assert not [r for r in demo.correction_rules() if r.kind == "cannot"]
+    demo.recluster()
+    assert len({cluster_of(demo, i) for i in members}) == 1
+
+
+def test_a_merge_outlives_its_earliest_item(demo: Aggregator) -> None:
+    """Merges are kept as must-links from the earliest item: moving that item out, or
+    removing its outlet, keeps the rest of the merged story together."""
+    a, b, c = _lone_stories(demo, 3)
+    demo.merge_clusters(a, b, "alice")
+    demo.merge_clusters(a, c, "alice")
+    merged = _members(demo, a)
+    rows = {r["item_id"]: r for r in demo.export_rows()}
+    earliest = min(merged, key=lambda i: (rows[i]["sort_time"], i))
+    demo.move_item_out(earliest, "bob")
+    rest = [i for i in merged if i != earliest]
+    demo.recluster()
+    assert len({cluster_of(demo, i) for i in rest}) == 1 and cluster_of(demo, earliest) != cluster_of(
+        demo, rest[0]
+    )
+    # now the earliest left is the anchor: remove its outlet
+    anchor = min(rest, key=lambda i: (rows[i]["sort_time"], i))
+    feed = next(f for f in demo.feeds() if f.url == rows[anchor]["feed"])
+    demo.remove_feed(feed.id)
+    left = [i for i in rest if rows[i]["feed"] != feed.url]
+    assert len(left) >= 2
+    demo.recluster()
+    assert len({cluster_of(demo, i) for i in left}) == 1
+
+
+def test_a_merged_story_keeps_one_pinned_item(demo: Aggregator) -> None:
+    """The target's pin wins over the source's, now and after a recluster; the source's
+    pin is kept when the target had none."""
+    a, b, c = _lone_stories(demo, 3)
+    pin_a, pin_b, pin_c = _members(demo, a)[0], _members(demo, b)[-1], _members(demo, c)[-1]
+    demo.pin_canonical(pin_a, "alice")
+    demo.pin_canonical(pin_b, "alice")
+    demo.merge_clusters(b, a, "bob")  # into b: b's pin stays
+    assert demo.cluster(b).summary.canonical.id == pin_b  # type: ignore[union-attr]
+    demo.pin_canonical(pin_c, "alice")
+    for rule in [r for r in demo.correction_rules() if r.kind == "pin" and r.item_a == pin_b]:
+        demo.delete_rule(rule.id)  # b's story has no pin now...
+    demo.recluster()
+    b = cluster_of(demo, pin_b)
+    demo.merge_clusters(b, cluster_of(demo, pin_c), "bob")  # ... so c's comes along
+    assert demo.cluster(b).summary.canonical.id == pin_c  # type: ignore[union-attr]
+    assert [r.item_a for r in demo.correction_rules() if r.kind == "pin"] == [pin_c]
+    demo.recluster()
+    assert demo.cluster(cluster_of(demo, pin_c)).summary.canonical.id == pin_c  # type: ignore[union-attr]
+
+
+def test_corrections_are_not_lost_to_a_recluster_running_meanwhile(demo: Aggregator) -> None:
+    """While a settings change or recluster job runs, corrections wait; one made anyway
+    (another process, no job) makes the recluster change nothing rather than undo it."""
+    from aggregator.pipeline import RulesChanged
+    from aggregator.storage import jobs as jobs_store
+
+    story = next(
+        c for c in {cluster_of(demo, r["item_id"]) for r in demo.export_rows()} if len(_members(demo, c)) >= 2
+    )
+    item = _members(demo, story)[-1]
+    job = jobs_store.create(demo.db, "recluster", {}, "bob", time.time())  # running elsewhere
+    with pytest.raises(CorrectionError, match="a re-clustering is running"):
+        demo.move_item_out(item, "alice")
+    jobs_store.update(demo.db, job, time.time(), state="done")
+    moved: list[int] = []
+
+    def meanwhile(done: int, total: int) -> None:
+        if not moved:
+            with Aggregator(demo.base_settings, db_path=demo.db_path) as other:
+                moved.append(other.move_item_out(item, "alice"))
+
+    with pytest.raises(RulesChanged):
+        demo.recluster(meanwhile)
+    assert cluster_of(demo, item) == moved[0] != story  # the correction stands
+    demo.recluster()
+    assert cluster_of(demo, item) != cluster_of(demo, _members(demo, story)[0])

@@ -291,7 +291,7 @@ def replace_all(
     db: Database,
     groups: Sequence[Sequence[tuple[int, float, str, int | None]]],
     choose: CanonicalPolicy,
-    pinned: set[int],
+    pinned: Sequence[int],
     now: float,
 ) -> dict[int, int]:
     """Swap in a complete new clustering; returns item id -> new cluster id.
@@ -349,6 +349,7 @@ def replace_all(
         "VALUES (?, ?, ?, ?, ?, ?)",
         rows,
     )
+    # In order, oldest first: of two pins that land in one cluster, the newer wins.
     pins = [(item_id, out[item_id]) for item_id in pinned if item_id in out]
     db.conn.executemany("UPDATE clusters SET pinned_item_id = ? WHERE id = ?", pins)
     refresh_all(db, choose, now, keep_updated=unchanged)

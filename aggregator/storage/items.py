@@ -18,6 +18,7 @@ __all__ = [
     "existing",
     "export_rows",
     "get_many",
+    "ids_of_feed",
     "index_rows",
     "insert",
     "save_signatures",
@@ -254,6 +255,10 @@ def get_many(db: Database, ids: Sequence[int]) -> list[StoredItem]:
     order = {item_id: n for n, item_id in enumerate(ids)}
     out.sort(key=lambda s: order[s.id])
     return out
+
+
+def ids_of_feed(db: Database, feed_id: int) -> set[int]:
+    return {r[0] for r in db.execute("SELECT id FROM items WHERE feed_id = ?", [feed_id])}
 
 
 def for_feed(db: Database, feed_id: int, limit: int, offset: int = 0) -> list[StoredItem]:

@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 
 from sqlite_utils import Database
 
-__all__ = ["Rule", "RuleSet", "add", "all_rules", "delete", "load", "pins_for"]
+__all__ = [
+    "Rule",
+    "RuleSet",
+    "add",
+    "all_rules",
+    "delete",
+    "drop_within",
+    "load",
+    "must_groups",
+    "pins_by_age",
+    "pins_for",
+]
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,35 @@ def _drop_opposite(db: Database, kind: str, pairs: Iterable[tuple[int, int | Non
         )
 
 
+def drop_within(db: Database, kind: str, item_ids: Iterable[int]) -> None:
+    """Delete the ``kind`` rules between two of ``item_ids``."""
+    ids = list(item_ids)
+    marks = ",".join("?" * len(ids))
+    db.execute(
+        f"DELETE FROM cluster_rules WHERE kind = ? AND item_a IN ({marks}) AND item_b IN ({marks})",
+        [kind, *ids, *ids],
+    )
+
+
+def must_groups(db: Database) -> list[set[int]]:
+    """The items each chain of must-links holds together (an admin's merges)."""
+    links = load(db).must
+    seen: set[int] = set()
+    groups: list[set[int]] = []
+    for start in links:
+        if start in seen:
+            continue
+        group, todo = {start}, [start]
+        while todo:
+            for other in links.get(todo.pop(), ()):
+                if other not in group:
+                    group.add(other)
+                    todo.append(other)
+        seen |= group
+        groups.append(group)
+    return groups
+
+
 def unpin_cluster(db: Database, item_ids: Iterable[int]) -> None:
     ids = list(item_ids)
     marks = ",".join("?" * len(ids))
@@ -111,6 +151,11 @@ def pins_for(db: Database, item_ids: Iterable[int]) -> set[int]:
             f"SELECT item_a FROM cluster_rules WHERE kind = 'pin' AND item_a IN ({marks})", ids
         )
     }
+
+
+def pins_by_age(db: Database) -> list[int]:
+    """Every pinned item, oldest pin first."""
+    return [r[0] for r in db.execute("SELECT item_a FROM cluster_rules WHERE kind = 'pin' ORDER BY id")]
 
 
 def has_cannot(db: Database) -> bool:
