@@ -12,7 +12,9 @@ import ipaddress
 import os
 import socket
 import time
+import zlib
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
@@ -119,7 +121,8 @@ class Fetcher:
                 pool=limits.total_timeout,
             ),
             follow_redirects=False,
-            headers={"User-Agent": limits.user_agent, "Accept": ACCEPT},
+            # Only encodings decompressed here, in bounded steps (see _Decoder).
+            headers={"User-Agent": limits.user_agent, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"},
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
 
@@ -177,10 +180,10 @@ class Fetcher:
         if scheme not in ("http", "https"):
             return FetchResult(url, "error", error=f"unsupported URL scheme {scheme!r}")
         headers: dict[str, str] = {}
-        if etag:
-            headers["If-None-Match"] = etag
-        if last_modified:
-            headers["If-Modified-Since"] = last_modified
+        if _validator(etag):
+            headers["If-None-Match"] = str(etag)
+        if _validator(last_modified):
+            headers["If-Modified-Since"] = str(last_modified)
         current = url
         seen = {url}
         all_permanent = True
@@ -231,59 +234,123 @@ class Fetcher:
                 **kw,
             )
 
+        etag, last_modified = _validator(hdrs.get("etag")), _validator(hdrs.get("last-modified"))
         if resp.status_code == 304:
-            return out("not_modified", etag=hdrs.get("etag"), last_modified=hdrs.get("last-modified"))
+            return out("not_modified", etag=etag, last_modified=last_modified)
         if resp.status_code == 410:
             return out("gone", error="410 Gone: the publisher removed this feed")
         if resp.status_code >= 400:
             return out("error", error=f"HTTP {resp.status_code} {resp.reason_phrase or ''}".strip())
+        limit = self.limits.max_bytes
         declared = hdrs.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limits.max_bytes and "content-encoding" not in hdrs:
-            return out("error", error=_too_big(self.limits.max_bytes))
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            return out("error", error=_too_big(limit))  # (compressed, it is bigger still)
+        try:
+            decoder = _Decoder(hdrs.get("content-encoding", ""), limit)
+        except ValueError as exc:
+            return out("error", error=str(exc))
         chunks: list[bytes] = []
         size = 0
-        for chunk in resp.iter_bytes():
+        for raw in resp.iter_raw():
+            try:
+                chunk = decoder.decode(raw)
+            except ValueError as exc:
+                return out("error", error=str(exc))
             size += len(chunk)
-            if size > self.limits.max_bytes:
-                return out("error", error=_too_big(self.limits.max_bytes))
+            if size > limit:
+                return out("error", error=_too_big(limit))
             if time.monotonic() - started > self.limits.total_timeout:
                 return out(
                     "error", error=f"too slow: no complete response within {self.limits.total_timeout:g} s"
                 )
             chunks.append(chunk)
-        return out(
-            "ok", body=b"".join(chunks), etag=hdrs.get("etag"), last_modified=hdrs.get("last-modified")
-        )
+        return out("ok", body=b"".join(chunks), etag=etag, last_modified=last_modified)
 
 
 def _too_big(limit: int) -> str:
     return f"feed larger than the {limit:,} byte limit"
 
 
+def _validator(value: str | None) -> str | None:
+    """An ETag or Last-Modified worth keeping: one that can be sent back as a header
+    (httpx takes ASCII only; a stored non-ASCII one failed every later poll)."""
+    if value and value.isascii() and value.isprintable() and len(value) <= 1000:
+        return value
+    return None
+
+
+def _seconds(value: str) -> float | None:
+    """A count of seconds (ASCII digits only: ``float("²")`` raises)."""
+    value = value.strip()
+    return float(value) if value.isascii() and value.isdigit() else None
+
+
+def _seconds_until(date: str) -> float | None:
+    """Seconds from now until an HTTP date (a date without a zone, "-0000", is UTC)."""
+    try:
+        when = email.utils.parsedate_to_datetime(date)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
+        return None
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    seconds = _seconds(value)
+    return seconds if seconds is not None else _seconds_until(value)
 
 
 def _max_age(headers: dict[str, str]) -> float | None:
     cc = headers.get("cache-control", "")
     for part in cc.split(","):
         name, _, val = part.strip().partition("=")
-        if name.lower() in ("max-age", "s-maxage") and val.strip().isdigit():
-            return float(val.strip())
+        if name.lower() in ("max-age", "s-maxage") and _seconds(val) is not None:
+            return _seconds(val)
     expires = headers.get("expires")
-    if expires:
-        try:
-            when = email.utils.parsedate_to_datetime(expires)
-            return max(0.0, when.timestamp() - time.time())
-        except (TypeError, ValueError, IndexError):
-            return None
-    return None
+    return _seconds_until(expires) if expires else None
+
+
+class _Decoder:
+    """Undoes a response's Content-Encoding (gzip or deflate, stacked too) in bounded
+    steps: a few hundred compressed bytes can stand for gigabytes, and decompressing a
+    whole network read at once (as httpx does) would hold them all in memory."""
+
+    def __init__(self, header: str, limit: int) -> None:
+        self.limit = limit
+        names = [n.strip().lower() for n in header.split(",") if n.strip()]
+        names = [n for n in names if n != "identity"]
+        for n in names:
+            if n not in ("gzip", "x-gzip", "deflate"):
+                raise ValueError(f"unsupported Content-Encoding {n!r} (asked for gzip or deflate)")
+        # The last encoding applied is undone first.
+        self.steps: list[tuple[str, Any]] = [(n, self._new(n)) for n in reversed(names)]
+        self.started = [False] * len(self.steps)
+
+    @staticmethod
+    def _new(name: str) -> Any:
+        return zlib.decompressobj(zlib.MAX_WBITS | 16 if name in ("gzip", "x-gzip") else zlib.MAX_WBITS)
+
+    def decode(self, data: bytes) -> bytes:
+        for k, (name, d) in enumerate(self.steps):
+            if not data:
+                return b""
+            try:
+                out = d.decompress(data, self.limit + 1)
+            except zlib.error:
+                if name != "deflate" or self.started[k]:
+                    raise ValueError(f"broken {name} content") from None
+                # "deflate" is often sent raw, without the zlib header
+                d = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.steps[k] = (name, d)
+                try:
+                    out = d.decompress(data, self.limit + 1)
+                except zlib.error:
+                    raise ValueError(f"broken {name} content") from None
+            self.started[k] = True
+            if d.unconsumed_tail:
+                raise ValueError(_too_big(self.limit))
+            data = out
+        return data

@@ -177,3 +177,67 @@ def test_a_dns_answer_that_changes_after_the_check_is_caught(
     )
     with Fetcher(LIMITS, allow_private=True) as f:  # allowed by the configuration: fetched
         assert f.fetch(feed_server.url("/a.xml")).status == "ok"
+
+
+def test_stacked_and_raw_encodings_are_decoded(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    import zlib
+
+    body = rss([{"title": "x", "guid": "1"}])
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    cases = {
+        "/gz2": (gzip.compress(gzip.compress(body)), "gzip, gzip"),
+        "/zlib": (zlib.compress(body), "deflate"),
+        "/raw": (raw.compress(body) + raw.flush(), "deflate"),
+        "/id": (body, "identity"),
+    }
+    for path, (data, encoding) in cases.items():
+        feed_server.routes[path] = Route(data, headers={"Content-Encoding": encoding})
+        r = fetcher.fetch(feed_server.url(path))
+        assert r.status == "ok" and r.body == body, path
+    assert feed_server.hits("/id")[0]["accept-encoding"] == "gzip, deflate"
+    feed_server.routes["/br"] = Route(b"\x0b\x02\x80hello\x03", headers={"Content-Encoding": "br"})
+    r = fetcher.fetch(feed_server.url("/br"))
+    assert r.status == "error" and "unsupported Content-Encoding 'br'" in (r.error or "")
+    feed_server.routes["/broken"] = Route(b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    assert "broken gzip content" in (fetcher.fetch(feed_server.url("/broken")).error or "")
+
+
+def test_a_decompression_bomb_never_sits_in_memory(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    """A few hundred bytes that stand for 500 MB (twice gzipped): decompressed in bounded
+    steps, so no more than about the size limit is ever held."""
+    import tracemalloc
+
+    bomb = gzip.compress(gzip.compress(b"<rss>" + b" " * 500_000_000))
+    assert len(bomb) < 2_000
+    feed_server.routes["/bomb2"] = Route(bomb, headers={"Content-Encoding": "gzip, gzip"})
+    tracemalloc.start()
+    try:
+        r = fetcher.fetch(feed_server.url("/bomb2"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.status == "error" and "50,000 byte limit" in (r.error or "")
+    assert peak < 5_000_000, peak
+
+
+def test_odd_validators_and_cache_headers_do_not_break_a_feed(
+    fetcher: Fetcher, feed_server: FeedServer
+) -> None:
+    """A non-ASCII ETag cannot be sent back (it failed every later poll): it is not kept.
+    Digits that are not ASCII, and dates without a zone, are read or ignored, never fatal."""
+    feed_server.routes["/odd"] = Route(
+        rss([]),
+        headers={"ETag": '"caf\xe9"', "Cache-Control": "max-age=\xb2", "Retry-After": "\xb9"},
+        last_modified="Fri, 25 Oct 2024 14:15:00 \u00e9",
+    )
+    r = fetcher.fetch(feed_server.url("/odd"))
+    assert r.status == "ok" and r.etag is None and r.last_modified is None
+    assert r.max_age is None and r.retry_after is None
+    again = fetcher.fetch(feed_server.url("/odd"), etag='"caf\xe9"', last_modified="\u200bFri")
+    assert again.status == "ok"  # not sent, instead of a UnicodeEncodeError
+    assert "if-none-match" not in feed_server.hits("/odd")[-1]
+    feed_server.routes["/later"] = Route(
+        b"", status=503, headers={"Retry-After": "Fri, 31 Dec 9999 23:59:59 -0000"}
+    )
+    busy = fetcher.fetch(feed_server.url("/later"))
+    assert busy.status == "error" and busy.retry_after is not None and busy.retry_after > 1e9
