@@ -11,8 +11,10 @@ import email.utils
 import ipaddress
 import os
 import socket
+import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -123,7 +125,9 @@ class Fetcher:
             follow_redirects=False,
             # Only encodings decompressed here, in bounded steps (see _Decoder).
             headers={"User-Agent": limits.user_agent, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            # No kept-alive connections: each request opens its own, which the deadline
+            # watchdog of _fetch_http can then cut (feeds are mostly on different hosts).
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=0),
         )
 
     def close(self) -> None:
@@ -144,7 +148,10 @@ class Fetcher:
             else:
                 result = self._fetch_http(url, etag, last_modified, started)
         except Exception as exc:
-            result = FetchResult(url, "error", error=f"{type(exc).__name__}: {exc}")
+            if time.monotonic() - started >= self.limits.total_timeout:  # cut by the watchdog
+                result = FetchResult(url, "error", error=self._too_slow())
+            else:
+                result = FetchResult(url, "error", error=f"{type(exc).__name__}: {exc}")
         elapsed = (time.monotonic() - started) * 1000
         return FetchResult(**{**result.__dict__, "elapsed_ms": elapsed})
 
@@ -184,6 +191,32 @@ class Fetcher:
             headers["If-None-Match"] = str(etag)
         if _validator(last_modified):
             headers["If-Modified-Since"] = str(last_modified)
+        # The overall deadline holds while headers trickle in too (the body loop below
+        # checks it between reads): a watchdog shuts the connection's socket at the deadline.
+        deadline = started + self.limits.total_timeout
+        watchdogs: list[threading.Timer] = []
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            if event == "connection.connect_tcp.complete":
+                sock = info["return_value"].get_extra_info("socket")
+                if sock is not None:
+                    timer = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, [sock])
+                    timer.daemon = True
+                    timer.start()
+                    watchdogs.append(timer)
+
+        try:
+            return self._hops(url, headers, started, trace)
+        finally:
+            for timer in watchdogs:
+                timer.cancel()
+
+    def _too_slow(self) -> str:
+        return f"too slow: no complete response within {self.limits.total_timeout:g} s"
+
+    def _hops(
+        self, url: str, headers: dict[str, str], started: float, trace: Callable[[str, dict[str, Any]], None]
+    ) -> FetchResult:
         current = url
         seen = {url}
         all_permanent = True
@@ -192,7 +225,7 @@ class Fetcher:
             problem = None if self.allow_private else address_problem(current)
             if problem:
                 return FetchResult(url, "error", error=problem)
-            with self._client.stream("GET", current, headers=headers) as resp:
+            with self._client.stream("GET", current, headers=headers, extensions={"trace": trace}) as resp:
                 problem = None if self.allow_private else peer_problem(resp)
                 if problem:
                     return FetchResult(url, "error", error=problem)
@@ -260,11 +293,17 @@ class Fetcher:
             if size > limit:
                 return out("error", error=_too_big(limit))
             if time.monotonic() - started > self.limits.total_timeout:
-                return out(
-                    "error", error=f"too slow: no complete response within {self.limits.total_timeout:g} s"
-                )
+                return out("error", error=self._too_slow())
             chunks.append(chunk)
         return out("ok", body=b"".join(chunks), etag=etag, last_modified=last_modified)
+
+
+def _cut(sock: socket.socket) -> None:
+    """End a connection whose response missed the deadline (the blocked read returns)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _too_big(limit: int) -> str:

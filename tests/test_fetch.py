@@ -241,3 +241,24 @@ def test_odd_validators_and_cache_headers_do_not_break_a_feed(
     )
     busy = fetcher.fetch(feed_server.url("/later"))
     assert busy.status == "error" and busy.retry_after is not None and busy.retry_after > 1e9
+
+
+def test_headers_trickling_in_hit_the_total_deadline(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    """A server that sends a header line just before each read would time out: the
+    overall deadline holds before the body starts too (it was checked in the body only)."""
+
+    def drip(h: BaseHTTPRequestHandler) -> None:
+        try:
+            h.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(100):
+                h.wfile.write(b"X-Slow: yes\r\n")
+                h.wfile.flush()
+                time.sleep(0.5)
+        except OSError:
+            pass
+
+    feed_server.routes["/drip"] = Route(handler=drip)
+    started = time.monotonic()
+    r = fetcher.fetch(feed_server.url("/drip"))
+    assert r.status == "error" and "too slow" in (r.error or ""), r.error
+    assert time.monotonic() - started < LIMITS.total_timeout + 1.5
