@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from html import unescape
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from selectolax.lexbor import LexborHTMLParser
@@ -22,6 +23,7 @@ __all__ = [
     "item_identity",
     "normalize_entry",
     "summarize",
+    "title_text",
 ]
 
 _WS = re.compile(r"\s+")
@@ -100,6 +102,29 @@ def html_to_text(html: str) -> str:
     return clean_text(text)
 
 
+# A headline is text that may carry a little markup.  Read as an HTML document, "Why
+# <script> tags block rendering" or "If a<b then c" would lose all that follows the "<".
+# So only markup is removed: script and style elements with their content, other tags
+# that are closed somewhere in the headline (their words stay), and void tags.
+_TITLE_CODE = re.compile(r"<(script|style)\b[^<>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TITLE_CLOSE = re.compile(r"</([a-zA-Z][a-zA-Z0-9]*)\s*>")
+_TITLE_VOID = re.compile(r"<(?:br|img|hr|wbr)\b[^<>]*>", re.IGNORECASE)
+
+
+def title_text(title: str) -> str:
+    """A headline as text: its markup removed and entities decoded (see above)."""
+    if not title:
+        return ""
+    if "<" in title:
+        title = _TITLE_CODE.sub(" ", title)
+        names = {m[1].lower() for m in _TITLE_CLOSE.finditer(title)}
+        if names:
+            pattern = "|".join(sorted(map(re.escape, names)))
+            title = re.sub(rf"</?(?:{pattern})\b[^<>]*>", "", title, flags=re.IGNORECASE)
+        title = _TITLE_VOID.sub(" ", title)
+    return clean_text(unescape(title))
+
+
 def summarize(text: str, words: int = 60) -> str:
     """The first ``words`` words of ``text``, with an ellipsis when cut."""
     parts = text.split()
@@ -155,7 +180,7 @@ def item_identity(guid: str | None, link: str | None, title: str, published: flo
 
 def normalize_entry(entry: Entry) -> Item:
     """Turn a parsed entry into an :class:`Item`."""
-    title = html_to_text(entry.title)
+    title = title_text(entry.title)
     summary_text = html_to_text(entry.summary_html)
     content_text = html_to_text(entry.content_html)
     text = content_text if len(content_text) >= len(summary_text) else summary_text

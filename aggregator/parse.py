@@ -14,13 +14,14 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from html import escape
 from typing import Any
 from urllib.parse import urljoin
 
 import feedparser
 
 from aggregator.models import Entry, ParsedFeed
-from aggregator.normalize import html_to_text
+from aggregator.normalize import title_text
 
 __all__ = ["parse_feed"]
 
@@ -116,7 +117,7 @@ def _parse_xml_feed(body: bytes, url: str, headers: Mapping[str, str]) -> Parsed
         )
     ttl = _int_or_none(feed.get("ttl"))
     return ParsedFeed(
-        title=html_to_text(_text(feed.get("title")))[:300] or None,
+        title=title_text(_text(feed.get("title")))[:300] or None,
         link=base if feed.get("link") else None,
         entries=entries,
         ttl_minutes=ttl,
@@ -218,7 +219,7 @@ def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:
         warning = f"{skipped} JSON Feed item(s) were not objects and were skipped"
     home = data.get("home_page_url")
     return ParsedFeed(
-        title=html_to_text(_text(data.get("title")))[:300] or None,
+        title=title_text(_text(data.get("title")))[:300] or None,
         link=urljoin(url, home) if isinstance(home, str) else None,
         entries=entries,
         warning=warning,
@@ -243,7 +244,7 @@ def _entry_from_json(raw: Mapping[str, Any], url: str) -> Entry:
     return Entry(
         guid=str(guid).strip() if isinstance(guid, (str, int)) and str(guid).strip() else None,
         link=link,
-        title=_text(raw.get("title")),
+        title=escape(_text(raw.get("title"))),  # plain text in JSON Feed: kept as written
         summary_html=_text(raw.get("summary")),
         content_html=content,
         author=author,
@@ -254,8 +255,6 @@ def _entry_from_json(raw: Mapping[str, Any], url: str) -> Entry:
 
 
 def _escape_text(text: str) -> str:
-    from html import escape
-
     return "".join(f"<p>{escape(p)}</p>" for p in text.split("\n\n") if p.strip())
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from aggregator.normalize import (
     item_identity,
     normalize_entry,
     summarize,
+    title_text,
 )
 
 
@@ -115,3 +117,25 @@ def test_normalize_entry_never_raises_and_is_deterministic(
     a = normalize_entry(e)
     assert a == normalize_entry(e)
     assert a.title
+
+
+@pytest.mark.parametrize(
+    ("title", "text"),
+    [
+        ("Why <script> tags block rendering", "Why <script> tags block rendering"),
+        ("The <style> element explained", "The <style> element explained"),
+        ("If a<b then c", "If a<b then c"),
+        ("<b>Bold</b> move &amp; more", "Bold move & more"),
+        ("Q&amp;A: <i>why</i>?<br/>Now", "Q&A: why? Now"),
+        ('<script>alert("x")</script>Harbour strike<img src=x onerror="alert(1)">', "Harbour strike"),
+    ],
+)
+def test_a_headline_keeps_text_that_only_looks_like_markup(title: str, text: str) -> None:
+    """Read as an HTML document, a headline lost everything after a "<" that was text."""
+    assert title_text(title) == text
+
+
+@given(st.text(max_size=80))
+def test_a_headline_without_markup_is_kept(words: str) -> None:
+    plain = words.replace("<", " ").replace("&", " ")
+    assert title_text(plain) == clean_text(plain)

@@ -220,3 +220,17 @@ def test_lone_surrogates_in_a_json_feed_are_replaced() -> None:
 def test_an_absurd_ttl_is_taken_as_a_long_one() -> None:
     body = rss([{"title": "T", "guid": "1"}], extra="<ttl>1" + "0" * 400 + "</ttl>")
     assert parse_feed(body, "https://x.example/").ttl_minutes == 10**7
+
+
+def test_a_json_feed_title_is_plain_text() -> None:
+    body = json.dumps(
+        {
+            "version": "https://jsonfeed.org/version/1.1",
+            "title": "J",
+            "items": [{"id": "1", "title": "Why <b>bold</b> & more"}],
+        }
+    ).encode()
+    (e,) = parse_feed(body, "https://x.example/").entries
+    from aggregator.normalize import normalize_entry
+
+    assert normalize_entry(e).title == "Why <b>bold</b> & more"
