@@ -9,7 +9,7 @@ import hashlib
 import re
 import unicodedata
 from html import unescape
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
@@ -21,6 +21,7 @@ __all__ = [
     "content_hash",
     "html_to_text",
     "item_identity",
+    "link_key",
     "normalize_entry",
     "summarize",
     "title_text",
@@ -136,11 +137,30 @@ def summarize(text: str, words: int = 60) -> str:
 def canonical_link(url: str | None) -> str | None:
     """A link stripped of tracking parameters and fragments, with a lowercase host.
 
-    Returns ``None`` for anything that is not an absolute http(s) URL.
+    Returns ``None`` for anything that is not an absolute http(s) URL.  The rest of the
+    query is kept as written (decoding it would make "caf%E9" and "caf%E8" one link),
+    and no Unicode normalisation applies (it would turn a full-width "？" into "?").
     """
+    parts = _split(url)
+    if parts is None:
+        return None
+    scheme, netloc, path, query, _fragment = parts
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def link_key(url: str | None) -> str | None:
+    """What tells one item's link from another's in a feed: :func:`canonical_link` with
+    the fragment (live blogs give each update its own "#...")."""
+    parts = _split(url)
+    if parts is None:
+        return None
+    return urlunsplit(parts)
+
+
+def _split(url: str | None) -> tuple[str, str, str, str, str] | None:
     if not url:
         return None
-    url = clean_text(url)
+    url = _WS.sub(" ", _JUNK.sub(" ", url)).strip()
     try:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -150,10 +170,17 @@ def canonical_link(url: str | None) -> str | None:
         port = parts.port
     except ValueError:
         return None
+    if not host:
+        return None
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
     netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)]
-    path = parts.path or "/"
-    return urlunsplit((scheme, netloc, path, urlencode(query, doseq=True), ""))
+    query = "&".join(
+        pair
+        for pair in parts.query.split("&")
+        if pair and not _is_tracking(unquote_plus(pair.split("=", 1)[0]))
+    )
+    return scheme, netloc, parts.path or "/", query, parts.fragment
 
 
 def _is_tracking(name: str) -> bool:
@@ -188,7 +215,7 @@ def normalize_entry(entry: Entry) -> Item:
     if not title:
         title = summarize(text, 12) or "(untitled)"
     return Item(
-        identity=item_identity(entry.guid, link, title, entry.published),
+        identity=item_identity(entry.guid, link_key(entry.link), title, entry.published),
         guid=entry.guid,
         link=entry.link if link else None,
         canonical_link=link,

@@ -294,3 +294,26 @@ def m0009_poll_requests(db: Database) -> None:
     db.execute(
         "CREATE INDEX feeds_poll_requested ON feeds(poll_requested_at) WHERE poll_requested_at IS NOT NULL"
     )
+
+
+@migrations(name="0010_link_identity")
+def m0010_link_identity(db: Database) -> None:
+    # Item identities and canonical links as aggregator.normalize makes them from now on:
+    # the query kept as written, the fragment part of an identity (live blogs give each
+    # update its own "#..."), no Unicode normalisation of URLs.  Else the next poll of a
+    # feed without GUIDs would store its items again under their new identities.
+    from aggregator.normalize import canonical_link, item_identity, link_key
+
+    identities, links = [], []
+    for item_id, identity, link, old, title, published in db.execute(
+        "SELECT id, identity, link, canonical_link, title, published FROM items WHERE link IS NOT NULL"
+    ):
+        new = canonical_link(link)
+        if new != old:
+            links.append((new, item_id))
+        if identity.startswith("link:"):
+            key = item_identity(None, link_key(link), title, published)
+            if key != identity:
+                identities.append((key, item_id))
+    db.conn.executemany("UPDATE items SET canonical_link = ? WHERE id = ?", links)
+    db.conn.executemany("UPDATE OR IGNORE items SET identity = ? WHERE id = ?", identities)

@@ -621,3 +621,25 @@ def test_an_edited_item_leaves_the_index_as_a_restart_rebuilds_it(tmp_path, feed
         assert "Ferries were cancelled" in agg.items_by_id([one])[one].text  # the site shows the edit
         agg.close()
     assert results[0] == results[1]
+
+
+def test_live_blog_updates_without_guids_are_all_kept(agg: Aggregator, feed_server: FeedServer) -> None:
+    """Entries told apart only by their link's fragment, or by a query value that is not
+    UTF-8, are different items (they were one, and the others were dropped)."""
+    links = [
+        "https://ex.com/live#u1",
+        "https://ex.com/live#u2",
+        "https://ex.com/a?t=caf%E9",
+        "https://ex.com/a?t=caf%E8",
+    ]
+    feed_server.routes["/live.xml"] = Route(
+        rss(
+            [
+                {"title": f"Update {n}", "link": link, "description": f"Update {n} text"}
+                for n, link in enumerate(links)
+            ]
+        )
+    )
+    agg.add_feed(feed_server.url("/live.xml"))
+    (report,) = agg.update()
+    assert report.new_items == 4

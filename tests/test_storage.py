@@ -49,6 +49,39 @@ def test_migrations_on_an_existing_database_keep_its_data(tmp_path: Path) -> Non
     assert reopened.execute("SELECT title FROM items").fetchall() == [("Old story",)]
 
 
+def test_identities_made_from_links_are_made_again(tmp_path: Path) -> None:
+    """Items stored under identities of the links as they were normalised before keep
+    matching their feed's entries (else a feed without GUIDs would be stored twice)."""
+    from aggregator.models import Entry
+    from aggregator.normalize import normalize_entry
+
+    path = tmp_path / "links.db"
+    conn = sqlite3.connect(path)
+    conn.isolation_level = None
+    db = Database(conn)
+    migrations.migrations.apply(db, stop_before="0010_link_identity")
+    db.execute("INSERT INTO feeds (url, added_at) VALUES ('https://old.example/feed', 1.0)")
+    old = [  # (link, identity, canonical link) as the old normalisation made them
+        ("https://ex.com/live#u1", "link:https://ex.com/live", "https://ex.com/live"),
+        ("https://ex.com/a?q=a%20b&utm_source=x", "link:https://ex.com/a?q=a+b", "https://ex.com/a?q=a+b"),
+        ("https://ex.com/g", "guid:g1", "https://ex.com/g"),
+    ]
+    for n, (link, identity, canon) in enumerate(old):
+        db.execute(
+            "INSERT INTO items (feed_id, identity, link, canonical_link, title, first_seen, last_seen, "
+            "sort_time, content_hash) VALUES (1, ?, ?, ?, ?, 1.0, 1.0, 1.0, 'h')",
+            [identity, link, canon, f"Story {n}"],
+        )
+    db.close()
+    reopened = open_database(path)
+    rows = reopened.execute("SELECT link, identity, canonical_link FROM items ORDER BY id").fetchall()
+    for (link, identity, canon), (guid, made) in zip(rows, [(None, 0), (None, 1), ("g1", 2)], strict=True):
+        item = normalize_entry(Entry(guid, link, f"Story {made}", "", ""))
+        assert (identity, canon) == (item.identity, item.canonical_link)
+    assert rows[0][1] == "link:https://ex.com/live#u1" and rows[1][2] == "https://ex.com/a?q=a%20b"
+    assert rows[2][1] == "guid:g1"
+
+
 def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not sqlite" * 100)
