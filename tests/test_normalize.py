@@ -139,3 +139,14 @@ def test_a_headline_keeps_text_that_only_looks_like_markup(title: str, text: str
 def test_a_headline_without_markup_is_kept(words: str) -> None:
     plain = words.replace("<", " ").replace("&", " ")
     assert title_text(plain) == clean_text(plain)
+
+
+def test_html_nested_absurdly_deep_is_kept_as_its_text() -> None:
+    """Parsers take time quadratic in nesting depth (64,000 <div>s took 12.6 s to read,
+    and as long again to sanitise for display): such content is kept as text alone."""
+    deep = "<div>" * 64_000 + "Harbour cranes <b>stop</b><script>evil()</script>"
+    item = normalize_entry(Entry("g", None, "T", "", deep))
+    assert item.text == "Harbour cranes stop" and item.content_html == "<p>Harbour cranes stop</p>"
+    # a long article of unclosed paragraphs and list items is not deep, and keeps its markup
+    article = "".join(f"<p>Paragraph {n} <li>point" for n in range(2_000))
+    assert normalize_entry(Entry("g", None, "T", "", article)).content_html == article
