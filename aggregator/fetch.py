@@ -58,7 +58,19 @@ def is_local(url: str) -> bool:
     return scheme == "file" or scheme == "" or (len(scheme) == 1 and os.name == "nt")
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
 def _non_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address inside an IPv6 one (NAT64, 6to4, the old "compatible" form)
+        # reaches that IPv4 host where such routing exists.
+        inner = ip.ipv4_mapped or ip.sixtofour
+        if inner is None and (ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1)):
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if inner is not None and _non_public(inner):
+            return True
     return not ip.is_global or ip.is_multicast
 
 

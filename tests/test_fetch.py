@@ -262,3 +262,20 @@ def test_headers_trickling_in_hit_the_total_deadline(fetcher: Fetcher, feed_serv
     r = fetcher.fetch(feed_server.url("/drip"))
     assert r.status == "error" and "too slow" in (r.error or ""), r.error
     assert time.monotonic() - started < LIMITS.total_timeout + 1.5
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://[64:ff9b::a9fe:a9fe]/", True),  # NAT64 of the cloud metadata address
+        ("http://[2002:a9fe:a9fe::]/", True),  # 6to4 of it
+        ("http://[::127.0.0.1]/", True),  # IPv4-compatible loopback
+        ("http://[::ffff:10.0.0.1]/", True),  # IPv4-mapped private
+        ("http://[64:ff9b::808:808]/", False),  # NAT64 of a public address
+        ("http://[2001:4860:4860::8888]/", False),
+    ],
+)
+def test_ipv4_inside_ipv6_is_checked_too(url: str, refused: bool) -> None:
+    from aggregator.fetch import address_problem
+
+    assert (address_problem(url) is not None) == refused
