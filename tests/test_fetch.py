@@ -26,6 +26,18 @@ def fetcher() -> Fetcher:
         yield f  # type: ignore[misc]
 
 
+def dribble(h: BaseHTTPRequestHandler, *pieces: bytes) -> None:
+    """Write the first of ``pieces``, then the last one every half second, 100 times."""
+    try:
+        h.wfile.write(pieces[0])
+        for _ in range(100):
+            h.wfile.flush()
+            time.sleep(0.5)
+            h.wfile.write(pieces[-1])
+    except OSError:
+        pass
+
+
 def redirect(to: str, code: int) -> Route:
     def handle(h: BaseHTTPRequestHandler) -> None:
         h.send_response(code)
@@ -121,13 +133,7 @@ def test_trickling_server_hits_the_total_deadline(fetcher: Fetcher, feed_server:
         h.send_response(200)
         h.send_header("Content-Length", "100")
         h.end_headers()
-        try:
-            for _ in range(100):
-                h.wfile.write(b"x")
-                h.wfile.flush()
-                time.sleep(0.5)
-        except OSError:
-            pass
+        dribble(h, b"x")
 
     feed_server.routes["/slow"] = Route(handler=trickle)
     started = time.monotonic()
@@ -248,14 +254,7 @@ def test_headers_trickling_in_hit_the_total_deadline(fetcher: Fetcher, feed_serv
     overall deadline holds before the body starts too (it was checked in the body only)."""
 
     def drip(h: BaseHTTPRequestHandler) -> None:
-        try:
-            h.wfile.write(b"HTTP/1.1 200 OK\r\n")
-            for _ in range(100):
-                h.wfile.write(b"X-Slow: yes\r\n")
-                h.wfile.flush()
-                time.sleep(0.5)
-        except OSError:
-            pass
+        dribble(h, b"HTTP/1.1 200 OK\r\n", b"X-Slow: yes\r\n")
 
     feed_server.routes["/drip"] = Route(handler=drip)
     started = time.monotonic()

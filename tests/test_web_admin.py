@@ -521,6 +521,13 @@ def test_finding_a_story_to_correct(admin: Admin, demo_agg: Aggregator) -> None:
 # -- feeds ------------------------------------------------------------------------------------
 
 
+def feed_row(admin: Admin, feed_id: int) -> str:
+    """The feeds page's row of one feed."""
+    page = admin.get("/admin/feeds")
+    row = page[page.index(f'id="feed-{feed_id}"') :]
+    return row[: row.index("</tr>")]
+
+
 def test_feed_management(admin: Admin, demo_agg: Aggregator, feed_server: FeedServer, tmp_path: Path) -> None:
     feed_server.routes["/good.xml"] = Route(
         body=rss([{"title": "Harbour cranes stop in strike", "link": "https://t.example/1", "guid": "g1"}]),
@@ -546,9 +553,7 @@ def test_feed_management(admin: Admin, demo_agg: Aggregator, feed_server: FeedSe
     bad = next(f for f in demo_agg.feeds() if f.title == "Bad Feed")
     r = admin.post(f"/admin/feeds/{bad.id}/poll")
     assert "Polled Bad Feed: error" in admin.follow(r)
-    page = admin.get("/admin/feeds")
-    row = page[page.index(f'id="feed-{bad.id}"') :]
-    row = row[: row.index("</tr>")]
+    row = feed_row(admin, bad.id)
     assert "Failing" in row and "500" in row and "1 failure in a row" in row
     # a feed read leniently: its warning is said, and shown in its row
     feed_server.routes["/lenient.xml"] = Route(
@@ -559,9 +564,7 @@ def test_feed_management(admin: Admin, demo_agg: Aggregator, feed_server: FeedSe
     lenient = next(f for f in demo_agg.feeds() if f.title == "Lenient")
     r = admin.post(f"/admin/feeds/{lenient.id}/poll")
     assert "Polled Lenient: ok, 1 new, 0 updated. Warning: malformed feed, read leniently" in admin.follow(r)
-    page = admin.get("/admin/feeds")
-    row = page[page.index(f'id="feed-{lenient.id}"') :]
-    assert "malformed feed, read leniently" in row[: row.index("</tr>")]
+    assert "malformed feed, read leniently" in feed_row(admin, lenient.id)
     # its own polling interval: validated, shown, back to automatic
     r = admin.post(f"/admin/feeds/{good.id}/interval", {"minutes": "15"})
     title = demo_agg.feed(good.id).display_name  # type: ignore[union-attr]  # the feed's own, once polled
@@ -612,9 +615,7 @@ def test_poll_now_is_left_to_the_poller_when_one_runs(
     monkeypatch.setattr(core, "POLL_NOW_WAIT_SECONDS", 0.5)
     r = admin.post(f"/admin/feeds/{feed.id}/poll")
     assert "Good Feed will be polled when the poller ends its current round" in admin.follow(r)
-    row = admin.get("/admin/feeds")
-    row = row[row.index(f'id="feed-{feed.id}"') :]
-    assert "asked to poll now" in row[: row.index("</tr>")]
+    assert "asked to poll now" in feed_row(admin, feed.id)
     # the poller (here a thread with its own connection) takes it
     polled: list[UpdateReport] = []
     stop = threading.Event()
