@@ -29,6 +29,12 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
     raise _Stop(signum)
 
 
+def _ignore(handlers: dict[signal.Signals, Any]) -> None:
+    """Once stopping: further stop signals change nothing (the old handlers come back at the end)."""
+    for s in handlers:
+        signal.signal(s, signal.SIG_IGN)
+
+
 def run_poller(settings: Settings, db_path: Path) -> None:
     """Poll due feeds every ``schedule.tick_seconds``, and feeds an admin asked to poll
     now within a second, until SIGINT or SIGTERM.
@@ -97,6 +103,7 @@ def run_poller(settings: Settings, db_path: Path) -> None:
     except (_Stop, KeyboardInterrupt):
         log.info("poller stopping")
     finally:
+        _ignore(previous)  # a second Ctrl-C or SIGTERM must not cut the shutdown short
         scheduler.shutdown(wait=True)
         beat.heartbeat(running=False)  # the site polls by itself again
         agg.close()
@@ -200,6 +207,7 @@ def run_all(config_path: Path | None, db_path: Path, host: str, port: int) -> in
     except (_Stop, KeyboardInterrupt):
         code = 0
     finally:
+        _ignore(previous)
         for c in children:
             if c.poll() is None:
                 c.send_signal(signal.SIGTERM)
