@@ -298,22 +298,18 @@ def m0009_poll_requests(db: Database) -> None:
 
 @migrations(name="0010_link_identity")
 def m0010_link_identity(db: Database) -> None:
-    # Item identities and canonical links as aggregator.normalize makes them from now on:
-    # the query kept as written, the fragment part of an identity (live blogs give each
-    # update its own "#..."), no Unicode normalisation of URLs.  Else the next poll of a
-    # feed without GUIDs would store its items again under their new identities.
-    from aggregator.normalize import canonical_link, item_identity, link_key
+    # Identities made from links as aggregator.normalize makes them from now on (the
+    # query kept as written, the fragment included: live blogs give each update its own
+    # "#..."); else the next poll of a feed without GUIDs would store its items again.
+    # Only items without a GUID have such identities.  Stored canonical links keep their
+    # old form: they only serve same-link evidence, which falls back to the text.
+    from aggregator.normalize import item_identity, link_key
 
-    identities, links = [], []
-    for item_id, identity, link, old, title, published in db.execute(
-        "SELECT id, identity, link, canonical_link, title, published FROM items WHERE link IS NOT NULL"
+    identities = []
+    for item_id, identity, link, title, published in db.execute(
+        "SELECT id, identity, link, title, published FROM items WHERE identity LIKE 'link:%' AND link IS NOT NULL"
     ):
-        new = canonical_link(link)
-        if new != old:
-            links.append((new, item_id))
-        if identity.startswith("link:"):
-            key = item_identity(None, link_key(link), title, published)
-            if key != identity:
-                identities.append((key, item_id))
-    db.conn.executemany("UPDATE items SET canonical_link = ? WHERE id = ?", links)
+        key = item_identity(None, link_key(link), title, published)
+        if key != identity:
+            identities.append((key, item_id))
     db.conn.executemany("UPDATE OR IGNORE items SET identity = ? WHERE id = ?", identities)
