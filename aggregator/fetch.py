@@ -358,8 +358,9 @@ def _max_age(headers: dict[str, str]) -> float | None:
     cc = headers.get("cache-control", "")
     for part in cc.split(","):
         name, _, val = part.strip().partition("=")
-        if name.lower() in ("max-age", "s-maxage") and _seconds(val) is not None:
-            return _seconds(val)
+        seconds = _seconds(val) if name.lower() in ("max-age", "s-maxage") else None
+        if seconds is not None:
+            return seconds
     expires = headers.get("expires")
     return _seconds_until(expires) if expires else None
 

@@ -408,7 +408,7 @@ class Pipeline:
 
             def may_merge(group: Collection[int], b: int) -> bool:
                 # (the database holds the clusters of ``group`` as they were before this item)
-                return not any(rules_store.conflict(self.db, a, b) for a in group)
+                return not rules_store.conflict(self.db, group, b)
 
         rows: list[tuple[int, int, float, str, int | None]] = []
         merged_into: set[int] = set()

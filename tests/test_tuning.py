@@ -294,3 +294,20 @@ def test_corrections_are_not_lost_to_a_recluster_running_meanwhile(demo: Aggrega
     assert cluster_of(demo, item) == moved[0] != story  # the correction stands
     demo.recluster()
     assert cluster_of(demo, item) != cluster_of(demo, _members(demo, story)[0])
+
+
+def test_the_live_cannot_link_check_covers_every_cluster_of_a_group(demo: Aggregator) -> None:
+    """What the pipeline asks before a merge: a cannot-link between a cluster and any
+    cluster of the group that an arriving item's story is made of by then."""
+    from aggregator.storage import rules as rules_store
+
+    story = next(
+        c for c in {cluster_of(demo, r["item_id"]) for r in demo.export_rows()} if len(_members(demo, c)) >= 2
+    )
+    alone = demo.move_item_out(_members(demo, story)[-1], "alice")
+    other = next(c for c in _lone_stories(demo, 5) if c not in (story, alone))
+    assert rules_store.conflict(demo.db, [alone], story) and rules_store.conflict(demo.db, [story], alone)
+    assert rules_store.conflict(demo.db, [other, alone], story)
+    assert not rules_store.conflict(demo.db, [other], story) and not rules_store.conflict(
+        demo.db, [other], alone
+    )

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from sqlite_utils import Database
@@ -162,13 +162,16 @@ def has_cannot(db: Database) -> bool:
     return db.execute("SELECT 1 FROM cluster_rules WHERE kind = 'cannot' LIMIT 1").fetchone() is not None
 
 
-def conflict(db: Database, cluster_a: int, cluster_b: int) -> bool:
-    """Whether a cannot-link runs between a member of one cluster and a member of the other."""
+def conflict(db: Database, group: Collection[int], cluster: int) -> bool:
+    """Whether a cannot-link runs between a member of ``cluster`` and a member of any of
+    the clusters of ``group``."""
+    ids = list(group)
+    marks = ",".join("?" * len(ids))
     row = db.execute(
         "SELECT 1 FROM cluster_rules r "
         "JOIN memberships ma ON ma.item_id = r.item_a JOIN memberships mb ON mb.item_id = r.item_b "
-        "WHERE r.kind = 'cannot' AND ((ma.cluster_id = ? AND mb.cluster_id = ?) "
-        "OR (ma.cluster_id = ? AND mb.cluster_id = ?)) LIMIT 1",
-        [cluster_a, cluster_b, cluster_b, cluster_a],
+        f"WHERE r.kind = 'cannot' AND ((ma.cluster_id IN ({marks}) AND mb.cluster_id = ?) "
+        f"OR (mb.cluster_id IN ({marks}) AND ma.cluster_id = ?)) LIMIT 1",
+        [*ids, cluster, *ids, cluster],
     ).fetchone()
     return row is not None
