@@ -784,14 +784,17 @@ class Aggregator:
         items = items_store.get_many(self.db, list(item_ids))
         return [i.id for i in sorted(items, key=lambda i: (i.sort_time, i.id))]
 
+    def _tie(self, item_ids: Iterable[int], author: str) -> None:
+        """Make ``item_ids`` one story for good: must-links from the earliest to each other."""
+        order = self._by_time(item_ids)
+        rules_store.add(self.db, "must", [(order[0], i) for i in order[1:]], author, self.clock())
+
     def _keep_merges(self, groups: list[set[int]], leaving: set[int], author: str) -> None:
-        """Merges (must-links from their earliest item) that lose ``leaving`` keep the
-        rest of their items together, linked from the earliest one left."""
+        """Merges that lose ``leaving`` keep the rest of their items together."""
         for group in groups:
-            if group & leaving:
-                rest = self._by_time(group - leaving)
-                if len(rest) >= 2:
-                    rules_store.add(self.db, "must", [(rest[0], i) for i in rest[1:]], author, self.clock())
+            rest = group - leaving
+            if rest != group and len(rest) >= 2:
+                self._tie(rest, author)
 
     def merge_clusters(self, target: int, source: int, author: str) -> None:
         """Make two stories one; remembered as must-links that later re-clustering respects.
@@ -806,9 +809,9 @@ class Aggregator:
             members = clusters_store.member_ids(self.db, [target, source])
             if not members.get(target) or not members.get(source):
                 raise CorrectionError("no such story")
-            union = self._by_time(members[target] + members[source])
+            union = members[target] + members[source]
             rules_store.drop_within(self.db, "cannot", union)
-            rules_store.add(self.db, "must", [(union[0], i) for i in union[1:]], author, self.clock())
+            self._tie(union, author)
             pins = rules_store.pins_for(self.db, union)
             keep = min(pins & set(members[target]) or pins, default=None)
             rules_store.unpin_cluster(self.db, pins - {keep})
