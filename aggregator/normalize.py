@@ -108,7 +108,7 @@ def html_to_text(html: str) -> str:
 # <script> tags block rendering" or "If a<b then c" would lose all that follows the "<".
 # So only markup is removed: script and style elements with their content, other tags
 # that are closed somewhere in the headline (their words stay), and void tags.
-_TITLE_CODE = re.compile(r"<(script|style)\b[^<>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b[^<>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TITLE_CLOSE = re.compile(r"</([a-zA-Z][a-zA-Z0-9]*)\s*>")
 _TITLE_VOID = re.compile(r"<(?:br|img|hr|wbr)\b[^<>]*>", re.IGNORECASE)
 
@@ -118,7 +118,7 @@ def title_text(title: str) -> str:
     if not title:
         return ""
     if "<" in title:
-        title = _TITLE_CODE.sub(" ", title)
+        title = _SCRIPT_OR_STYLE.sub(" ", title)
         names = {m[1].lower() for m in _TITLE_CLOSE.finditer(title)}
         if names:
             pattern = "|".join(sorted(map(re.escape, names)))
@@ -220,7 +220,6 @@ _FLAT = frozenset(
         *("track", "wbr", "p", "li", "dt", "dd", "tr", "td", "th", "option", "thead", "tbody", "tfoot"),
     }
 )
-_SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 
 
 def _too_deep(html: str) -> bool:
