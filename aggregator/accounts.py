@@ -15,7 +15,7 @@ from aggregator.storage import write_transaction
 __all__ = ["AccountError", "LoginResult", "check_login", "set_password", "valid_name"]
 
 _HASHER = PasswordHasher()
-_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 # A fixed hash to verify against when the account does not exist, so that a
 # wrong name takes as long as a wrong password.
 _DUMMY = _HASHER.hash("not a real password")
@@ -37,7 +37,7 @@ class LoginResult:
 
 
 def valid_name(name: str) -> bool:
-    return bool(_NAME.match(name))
+    return bool(_NAME.fullmatch(name))  # (match() let "dave\n" through: "$" matches before it)
 
 
 def set_password(db: Database, name: str, password: str, now: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,7 +24,7 @@ from concurrent.futures import (
 )
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from aggregator import opml, tuning
 from aggregator.fetch import Fetcher, FetchLimits, address_problem, is_local, local_path
@@ -39,6 +40,7 @@ from aggregator.models import (
     StoryHits,
     UpdateReport,
 )
+from aggregator.normalize import clean_text
 from aggregator.pipeline import Pipeline
 from aggregator.prepare import Prepared, prepare
 from aggregator.replay import Replayer
@@ -65,6 +67,7 @@ log = logging.getLogger("aggregator")
 
 JOB_KINDS = ("preview", "apply", "revert", "recluster")
 STALE_JOB_SECONDS = 600.0
+_URL_BLANKS = str.maketrans({"\t": None, "\n": None, "\r": None, " ": "%20"})
 
 Progress = Callable[[int, int], None]
 SETTLE_SECONDS = 1.0
@@ -95,6 +98,11 @@ class CorrectionError(ValueError):
 
 class JobError(RuntimeError):
     """A background job cannot start now."""
+
+
+def _page(limit: int, offset: int) -> tuple[int, int]:
+    """A page's bounds as SQLite takes them: a negative limit means none to SQLite."""
+    return max(0, limit), max(0, offset)
 
 
 def _run_job(base: Settings, db_path: Path, job_id: int) -> None:
@@ -174,6 +182,13 @@ class Aggregator:
     ) -> Aggregator:
         """Open with settings from ``config`` (default ``config.toml``) and an optional database path."""
         return cls(load_settings(config, overrides or None), db_path=db)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write transaction, one thread of this object at a time (they share one
+        connection: a second thread's BEGIN inside the first's transaction failed)."""
+        with self._lock, write_transaction(self.db):
+            yield
 
     def close(self) -> None:
         if self._pool is not None:
@@ -271,7 +286,7 @@ class Aggregator:
         key = meta_store.get(self.db, "secret_key")
         if key:
             return key
-        with write_transaction(self.db):
+        with self._writing():
             key = meta_store.get(self.db, "secret_key")
             if not key:
                 key = secrets.token_hex(32)
@@ -297,21 +312,29 @@ class Aggregator:
         ``via_site``: the URL comes from a web form, so only http(s) URLs are accepted.
         """
         url = self._check_url(url, via_site=via_site)
+        title = clean_text(title or "")[:300] or None  # (control characters broke the OPML export)
         with self._lock:
             return feeds_store.add(self.db, url, self.clock(), title)
 
     def _check_url(self, url: str, *, via_site: bool = False) -> str:
+        """``url`` checked, in the one form that is stored for it (scheme and host in
+        lower case, no default port, no fragment: the same feed is not subscribed twice).
+        Errors show at most 200 characters of it (a flash message lives in a cookie)."""
         url = url.strip()
         if not url:
             raise FeedError("empty feed URL")
+        shown = url if len(url) <= 200 else url[:200] + "…"
         if len(url) > 2000:
             raise FeedError("feed URL too long (2,000 characters at most)")
+        url = url.translate(_URL_BLANKS)  # as browsers do: tabs and newlines out, spaces encoded
+        if any(ord(c) < 32 or ord(c) == 127 for c in url):
+            raise FeedError(f"not a valid URL (control characters): {shown!r}")
         try:
             parts = urlsplit(url)
             host = parts.hostname
-            parts.port  # noqa: B018 - raises for a port out of range
+            port = parts.port
         except ValueError:  # "http://[::1", "https://[zz]/", "http://h:99999/"
-            raise FeedError(f"not a valid URL: {url}") from None
+            raise FeedError(f"not a valid URL: {shown}") from None
         if is_local(url) and not via_site:
             if not self.settings.feeds.allow_local_files:
                 raise FeedError(f"local files are not allowed by the configuration: {url}")
@@ -321,11 +344,17 @@ class Aggregator:
             if not path.is_file():
                 raise FeedError(f"no such file: {path}")
             return path.resolve().as_uri()
-        if parts.scheme.lower() not in ("http", "https") or not host:
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not host:
             what = "an http(s) URL" if via_site else "an http(s) URL or a file"
-            raise FeedError(f"not {what}: {url}")
-        if any(c.isspace() for c in host):
-            raise FeedError(f"not a valid URL (a space in the host name): {url}")
+            raise FeedError(f"not {what}: {shown}")
+        if "%" in host:
+            raise FeedError(f"not a valid URL (a space or % in the host name): {shown}")
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = (userinfo + "@" if userinfo else "") + (f"[{host}]" if ":" in host else host)
+        if port is not None and port != {"http": 80, "https": 443}[scheme]:
+            netloc += f":{port}"
+        url = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
         if not self.settings.feeds.allow_private_addresses:
             problem = address_problem(url)
             if problem:
@@ -336,7 +365,7 @@ class Aggregator:
         feed = self.feed(url_or_id)
         if feed is None:
             return False
-        with self._lock, write_transaction(self.db):
+        with self._writing():
             merges = rules_store.must_groups(self.db)
             self._keep_merges(
                 merges, items_store.ids_of_feed(self.db, feed.id), "(kept when a feed was removed)"
@@ -350,7 +379,7 @@ class Aggregator:
         if isinstance(url_or_id, int):
             return feeds_store.get(self.db, url_or_id)
         found = feeds_store.get_by_url(self.db, url_or_id)
-        if found is None and is_local(url_or_id):
+        if found is None:  # as stored: HTTPS://Example.org:443/f is https://example.org/f
             try:
                 found = feeds_store.get_by_url(self.db, self._check_url(url_or_id))
             except FeedError:
@@ -361,7 +390,8 @@ class Aggregator:
         return feeds_store.all_feeds(self.db)
 
     def pause_feed(self, feed_id: int, paused: bool = True) -> None:
-        feeds_store.set_paused(self.db, feed_id, paused)
+        with self._writing():
+            feeds_store.set_paused(self.db, feed_id, paused)
 
     def set_poll_interval(self, url_or_id: str | int, minutes: float | None) -> Feed:
         """Poll a feed every ``minutes`` (None: automatically, by its own hints and
@@ -380,7 +410,7 @@ class Aggregator:
             sooner = (feed.last_polled_at or self.clock()) + minutes * 60
             if feed.next_poll_at is None or sooner < feed.next_poll_at:
                 fields["next_poll_at"] = sooner
-        with write_transaction(self.db):
+        with self._writing():
             feeds_store.update_state(self.db, feed.id, fields)
         changed = self.feed(feed.id)
         assert changed is not None
@@ -582,7 +612,7 @@ class Aggregator:
     def heartbeat(self, *, running: bool = True) -> None:
         """Record that a poller process is running (it calls this every few seconds), or
         that it stopped."""
-        with write_transaction(self.db):
+        with self._writing():
             meta_store.put(self.db, POLLER_KEY, repr(self.clock()) if running else "stopped")
 
     def poller_seen(self) -> float | None:
@@ -604,7 +634,7 @@ class Aggregator:
         if feed is None:
             raise FeedError(f"no such feed: {url_or_id}")
         if feed.poll_requested_at is None:
-            with write_transaction(self.db):
+            with self._writing():
                 feeds_store.update_state(self.db, feed.id, {"poll_requested_at": self.clock()})
         asked = self.feed(feed.id)
         assert asked is not None
@@ -719,11 +749,16 @@ class Aggregator:
         overrides = {
             k: v for k, v in overrides.items() if tuning.json_ready({k: self.base_settings.get(k)})[k] != v
         }
-        with self._lock, write_transaction(self.db):
-            version = versions_store.add(self.db, overrides, author, self.clock(), note, reverts)
-        self.reload_settings()
-        self.recluster(progress)
-        return version
+        settings, _ = tuning.apply_overrides(self.base_settings, overrides)
+        versions: list[int] = []
+
+        def store_version() -> None:  # in the transaction that swaps the new clusters in
+            versions.append(versions_store.add(self.db, overrides, author, self.clock(), note, reverts))
+
+        with self._lock:
+            self.pipeline.recluster(progress, settings=settings, before_swap=store_version)
+            self.reload_settings()
+        return versions[0]
 
     def revert_settings(self, version_id: int, author: str, progress: Progress | None = None) -> int:
         """Make the settings of ``version_id`` (0: config.toml alone) current again, as a new version."""
@@ -752,7 +787,7 @@ class Aggregator:
         if kind not in JOB_KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
         now = self.clock()
-        with self._lock, write_transaction(self.db):
+        with self._writing():
             jobs_store.interrupt_stale(self.db, now - STALE_JOB_SECONDS, now)
             if kind != "preview" and jobs_store.changing_running(self.db):
                 raise JobError("another settings change or recluster is still running")
@@ -804,7 +839,7 @@ class Aggregator:
         """
         if target == source:
             raise CorrectionError("a story cannot be merged with itself")
-        with self._lock, write_transaction(self.db):
+        with self._writing():
             self._no_reclustering()
             members = clusters_store.member_ids(self.db, [target, source])
             if not members.get(target) or not members.get(source):
@@ -820,11 +855,11 @@ class Aggregator:
                 clusters_store.pin(self.db, target, keep)
             clusters_store.mark_manual(self.db, members[source])
             self.pipeline.refresh_clusters({target}, self.clock())
-            self.pipeline.invalidate()
+            self.pipeline.clusters_merged(source, target)
 
     def move_item_out(self, item_id: int, author: str) -> int:
         """Take an item out of its story into a story of its own; remembered as cannot-links."""
-        with self._lock, write_transaction(self.db):
+        with self._writing():
             self._no_reclustering()
             current = clusters_store.clusters_of(self.db, [item_id]).get(item_id)
             if current is None:
@@ -845,7 +880,7 @@ class Aggregator:
 
     def pin_canonical(self, item_id: int, author: str) -> None:
         """Make an item its story's canonical item, now and after any re-clustering."""
-        with self._lock, write_transaction(self.db):
+        with self._writing():
             self._no_reclustering()
             current = clusters_store.clusters_of(self.db, [item_id]).get(item_id)
             if current is None:
@@ -860,7 +895,8 @@ class Aggregator:
         return rules_store.all_rules(self.db)
 
     def delete_rule(self, rule_id: int) -> None:
-        with write_transaction(self.db):
+        with self._writing():
+            self._no_reclustering()
             rules_store.delete(self.db, rule_id)
 
     # -- queries -----------------------------------------------------------------------
@@ -868,6 +904,7 @@ class Aggregator:
     def clusters(
         self, *, sort: str = "latest", limit: int = 20, offset: int = 0, min_outlets: int = 1
     ) -> list[ClusterSummary]:
+        limit, offset = _page(limit, offset)
         return clusters_store.listing(self.db, sort=sort, limit=limit, offset=offset, min_outlets=min_outlets)
 
     def cluster(self, cluster_id: int) -> ClusterDetail | None:
@@ -918,6 +955,7 @@ class Aggregator:
             match = search_store.fts_query(f.query)
             if match is None:  # no word to look for: nothing matches
                 return []
+        limit, offset = _page(limit, offset)
         return clusters_store.stories(self.db, f, match, sort=sort, limit=limit, offset=offset)
 
     def story_members(self, cluster_ids: Sequence[int]) -> dict[int, list[StoredItem]]:
@@ -970,6 +1008,7 @@ class Aggregator:
 
     def feed_items(self, feed_id: int, *, limit: int = 20, offset: int = 0) -> list[StoredItem]:
         """A feed's items, newest first."""
+        limit, offset = _page(limit, offset)
         return items_store.for_feed(self.db, feed_id, limit, offset)
 
     def freshness(self, *, feeds: bool = False) -> Freshness:

@@ -24,7 +24,7 @@ from aggregator.fetch import Fetcher
 from aggregator.fingerprint import Features, signatures
 from aggregator.models import Entry, Feed, FetchResult, Item, MemberInfo, ParsedFeed, UpdateReport
 from aggregator.prepare import Prepared, normalize_entries, prepare
-from aggregator.replay import Evidence, Replayer, decide
+from aggregator.replay import Evidence, Replayer, decide, exact_copy_counts
 from aggregator.schedule import PollOutcome, next_poll
 from aggregator.settings import Settings
 from aggregator.storage import clusters as clusters_store
@@ -95,6 +95,7 @@ class Pipeline:
         self._engine: ClusterEngine | None = None
         self._generation: str | None = None
         self._last_id = 0
+        self.rebuilds = 0  # how many times this pipeline built its index from the database
 
     # -- the cluster index: derived data, rebuilt from the database --------------------
 
@@ -107,19 +108,38 @@ class Pipeline:
         meta_store.bump(self.db, GENERATION_KEY)
         self._engine = None
 
-    def _changed_clusters(self) -> None:
-        """This process changed existing clusters (merged them): others must rebuild, not us."""
-        self._generation = str(meta_store.bump(self.db, GENERATION_KEY))
+    def clusters_merged(self, source: int, target: int) -> None:
+        """Cluster ``source`` became part of ``target`` (an admin's merge): every process
+        holding an index (this one too) applies the merge to it on next use, no rebuild."""
+        meta_store.log_change(self.db, GENERATION_KEY, "merge", source, target)
+
+    def _merged_here(self, source: int, target: int) -> None:
+        """This process's index merged ``source`` into ``target``: others apply it, not us."""
+        self._generation = str(meta_store.log_change(self.db, GENERATION_KEY, "merge", source, target))
 
     def engine(self) -> ClusterEngine:
-        """The index, rebuilt if another process changed clusters, caught up with new items."""
+        """The index, with changes other processes made to clusters applied (or rebuilt
+        when they cannot be), caught up with new items."""
         generation = meta_store.get(self.db, GENERATION_KEY)
-        if self._engine is None or generation != self._generation:
+        held = self._engine
+        if held is not None and generation != self._generation:
+            self._engine = held if self._apply_changes(held, self._generation, generation) else None
+        if self._engine is None:
             self._engine = ClusterEngine(self.settings.cluster, keep_vectors=True)
-            self._generation = generation
+            self.rebuilds += 1
             self._last_id = 0
+        self._generation = generation
         self._catch_up(self._engine)
         return self._engine
+
+    def _apply_changes(self, engine: ClusterEngine, have: str | None, now: str | None) -> bool:
+        """Apply the logged changes between two generations; False if some cannot be."""
+        changes = meta_store.changes_between(self.db, int(have or 0), int(now or 0))
+        if changes is None or any(kind != "merge" for kind, _, _ in changes):
+            return False
+        for _, source, target in changes:
+            engine.merge(source, target)
+        return True
 
     def rebuild_index(self) -> int:
         """Rebuild the LSH index and cluster profiles from stored signatures; returns items indexed."""
@@ -419,7 +439,7 @@ class Pipeline:
             if item.canonical_link and item.canonical_link in links:
                 other, cluster = links[item.canonical_link]
                 link = (other, final(cluster), "same-link")
-            if link is None:
+            if link is None and exact_copy_counts(self.settings.cluster, feats[n]):
                 for other, when, cluster in copies.get(item.content_hash, ()):
                     if when >= time - window and other != item_id:
                         link = (other, final(cluster), "exact-copy")
@@ -441,7 +461,7 @@ class Pipeline:
                 clusters_store.merge_into(self.db, a.cluster, a.merged)
                 for gone in a.merged:
                     alias[gone] = a.cluster
-                self._changed_clusters()
+                    self._merged_here(gone, a.cluster)
         rows = [(i, final(c), score, signal, matched) for i, c, score, signal, matched in rows]
         clusters_store.add_members(self.db, rows, now)
         merged = {final(c) for c in merged_into}
@@ -468,17 +488,27 @@ class Pipeline:
 
     # -- whole archive -----------------------------------------------------------------
 
-    def recluster(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Assign every item again, in time order, with the current settings and rules.
+    def recluster(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        settings: Settings | None = None,
+        before_swap: Callable[[], None] | None = None,
+    ) -> int:
+        """Assign every item again, in time order, with the current settings (or
+        ``settings``, then current) and rules.
 
         The work is done in memory first, while the site and the poller carry on;
         then one short transaction swaps the new clusters in (with items that
         arrived meanwhile), so readers see the old clusters or the new ones, never
-        a mix.  Returns the number of items.
+        a mix.  ``before_swap`` runs in that transaction (it stores the settings
+        version the clusters are made with: both or neither).  Returns the number
+        of items.
         """
+        settings = settings or self.settings
         rules = rules_store.load(self.db)
-        replayer = Replayer(self.settings, rules)
-        num_perm = self.settings.cluster.num_perm
+        replayer = Replayer(settings, rules)
+        num_perm = settings.cluster.num_perm
         ids = items_store.all_item_ids(self.db)
         snapshot = max(ids, default=0)
         total = len(ids)
@@ -493,6 +523,8 @@ class Pipeline:
                 raise RulesChanged(
                     "corrections were made while re-clustering: nothing was changed, run it again"
                 )
+            if before_swap is not None:
+                before_swap()
             # Items stored while the replay ran, then the swap.
             late = [i for i in items_store.all_item_ids(self.db) if i > snapshot]
             for start in range(0, len(late), 2000):
@@ -507,7 +539,7 @@ class Pipeline:
                 self.db, [(i, s) for i, s in replayer.new_signatures.items() if i in existing]
             )
             items_store.forget_frozen(self.db)
-            c = self.settings.cluster
+            c = settings.cluster
             clusters_store.replace_all(
                 self.db,
                 groups,
@@ -516,6 +548,7 @@ class Pipeline:
                 self.clock(),
             )
             meta_store.bump(self.db, GENERATION_KEY)
+        self.settings = settings
         self._engine = None
         if progress:
             progress(total + 1, total + 1)

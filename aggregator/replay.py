@@ -20,11 +20,11 @@ import numpy as np
 
 from aggregator.cluster import ClusterEngine
 from aggregator.fingerprint import Features, signatures
-from aggregator.settings import Settings
+from aggregator.settings import ClusterSettings, Settings
 from aggregator.storage.items import IndexRow
 from aggregator.storage.rules import RuleSet
 
-__all__ = ["Assignment", "Evidence", "Replayer", "decide"]
+__all__ = ["Assignment", "Evidence", "Replayer", "decide", "exact_copy_counts"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,12 @@ class Evidence:
     must: tuple[tuple[int, int], ...] = ()  # (partner item, its cluster) of must-links
     link: tuple[int, int, str] | None = None  # (item, its cluster, "same-link" | "exact-copy")
     forbid: frozenset[int] = frozenset()  # clusters an admin's cannot-link rules out
+
+
+def exact_copy_counts(settings: ClusterSettings, feats: Features) -> bool:
+    """Whether the same words are evidence of the same story: not for an empty item or
+    a short generic headline ("Live updates", "Letters"), as for near-copies."""
+    return len(feats.tokens) >= settings.near_copy_min_tokens
 
 
 def decide(
@@ -134,7 +140,7 @@ class Replayer:
             if progress:
                 progress(done)
 
-    def _evidence(self, row: IndexRow) -> Evidence:
+    def _evidence(self, row: IndexRow, feats: Features) -> Evidence:
         placed = self.assignments
         forbid = frozenset(self.cluster_of(o) for o in self.rules.cannot.get(row.item_id, ()) if o in placed)
         must = tuple(
@@ -148,14 +154,14 @@ class Replayer:
                 if feed_id != row.feed_id:
                     link = (other, self.cluster_of(other), "same-link")
                     break
-        if link is None:
+        if link is None and exact_copy_counts(self.settings.cluster, feats):
             hit = self._by_hash.get(row.content_hash)
             if hit is not None and hit[1] >= row.sort_time - self.engine.window_seconds:
                 link = (hit[0], self.cluster_of(hit[0]), "exact-copy")
         return Evidence(must, link, forbid)
 
     def _one(self, row: IndexRow, feats: Features, sig: np.ndarray) -> None:
-        evidence = self._evidence(row)
+        evidence = self._evidence(row, feats)
         a = decide(
             self.engine,
             row.item_id,

@@ -9,12 +9,14 @@ the admin settings form and ``docs/settings.md`` (``aggregator settings --markdo
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
     "SettingDef",
@@ -26,6 +28,9 @@ __all__ = [
 ]
 
 PROJECT_URL = "https://github.com/the-aggregator/aggregator"
+MAX_LIST_ENTRIES = 100
+MAX_LIST_ENTRY_CHARS = 300
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 class SettingsError(ValueError):
@@ -487,6 +492,27 @@ class Settings:
             )
         if c.short_terms >= c.long_terms:
             out["cluster.long_terms"] = f"must be more than short_terms ({c.short_terms})"
+        p = self.schedule
+        if p.min_interval_minutes > p.max_interval_minutes:
+            out["schedule.max_interval_minutes"] = (
+                f"must be at least min_interval_minutes ({p.min_interval_minutes:g})"
+            )
+        elif not p.min_interval_minutes <= p.default_interval_minutes <= p.max_interval_minutes:
+            out["schedule.default_interval_minutes"] = (
+                f"must lie between min_interval_minutes ({p.min_interval_minutes:g}) "
+                f"and max_interval_minutes ({p.max_interval_minutes:g})"
+            )
+        base = self.web.base_url
+        if base:
+            try:
+                parts = urlsplit(base)
+                ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query
+            except ValueError:
+                ok = False
+            if not ok:
+                out["web.base_url"] = (
+                    f"must be empty or an http(s) address like https://news.example.org, not {base!r}"
+                )
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -537,7 +563,7 @@ class SettingDef:
                 raise SettingsError(f"{where}: expected {self._a_type}, got {value!r}")
             try:
                 number = t(value) if isinstance(value, (int, float)) else t(str(value).strip())
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # int(inf) overflows
                 raise SettingsError(f"{where}: expected {self._a_type}, got {value!r}") from None
             if t is int and isinstance(value, float) and not value.is_integer():
                 raise SettingsError(f"{where}: expected a whole number, got {value!r}")
@@ -553,13 +579,24 @@ class SettingDef:
                 raise SettingsError(f"{where}: expected a string, got {value!r}")
             if self.choices and value not in self.choices:
                 raise SettingsError(f"{where}: {value!r} is not one of {', '.join(self.choices)}")
+            if _CONTROL.search(value):  # a newline in user_agent broke every request
+                raise SettingsError(f"{where}: control characters (newlines, tabs...) are not allowed")
             return value
-        # list of strings
+        # list of strings: entries trimmed, empty ones dropped, from config.toml or a form alike
         if isinstance(value, str):
-            value = [v.strip() for v in value.splitlines() if v.strip()]
+            value = value.splitlines()
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise SettingsError(f"{where}: expected a list of strings, got {value!r}")
-        return tuple(value)
+        entries = tuple(v.strip() for v in value if v.strip())
+        if len(entries) > MAX_LIST_ENTRIES:
+            raise SettingsError(f"{where}: at most {MAX_LIST_ENTRIES} entries, got {len(entries)}")
+        for v in entries:
+            if len(v) > MAX_LIST_ENTRY_CHARS or _CONTROL.search(v):
+                raise SettingsError(
+                    f"{where}: an entry may not hold control characters or more than "
+                    f"{MAX_LIST_ENTRY_CHARS} characters: {v[:40]!r}"
+                )
+        return entries
 
 
 def _section_defs(section: str, cls: type) -> Iterator[SettingDef]:

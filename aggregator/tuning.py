@@ -38,15 +38,32 @@ def json_ready(overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def apply_overrides(base: Settings, overrides: Mapping[str, Any]) -> tuple[Settings, list[str]]:
-    """``base`` with stored overrides; ones that no longer validate are skipped and reported."""
+    """``base`` with stored overrides; ones that no longer validate are skipped and reported.
+
+    All at once (they were checked together: one at a time, ``lsh_rows`` = 8 fails
+    before ``num_perm`` = 256 is in); if that fails, one at a time in rounds, each
+    round taking those that fit with the ones taken before.
+    """
+    try:
+        return base.replace(dict(overrides)), []
+    except SettingsError:
+        pass
     settings = base
-    problems = []
-    for key, value in overrides.items():
-        try:
-            settings = settings.replace({key: value})
-        except SettingsError as exc:
-            problems.append(str(exc))
-    return settings, problems
+    remaining = dict(overrides)
+    while True:
+        errors: dict[str, str] = {}
+        taken = False
+        for key, value in list(remaining.items()):
+            try:
+                settings = settings.replace({key: value})
+            except SettingsError as exc:
+                errors[key] = str(exc)
+            else:
+                del remaining[key]
+                taken = True
+        if not remaining or not taken:
+            break
+    return settings, list(errors.values())
 
 
 @dataclass(frozen=True)

@@ -313,3 +313,53 @@ def m0010_link_identity(db: Database) -> None:
         if key != identity:
             identities.append((key, item_id))
     db.conn.executemany("UPDATE OR IGNORE items SET identity = ? WHERE id = ?", identities)
+
+
+@migrations(name="0011_index_changes")
+def m0011_index_changes(db: Database) -> None:
+    # Changes to existing clusters (merges), one per step of the index generation, so
+    # that a process holding a cluster index applies them instead of rebuilding it.
+    db.execute(
+        """
+        CREATE TABLE index_changes (
+            generation INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            source INTEGER NOT NULL,
+            target INTEGER NOT NULL
+        )
+        """
+    )
+
+
+@migrations(name="0012_story_numbers_not_reused")
+def m0012_story_numbers_not_reused(db: Database) -> None:
+    # SQLite gives a new row the highest id + 1: after the story with the highest
+    # number was merged away, the next new story took its number (and a reader's old
+    # link showed it).  The highest number ever used is kept, and new stories go past it.
+    db.execute(
+        "INSERT OR REPLACE INTO meta (key, value) "
+        "SELECT 'cluster_id_high', CAST(coalesce(max(id), 0) AS TEXT) FROM clusters"
+    )
+    db.execute(
+        """
+        CREATE TRIGGER clusters_retire AFTER DELETE ON clusters
+        WHEN old.id > coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'cluster_id_high'), 0)
+        BEGIN
+            INSERT OR REPLACE INTO meta (key, value) VALUES ('cluster_id_high', CAST(old.id AS TEXT));
+        END
+        """
+    )
+
+
+@migrations(name="0013_foreign_key_indexes")
+def m0013_foreign_key_indexes(db: Database) -> None:
+    # Deleting an item (removing a feed deletes thousands) looks up every row that
+    # refers to it: without these, two scans of all clusters per item (removing a feed
+    # of 4,000 items from a database of 200,000 took 347 s, holding the write lock).
+    db.executescript(
+        """
+        CREATE INDEX clusters_canonical_item ON clusters(canonical_item_id);
+        CREATE INDEX clusters_pinned_item ON clusters(pinned_item_id);
+        CREATE INDEX cluster_rules_a ON cluster_rules(item_a);
+        """
+    )

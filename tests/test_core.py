@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,32 @@ def test_add_feed_validates(agg: Aggregator, tmp_path: Path) -> None:
     for bad in ("http://[::1", "https://[zz]/", "http://127.0.0.1:99999/", "http://exa mple.com/"):
         with pytest.raises(FeedError, match="not a valid URL"):  # not a ValueError
             agg.add_feed(bad, via_site=True)
+    with pytest.raises(FeedError, match="control characters"):
+        agg.add_feed("https://a.example/\x01", via_site=True)
+    with pytest.raises(FeedError) as err:  # the message is flashed, in a cookie of 4 KB at most
+        agg.add_feed("ftp://" + "\u4e2d" * 1990, via_site=True)
+    assert len(str(err.value).encode()) < 1000
     f = tmp_path / "f.xml"
     f.write_bytes(rss([]))
     feed, new = agg.add_feed(str(f))
     assert new and feed.url == f.resolve().as_uri()
     assert agg.feed(str(f)) == feed
+
+
+def test_one_feed_is_subscribed_once_however_its_url_is_written(agg: Aggregator) -> None:
+    first, new = agg.add_feed("https://a.example/f", "A\x01 feed")
+    assert new and first.title == "A feed"  # (a control character broke the OPML export)
+    for same in (
+        "HTTPS://A.EXAMPLE/f",
+        "https://a.example:443/f",
+        "https://a.example/f#top",
+        " https://a.example/f\n",
+    ):
+        assert agg.add_feed(same) == (first, False), same
+        assert agg.feed(same) == first
+    assert agg.add_feed("https://a.example:8443/f")[1] and agg.add_feed("https://a.example/F")[1]
+    assert agg.add_feed("https://b.example")[0].url == "https://b.example/"
+    assert agg.add_feed("https://b.example/my feed.xml")[0].url == "https://b.example/my%20feed.xml"
 
 
 def test_local_files_can_be_refused(tmp_path: Path) -> None:
@@ -287,3 +310,70 @@ def test_an_opml_file_with_a_malformed_url_imports_the_others(agg: Aggregator) -
     added, problems = agg.import_opml(opml, via_site=True)
     assert [f.url for f in added] == ["https://good.example/feed.xml"]
     assert problems == ["not a valid URL: http://[::1"]
+
+
+def test_one_aggregator_can_be_shared_by_threads(agg: Aggregator, tmp_path: Path) -> None:
+    """Its threads share one connection: a write from one inside another's transaction
+    failed ("cannot start a transaction within a transaction", "no such savepoint")."""
+
+    f = tmp_path / "f.xml"
+    f.write_bytes(rss([]))
+    feed, _ = agg.add_feed(str(f))
+    errors: list[str] = []
+    stop = time.monotonic() + 2.0
+
+    def poll() -> None:
+        n = 0
+        while time.monotonic() < stop:
+            n += 1
+            f.write_bytes(
+                rss([{"title": f"Item {n} {k} about things", "guid": f"g{n}-{k}"} for k in range(10)])
+            )
+            (report,) = agg.update([feed])
+            if report.status == "error":
+                errors.append(f"update: {report.error}")
+
+    def admin() -> None:
+        while time.monotonic() < stop:
+            try:
+                agg.heartbeat()
+                agg.set_poll_interval(feed.id, 30)
+                agg.pause_feed(feed.id, False)
+            except Exception as exc:  # any failure is the finding
+                errors.append(f"admin: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=poll), threading.Thread(target=admin)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert agg.integrity_check() == "ok" and not agg.db.conn.in_transaction
+
+
+def test_ids_and_bounds_out_of_range_find_nothing(agg: Aggregator, feed_server: FeedServer) -> None:
+    """The site bounds its numbers; a library caller's 2**70 was an OverflowError, and a
+    negative limit listed everything."""
+    from aggregator.core import CorrectionError
+    from aggregator.models import StoryFilter
+
+    feed_server.routes["/a.xml"] = Route(rss([WIRE]))
+    agg.add_feed(feed_server.url("/a.xml"))
+    agg.update()
+    huge = 2**70
+    assert agg.cluster(huge) is None and agg.feed(huge) is None and agg.job(huge) is None
+    assert agg.items_by_id([huge, -huge]) == {} and agg.story_members([huge]) == {huge: []}
+    assert agg.get_settings_version(huge) is None and agg.feed_items(huge) == []
+    assert agg.stories(StoryFilter(feed_id=huge)) == [] and agg.search("earthquake", before=huge)
+    assert len(agg.clusters(limit=huge)) == 1 and agg.clusters(offset=huge) == []
+    assert (
+        agg.clusters(limit=-1) == []
+        and agg.stories(limit=-1) == []
+        and agg.search("earthquake", limit=-1) == []
+    )
+    for correction in (lambda: agg.merge_clusters(huge, 1, "a"), lambda: agg.move_item_out(huge, "a")):
+        with pytest.raises(CorrectionError):
+            correction()
+    assert agg.remove_feed(huge) is False
+    agg.delete_rule(huge)
+    assert [h.item.id for h in agg.search("earthquake", hits_per_story=-1)[0].hits] != []

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import codecs
+import xml.etree.ElementTree as ET
+
 import pytest
 
 from aggregator.opml import OpmlError, read, write
@@ -34,3 +37,29 @@ def test_no_feeds_is_a_clear_error(doc: bytes) -> None:
 def test_refuses_strings() -> None:
     with pytest.raises(TypeError):
         read("https://example.org/list.opml")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '<?xml version="1.0" encoding="ISO-8859-1"?><opml version="2.0"><body>'
+        '<outline text="Café" xmlUrl="https://a.example/f"/></body></opml>'.encode("latin-1"),
+        '<?xml version="1.0" encoding="UTF-16"?><opml version="2.0"><body>'
+        '<outline text="Café" xmlUrl="https://a.example/f"/></body></opml>'.encode("utf-16"),
+        codecs.BOM_UTF8
+        + '<opml version="2.0"><body><outline text="Café" xmlUrl="https://a.example/f"/>'
+        "</body></opml>".encode(),
+        '<opml version="2.0"><body><outline text="Café" xmlUrl="https://a.example/f"/></body></opml>'.encode(
+            "cp1252"
+        ),  # undeclared and not UTF-8
+    ],
+)
+def test_lists_in_other_encodings_are_read(doc: bytes) -> None:
+    """Exports from older readers come in Latin-1 or UTF-16 (a traceback and an HTTP 500)."""
+    assert [(e.url, e.title) for e in read(doc)] == [("https://a.example/f", "Café")]
+
+
+def test_written_lists_are_xml_whatever_the_titles_hold() -> None:
+    out = write([("https://x.example/f", "Bad\x01title\ud800", None)], title="t\x0b")
+    ET.fromstring(out)
+    assert [(e.url, e.title) for e in read(out.encode())] == [("https://x.example/f", "Badtitle")]

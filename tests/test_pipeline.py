@@ -643,3 +643,144 @@ def test_live_blog_updates_without_guids_are_all_kept(agg: Aggregator, feed_serv
     agg.add_feed(feed_server.url("/live.xml"))
     (report,) = agg.update()
     assert report.new_items == 4
+
+
+def test_an_admin_merge_in_another_process_is_applied_to_the_index_not_rebuilt(
+    tmp_path, feed_server: FeedServer
+) -> None:  # type: ignore[no-untyped-def]
+    """A poller holding the index applies a merge made by the site (a rebuild takes half
+    a minute at a million stored items), and clusters later items as a process that
+    rebuilt its index from the database would."""
+    from aggregator.settings import load_settings
+
+    near = {
+        **story(2),
+        "title": "Story number 2 about topic 2, updated",
+        "guid": "c-2",
+        "link": "https://c.example/2",
+        "description": "Unique body 2 " + " ".join(f"word2x{k}" for k in range(3, 30)),
+    }
+    results = []
+    for restart in (False, True):
+        cfg = tmp_path / f"m{restart}.toml"
+        cfg.write_text(
+            f'[storage]\ndb_path = "m{restart}.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n'
+        )
+        settings = load_settings(cfg)
+        poller, site = Aggregator(settings), Aggregator(settings)
+        feed_server.routes["/a.xml"] = Route(rss([story(1)]))
+        feed_server.routes["/b.xml"] = Route(rss([story(2)]))
+        feed_server.routes["/c.xml"] = Route(rss([near]))
+        feeds = [poller.add_feed(feed_server.url(f"/{n}.xml"))[0] for n in "abc"]
+        poller.update(feeds[:2])
+        cluster_of = {r["feed"]: r["cluster_id"] for r in poller.export_rows()}
+        one, two = (cluster_of[f.url] for f in feeds[:2])
+        site.merge_clusters(one, two, "admin")  # the story of feed b becomes part of feed a's
+        if restart:
+            poller.close()
+            poller = Aggregator(settings)
+        (report,) = poller.update(feeds[2:])
+        assert report.new_items == 1, report.error
+        assert poller.pipeline.rebuilds == 1
+        rows = list(poller.export_rows())
+        assert len(rows) == 3 and {r["cluster_id"] for r in rows} == {one}  # the near copy joined it
+        results.append([(r["guid"], r["cluster_id"], r["signal"], r["score"]) for r in rows])
+        poller.close()
+        site.close()
+    assert results[0] == results[1]
+
+
+def test_a_merge_made_while_clustering_is_applied_by_other_processes(
+    tmp_path, feed_server: FeedServer
+) -> None:  # type: ignore[no-untyped-def]
+    """When a new report makes the poller's index merge two stories (an earlier report
+    adopted), another process holding an index applies that merge too, without a
+    rebuild, and clusters as a process that rebuilt it would."""
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    from aggregator.settings import load_settings
+    from tests.test_cluster import LOOKALIKES, T0, report
+
+    def entry(n: int, title: str, text: str, t: float) -> dict[str, str]:
+        when = format_datetime(datetime.fromtimestamp(t, UTC), usegmt=True)
+        return {
+            "title": title,
+            "link": f"https://x.example/{n}",
+            "guid": f"x{n}",
+            "pubDate": when,
+            "description": text,
+        }
+
+    background = [entry(k, title, text, T0 + k) for k, (_, title, text) in enumerate(LOOKALIKES)]
+    first = entry(100, *report(0, 26, "aaown"), T0 + 100)
+    second = entry(101, *report(8, 34, "bbown"), T0 + 200)
+    third = entry(102, *report(8, 34, "ccown"), T0 + 300)
+    fourth = entry(103, *report(4, 30, "ddown"), T0 + 400)
+    results = []
+    for restart in (False, True):
+        cfg = tmp_path / f"g{restart}.toml"
+        cfg.write_text(
+            f'[storage]\ndb_path = "g{restart}.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n'
+            "[cluster]\ncold_start_items = 0\nadopt_max_size = 1\n"
+        )
+        settings = load_settings(cfg)
+        poller, site = Aggregator(settings), Aggregator(settings)
+        routes = {"a": [*background, first, second], "b": [third], "c": [background[0]], "d": [fourth]}
+        feeds = {}
+        for name, entries in routes.items():
+            feed_server.routes[f"/{name}.xml"] = Route(rss(entries, title=name))
+            feeds[name] = poller.add_feed(feed_server.url(f"/{name}.xml"))[0]
+        poller.update([feeds["a"]])
+        site.update([feeds["c"]])  # the site builds an index of its own (a "Poll now")
+        poller.update([feeds["b"]])  # the third report: the first is adopted, two stories merge
+        by_guid = {r["guid"].rsplit("/", 1)[1]: r["cluster_id"] for r in poller.export_rows()}
+        assert by_guid["x100"] == by_guid["x101"] == by_guid["x102"]
+        if restart:
+            site.close()
+            site = Aggregator(settings)
+        (done,) = site.update([feeds["d"]])
+        assert done.new_items == 1, done.error
+        assert site.pipeline.rebuilds == 1
+        rows = list(site.export_rows())
+        assert (
+            len(
+                {
+                    r["cluster_id"]
+                    for r in rows
+                    if r["guid"].rsplit("/", 1)[1] in ("x100", "x101", "x102", "x103")
+                }
+            )
+            == 1
+        )
+        results.append([(r["guid"], r["cluster_id"], r["signal"], r["score"]) for r in rows])
+        poller.close()
+        site.close()
+    assert results[0] == results[1]
+
+
+def test_same_short_words_are_not_one_story(agg: Aggregator, feed_server: FeedServer) -> None:
+    """Items with no words at all (a photo, an untitled video) from different outlets are
+    not exact copies of one story (they were merged); a long copy still is, live and
+    when re-clustered."""
+    blank = {"title": "", "description": "<img src='https://x.example/p.jpg'>"}
+    wire = {"title": "Harbour cranes stop as dockers strike", "description": WIRE}
+    for name in ("a", "b"):
+        entries = [
+            {**blank, "link": f"https://{name}.example/photo", "guid": f"{name}-2"},
+            {**wire, "link": f"https://{name}.example/cranes", "guid": f"{name}-3"},
+        ]
+        feed_server.routes[f"/{name}.xml"] = Route(rss(entries, title=name))
+        agg.add_feed(feed_server.url(f"/{name}.xml"))
+    agg.update()
+
+    def stories() -> dict[str, set[int]]:
+        out: dict[str, set[int]] = {}
+        for r in agg.export_rows():
+            out.setdefault(r["guid"].rsplit("-", 1)[1], set()).add(r["cluster_id"])
+        return out
+
+    for _ in range(2):
+        found = stories()
+        assert len(found["2"]) == 2 and len(found["3"]) == 1
+        agg.recluster()

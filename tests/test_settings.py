@@ -53,6 +53,15 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
         ("[cluster]\npreferred_sources = 'x'\n", None),
         ("[cluster]\npreferred_sources = [1, 2]\n", "list of strings"),
         ("[fetch]\nconnect_timeout = nan\n", "finite"),
+        ("[cluster]\nnum_perm = inf\n", "expected an integer"),  # was an OverflowError
+        ('[fetch]\nuser_agent = "bot\\r\\nX-Evil: 1"\n', "control characters"),
+        ('[cluster]\npreferred_sources = ["a\\u0000b"]\n', "control characters"),
+        (f'[cluster]\npreferred_sources = ["{"x" * 301}"]\n', "more than 300"),
+        (f"[cluster]\npreferred_sources = {[str(n) for n in range(101)]}\n", "at most 100"),
+        ('[web]\nbase_url = "news.example.org"\n', "http(s) address"),
+        ('[web]\nbase_url = "ftp://news.example.org"\n', "http(s) address"),
+        ("[schedule]\nmin_interval_minutes = 600\nmax_interval_minutes = 10\n", "at least min_interval"),
+        ("[schedule]\ndefault_interval_minutes = 2\n", "must lie between"),
     ],
 )
 def test_bad_values_name_the_setting(tmp_path: Path, text: str, message: str | None) -> None:
@@ -111,6 +120,20 @@ def test_cross_setting_rules(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="must be more than short_terms"):
         load_settings(write(tmp_path, "[cluster]\nshort_terms = 30\nlong_terms = 20\n"))
     assert Settings().problems() == {}
+
+
+def test_list_entries_are_trimmed_alike_from_the_file_and_a_form(tmp_path: Path) -> None:
+    """An unchanged settings form must not count as a change (it did, and split entries)."""
+    from_file = load_settings(
+        write(tmp_path, '[cluster]\npreferred_sources = [" The Harbour Post ", " ", "b"]\n')
+    )
+    assert from_file.cluster.preferred_sources == ("The Harbour Post", "b")
+    assert Settings().replace(
+        {"cluster.preferred_sources": " The Harbour Post \n\nb"}
+    ).cluster.preferred_sources == (
+        "The Harbour Post",
+        "b",
+    )
 
 
 def test_no_config_file_means_defaults_in_the_current_folder(

@@ -106,6 +106,33 @@ def test_apply_and_revert(demo: Aggregator) -> None:
     assert groups(demo) == original
 
 
+def test_a_settings_change_that_cannot_swap_stores_no_version(demo: Aggregator) -> None:
+    """A correction made while the new settings re-cluster stops the swap: the settings
+    version is not stored either (the new settings were in force over the old clusters,
+    and the history said they had been applied)."""
+    from aggregator.pipeline import RulesChanged
+
+    demo.recluster()
+    stories = demo.clusters(limit=2)
+    demo.merge_clusters(stories[0].id, stories[1].id, "alice")
+    (rule, *_) = demo.correction_rules()
+    before = groups(demo)
+
+    def meanwhile(done: int, total: int) -> None:
+        if not demo.correction_rules():
+            return
+        with Aggregator(demo.base_settings, db_path=demo.db_path) as other:
+            other.delete_rule(rule.id)
+
+    with pytest.raises(RulesChanged):
+        demo.apply_settings({"cluster.join_threshold_long": "0.9"}, "bob", progress=meanwhile)
+    assert demo.settings_version() is None and demo.settings_history() == []
+    assert demo.settings.cluster.join_threshold_long == demo.base_settings.cluster.join_threshold_long
+    with Aggregator(demo.base_settings, db_path=demo.db_path) as other:
+        assert other.settings == demo.base_settings
+    assert groups(demo) == before
+
+
 def test_a_version_valid_on_config_toml_can_be_reverted_to(demo: Aggregator) -> None:
     """A revert applies the version's overrides to config.toml, not to the settings in force."""
     v1 = demo.apply_settings({"cluster.lsh_bands": "64", "cluster.lsh_rows": "1"}, "alice")
@@ -311,3 +338,30 @@ def test_the_live_cannot_link_check_covers_every_cluster_of_a_group(demo: Aggreg
     assert not rules_store.conflict(demo.db, [other], story) and not rules_store.conflict(
         demo.db, [other], alone
     )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"cluster.lsh_bands": 32, "cluster.lsh_rows": 8, "cluster.num_perm": 256},
+        {"cluster.long_terms": 5, "cluster.short_terms": 3},
+    ],
+)
+def test_stored_overrides_are_applied_together(agg: Aggregator, overrides: dict[str, int]) -> None:
+    """Checked together, in force together: one at a time in stored order, lsh_rows = 8
+    failed before num_perm = 256 was in, and long_terms = 5 before short_terms = 3."""
+    from aggregator.tuning import apply_overrides
+
+    settings, problems = apply_overrides(agg.base_settings, overrides)
+    assert problems == []
+    assert {k: settings.get(k) for k in overrides} == overrides
+
+
+def test_overrides_that_no_longer_fit_are_reported_and_the_rest_applied(agg: Aggregator) -> None:
+    from aggregator.tuning import apply_overrides
+
+    wrong = {"cluster.lsh_bands": 200, "cluster.short_terms": 3, "cluster.long_terms": 5}
+    settings, problems = apply_overrides(agg.base_settings, wrong)
+    assert len(problems) == 1 and "bands" in problems[0]
+    assert (settings.get("cluster.short_terms"), settings.get("cluster.long_terms")) == (3, 5)
+    assert settings.get("cluster.lsh_bands") == agg.base_settings.get("cluster.lsh_bands")

@@ -134,6 +134,16 @@ def test_merged_feeds_use_the_configured_base_url(demo_agg: Aggregator) -> None:
     assert all(e.id.startswith("tag:news.example.org,") for e in d.entries)
 
 
+@pytest.mark.parametrize("mounted", ["/news", ""])
+def test_a_base_url_with_a_path_is_not_doubled(demo_agg: Aggregator, mounted: str) -> None:
+    """A site served under /news (with or without the proxy passing that prefix on)
+    links to https://news.example.org/news/..., not .../news/news/..."""
+    app = create_app(demo_agg.settings, AGGREGATOR_BASE_URL="https://news.example.org/news")
+    d = feedparser.parse(app.test_client().get("/feed.atom", base_url=f"http://localhost{mounted}/").data)
+    assert self_link(d) == "https://news.example.org/news/feed.atom"
+    assert d.entries and all(e.link.startswith("https://news.example.org/news/story/") for e in d.entries)
+
+
 @pytest.mark.parametrize(("path", "version", "mimetype"), FORMATS)
 def test_filters_and_self_link(
     client: Any, demo_agg: Aggregator, path: str, version: str, mimetype: str

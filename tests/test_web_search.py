@@ -51,6 +51,15 @@ def test_fts_query_examples(text: str, expected: str | None) -> None:
     assert search_store.fts_query(text) == expected
 
 
+def test_a_huge_query_is_cut_to_a_few_terms(agg: Aggregator) -> None:
+    """The library has no search box to cap what callers pass: 50,000 words took 75 s."""
+    words = " ".join(f"w{n}" for n in range(50_000))
+    for text in (words, f'"{words}"'):
+        q = search_store.fts_query(text)
+        assert q is not None and len(q.split()) <= search_store.MAX_TERMS * search_store.MAX_PHRASE_WORDS
+        assert agg.search(text) == []
+
+
 def test_fts_query_matches_what_it_should(fts: sqlite3.Connection) -> None:
     def hits(text: str) -> int:
         q = search_store.fts_query(text)

@@ -209,3 +209,17 @@ def test_safe_html_keeps_ordinary_markup() -> None:
 )
 def test_safe_url(url: Any, ok: bool) -> None:
     assert (safe_url(url) is not None) is ok
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://a.test/a b/é?q=ü x", "https://a.test/a%20b/%C3%A9?q=%C3%BC%20x"),
+        ('https://a.test/"><x', "https://a.test/%22%3E%3Cx"),
+        ("https://a.test/a%20b?x=1&y=%C3%A9#f", "https://a.test/a%20b?x=1&y=%C3%A9#f"),  # already encoded
+        ("https://[::1]:8080/p;q=1", "https://[::1]:8080/p;q=1"),
+    ],
+)
+def test_safe_url_percent_encodes_what_a_url_cannot_hold(url: str, shown: str) -> None:
+    """A raw space or non-ASCII letter in a link made merged feeds fail validation."""
+    assert safe_url(url) == shown

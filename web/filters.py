@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import nh3
 from flask import Flask
@@ -89,6 +89,9 @@ def iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+
 def safe_url(url: str | None) -> str | None:
     """``url`` if it is an absolute http(s) URL, else ``None`` (no javascript:, data:, ...)."""
     if not url:
@@ -102,7 +105,9 @@ def safe_url(url: str | None) -> str | None:
         return None
     if any(c in url for c in "\x00\t\n\r"):
         return None
-    return url
+    # Spaces, quotes, non-ASCII... percent-encoded (RFC 3986; an Atom or JSON Feed
+    # validator refuses a raw space); what is already encoded stays as it is.
+    return quote(url, safe=_URL_SAFE)
 
 
 _MARKED = re.compile(f"{HIGHLIGHT_START}([^{HIGHLIGHT_START}{HIGHLIGHT_END}]*){HIGHLIGHT_END}")

@@ -89,10 +89,15 @@ def _page() -> int:
 
 
 def _absolute(endpoint: str, **values: Any) -> str:
-    """An absolute URL, on ``AGGREGATOR_BASE_URL`` when set."""
+    """An absolute URL, on ``AGGREGATOR_BASE_URL`` (the site's public address, with any
+    path it is served under) when set."""
     base = current_app.config.get("AGGREGATOR_BASE_URL")
     if base:
-        return str(base).rstrip("/") + url_for(endpoint, **values)
+        path = url_for(endpoint, **values)
+        root = request.script_root
+        if root and path.startswith(root + "/"):  # mounted under a path: the base holds it
+            path = path[len(root) :]
+        return str(base).rstrip("/") + path
     return url_for(endpoint, _external=True, **values)
 
 

@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -22,6 +23,23 @@ import migrations
 __all__ = ["Database", "open_database", "write_transaction"]
 
 BUSY_TIMEOUT_MS = 30_000
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class _Database(Database):
+    """sqlite-utils' Database whose ``execute`` binds integers beyond SQLite's 64 bits
+    as the nearest 64-bit value instead of raising OverflowError: every stored id and
+    count fits, so ``id = 2**70`` finds nothing, ``LIMIT 2**70`` is no limit and
+    ``id > 2**70`` nothing, as they should (a library caller's huge id was a traceback)."""
+
+    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
+        if isinstance(parameters, (list, tuple)):
+            lo, hi = _INT64
+            if any(type(p) is int and not lo <= p <= hi for p in parameters):
+                parameters = [min(max(p, lo), hi) if type(p) is int else p for p in parameters]
+        return super().execute(sql, parameters)
 
 
 def open_database(path: str | Path, *, migrate: bool = True, fast_unsafe: bool = False) -> Database:
@@ -35,12 +53,16 @@ def open_database(path: str | Path, *, migrate: bool = True, fast_unsafe: bool =
     # Autocommit outside explicit transactions: every multi-statement write goes
     # through ``db.atomic()``, so nothing is left pending in an implicit transaction.
     conn.isolation_level = None
-    db = Database(conn)
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    db.execute("PRAGMA foreign_keys = ON")
-    db.execute("PRAGMA synchronous = OFF" if fast_unsafe else "PRAGMA synchronous = NORMAL")
-    if migrate:
-        _migrate_locked(db, path)
+    try:
+        db = _Database(conn)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = OFF" if fast_unsafe else "PRAGMA synchronous = NORMAL")
+        if migrate:
+            _migrate_locked(db, path)
+    except BaseException:  # not a database, locked, a failed migration: nothing left open
+        conn.close()
+        raise
     return db
 
 

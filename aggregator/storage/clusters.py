@@ -22,8 +22,19 @@ __all__ = [
 ]
 
 
+# A story's number is never given to another story (a reader's old link or feed
+# item would show an unrelated one): past the highest number ever used, which a
+# trigger keeps in ``meta`` as clusters are deleted (migration 0012).
+_NEXT_ID = (
+    "max(coalesce((SELECT max(id) FROM clusters), 0), "
+    "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'cluster_id_high'), 0)) + 1"
+)
+
+
 def create(db: Database, now: float) -> int:
-    cur = db.execute("INSERT INTO clusters (created_at, updated_at) VALUES (?, ?)", [now, now])
+    cur = db.execute(
+        f"INSERT INTO clusters (id, created_at, updated_at) VALUES ({_NEXT_ID}, ?, ?)", [now, now]
+    )
     return int(cur.lastrowid or 0)
 
 
@@ -169,7 +180,7 @@ def stories(
     if story_filter.feed_id is not None:
         where.append(_with_member(db, "items", "id", "feed_id", story_filter.feed_id))
         params.append(story_filter.feed_id)
-    if story_filter.category:
+    if story_filter.category and story_filter.category.strip():
         # item_categories holds lower(value) of each item's categories (migration 0007)
         category = db.execute("SELECT lower(?)", [story_filter.category.strip()]).fetchone()[0]
         where.append(_with_member(db, "item_categories", "item_id", "category", category))
@@ -304,10 +315,11 @@ def replace_all(
     old = partition(db)
     old_created = dict(db.execute("SELECT id, created_at FROM clusters").fetchall())
     old_updated = dict(db.execute("SELECT id, updated_at FROM clusters").fetchall())
+    old_canonical = dict(db.execute("SELECT id, canonical_item_id FROM clusters").fetchall())
     old_members: dict[int, set[int]] = {}
     for item_id, c in old.items():
         old_members.setdefault(c, set()).add(item_id)
-    next_id = max([0, *old_created, *old.values()]) + 1
+    next_id = int(db.execute(f"SELECT {_NEXT_ID}").fetchone()[0])
     taken: set[int] = set()
     order = sorted(range(len(groups)), key=lambda n: (-len(groups[n]), min(m[0] for m in groups[n])))
     ids: dict[int, int] = {}
@@ -328,14 +340,13 @@ def replace_all(
     db.execute("UPDATE clusters SET canonical_item_id = NULL, pinned_item_id = NULL")
     db.execute("DELETE FROM clusters")
     unchanged = {
-        ids[n] for n, members in enumerate(groups) if old_members.get(ids[n]) == {m[0] for m in members}
+        ids[n]: old_canonical[ids[n]]
+        for n, members in enumerate(groups)
+        if old_members.get(ids[n]) == {m[0] for m in members}
     }
     db.conn.executemany(
         "INSERT INTO clusters (id, created_at, updated_at) VALUES (?, ?, ?)",
-        [
-            (ids[n], old_created.get(ids[n], now), old_updated[ids[n]] if ids[n] in unchanged else now)
-            for n in range(len(groups))
-        ],
+        [(ids[n], old_created.get(ids[n], now), old_updated.get(ids[n], now)) for n in range(len(groups))],
     )
     out: dict[int, int] = {}
     rows = []
@@ -357,13 +368,15 @@ def replace_all(
 
 
 def refresh_all(
-    db: Database, choose: CanonicalPolicy, now: float, keep_updated: set[int] | None = None
+    db: Database, choose: CanonicalPolicy, now: float, keep_updated: Mapping[int, int | None] | None = None
 ) -> None:
     """:func:`refresh` for every cluster at once, in a few statements.
 
-    Clusters in ``keep_updated`` keep their ``updated_at`` (their members did not change).
+    A cluster in ``keep_updated`` (cluster -> its canonical item before) keeps its
+    ``updated_at`` if its canonical item is still that one (its members did not
+    change): readers take a new ``updated`` for a changed headline.
     """
-    keep_updated = keep_updated or set()
+    keep_updated = keep_updated or {}
     previous = dict(db.execute("SELECT id, updated_at FROM clusters").fetchall())
     cur = db.execute(
         "SELECT m.cluster_id, i.id, i.feed_id, f.title, f.url, i.sort_time, length(i.text) "
@@ -381,7 +394,8 @@ def refresh_all(
         ids = {m.item_id for m in members}
         pin = pinned.get(current)
         canonical = pin if pin in ids else choose(members)
-        stamp = previous.get(current, now) if current in keep_updated else now
+        kept = current in keep_updated and keep_updated[current] == canonical
+        stamp = previous.get(current, now) if kept else now
         updates.append(
             (
                 canonical,

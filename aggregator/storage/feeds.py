@@ -65,14 +65,16 @@ def add(db: Database, url: str, now: float, title: str | None = None) -> tuple[F
     existing = get_by_url(db, url)
     if existing is not None:
         return existing, False
-    with db.atomic():
+    with db.atomic():  # another process may add the same URL meanwhile: then it is not new
         cur = db.execute(
-            "INSERT INTO feeds (url, title, added_at, next_poll_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO feeds (url, title, added_at, next_poll_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (url) DO NOTHING",
             [url, title, now, now],
         )
-    feed = get(db, int(cur.lastrowid or 0))
+        new = cur.rowcount == 1
+    feed = get_by_url(db, url)
     assert feed is not None
-    return feed, True
+    return feed, new
 
 
 def get(db: Database, feed_id: int) -> Feed | None:

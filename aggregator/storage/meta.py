@@ -1,10 +1,13 @@
-"""Small key/value facts about the database (index generation, secrets)."""
+"""Small key/value facts about the database (index generation, secrets), and the
+log of changes to existing clusters that advances the index generation."""
 
 from __future__ import annotations
 
 from sqlite_utils import Database
 
-__all__ = ["bump", "get", "put"]
+__all__ = ["bump", "changes_between", "get", "log_change", "put"]
+
+KEEP_CHANGES = 10_000  # a process further behind than this rebuilds its index
 
 
 def get(db: Database, key: str) -> str | None:
@@ -27,3 +30,29 @@ def bump(db: Database, key: str) -> int:
         [key],
     )
     return int(get(db, key) or 0)
+
+
+def log_change(db: Database, key: str, kind: str, source: int, target: int) -> int:
+    """Advance the counter ``key`` by one step and record what the step was; returns
+    the new value.  Call inside the transaction that makes the change."""
+    generation = bump(db, key)
+    db.execute(
+        "INSERT OR REPLACE INTO index_changes (generation, kind, source, target) VALUES (?, ?, ?, ?)",
+        [generation, kind, source, target],
+    )
+    db.execute("DELETE FROM index_changes WHERE generation <= ?", [generation - KEEP_CHANGES])
+    return generation
+
+
+def changes_between(db: Database, after: int, upto: int) -> list[tuple[str, int, int]] | None:
+    """The changes of steps ``after + 1 .. upto`` in order, as (kind, source, target);
+    None unless every step is recorded (some steps are not changes that can be replayed)."""
+    if upto - after > KEEP_CHANGES:
+        return None
+    rows = db.execute(
+        "SELECT kind, source, target FROM index_changes WHERE generation > ? AND generation <= ? ORDER BY generation",
+        [after, upto],
+    ).fetchall()
+    if len(rows) != upto - after:
+        return None
+    return [(kind, source, target) for kind, source, target in rows]

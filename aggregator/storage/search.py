@@ -29,7 +29,9 @@ __all__ = [
 HIGHLIGHT_START = "\x02"
 HIGHLIGHT_END = "\x03"
 
-MAX_TERMS = 12
+MAX_TERMS = 12  # words or phrases looked for; the rest of the input is ignored
+MAX_PHRASE_WORDS = 16  # a longer quoted phrase keeps its first words
+MAX_QUERY_CHARS = 1_000  # input read (the site's search box takes 200)
 _CHUNK = re.compile(r'"([^"]*)"?|([^\s"]+)')
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -39,12 +41,15 @@ def fts_query(text: str) -> str | None:
 
     Each word or phrase becomes a quoted FTS5 phrase of its word characters, so
     operators, column filters and stray quotes in the input are plain words.
-    Returns ``None`` when ``text`` holds no word at all.
+    Returns ``None`` when ``text`` holds no word at all.  Only the first
+    ``MAX_QUERY_CHARS`` characters count, and at most ``MAX_TERMS`` words or
+    phrases of at most ``MAX_PHRASE_WORDS`` words (a query of 50,000 words took FTS5
+    over a minute).
     """
     phrases: list[str] = []
-    for m in _CHUNK.finditer(text):
+    for m in _CHUNK.finditer(text[:MAX_QUERY_CHARS]):
         chunk = m.group(1) if m.group(1) is not None else m.group(2)
-        words = _WORD.findall(chunk)
+        words = _WORD.findall(chunk)[:MAX_PHRASE_WORDS]
         if words:
             phrases.append('"' + " ".join(words) + '"')
         if len(phrases) >= MAX_TERMS:
@@ -137,8 +142,9 @@ def story_hits(
     among equals), at most ``hits_per_story``, each with a highlighted snippet.
     Snippets are made for the hits shown only.
     """
+    limit, offset, hits_per_story = max(0, limit), max(0, offset), max(1, hits_per_story)
     ranks = window_ranks(db, match, window, before)
-    if not ranks:
+    if not ranks or not limit:
         return []
     rows = db.execute(
         "SELECT j.value, m.cluster_id, c.last_time FROM json_each(?) j "
