@@ -51,7 +51,7 @@ import hashlib
 import heapq
 import math
 import sys
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import mul
@@ -535,6 +535,42 @@ class ClusterEngine:
                 it = self._items.get(seq)
                 if it is not None:
                     it.cluster = target
+
+    def reprofile(
+        self, cid: int, members: Sequence[tuple[int, float, dict[str, float], frozenset[str]]]
+    ) -> None:
+        """Make cluster ``cid`` exactly ``members`` (item id, time, the vector made at its
+        arrival, its names; in time order), its profile built as a restart builds it:
+        after an admin moved an item out of it or into it.  Members that left the window
+        count in the profile only; without a member in the window the cluster leaves
+        the index.  Every member in the window must be given to the cluster it is in."""
+        old = self._clusters.pop(cid, None)
+        if old is not None:
+            self._tables.drop(old.order)
+        seqs = [self._by_id.get(item_id) for item_id, *_ in members]
+        if all(seq is None for seq in seqs):
+            return
+        if old is None:
+            c = self._new_cluster(cid)
+        else:  # it keeps its age (the older cluster wins ties)
+            c = self._clusters[cid] = _Cluster(cid=cid, order=old.order, centroid={})
+        cen = c.centroid
+        for (_, t, vec, entities), seq in zip(members, seqs, strict=True):
+            if vec:
+                c.norm2 += 2.0 * self._dot_with(vec, c, 1.0) + sum(x * x for x in vec.values())
+                for term, x in vec.items():
+                    cen[term] = cen.get(term, 0.0) + x
+                self._tables.add(c.order, *self._arrays(vec))
+            if entities and vec:
+                c.names |= entities
+                c.find_top_name(vec)
+            c.size += 1
+            c.add_time(t)
+            if seq is not None:
+                self._items[seq].cluster = cid
+                c.live += 1
+                c.members.append(seq)
+                self._set_order(seq, c.order)
 
     def assignments(self) -> dict[int, int]:
         """Item id -> cluster id of every item in the window."""

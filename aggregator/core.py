@@ -386,8 +386,16 @@ class Aggregator:
                 return None
         return found
 
-    def feeds(self) -> list[Feed]:
-        return feeds_store.all_feeds(self.db)
+    def feeds(self, *, limit: int | None = None, offset: int = 0) -> list[Feed]:
+        """Feeds by name: all of them, or ``limit`` from ``offset``."""
+        if limit is None:
+            return feeds_store.all_feeds(self.db)
+        limit, offset = _page(limit, offset)
+        return feeds_store.all_feeds(self.db, limit, offset)
+
+    def feed_position(self, feed_id: int) -> int | None:
+        """How many feeds :meth:`feeds` lists before this one (None: no such feed)."""
+        return feeds_store.position(self.db, feed_id)
 
     def pause_feed(self, feed_id: int, paused: bool = True) -> None:
         with self._writing():
@@ -875,7 +883,7 @@ class Aggregator:
             new = clusters_store.create(self.db, now)
             clusters_store.add_member(self.db, item_id, new, 1.0, "manual", None, now)
             self.pipeline.refresh_clusters({current, new}, now)
-            self.pipeline.invalidate()
+            self.pipeline.item_moved(item_id, current, new)
         return new
 
     def pin_canonical(self, item_id: int, author: str) -> None:

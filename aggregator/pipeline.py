@@ -78,6 +78,20 @@ def restart_rows(
     return [r for r in rows if r.sort_time >= start or r.cluster_id in live], live
 
 
+def _frozen(raw: str | None, tag: str) -> dict[str, Any] | None:
+    """An item's stored arrival vector (``ClusterEngine.freeze``), if usable with the
+    settings ``tag``; None if missing, made with other settings, or damaged."""
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and data.get("s") == tag and data.keys() >= _FROZEN_KEYS:
+        return data
+    return None
+
+
 class Pipeline:
     """Runs feeds through the stages and keeps the in-memory cluster index in step."""
 
@@ -113,6 +127,11 @@ class Pipeline:
         holding an index (this one too) applies the merge to it on next use, no rebuild."""
         meta_store.log_change(self.db, GENERATION_KEY, "merge", source, target)
 
+    def item_moved(self, item_id: int, source: int, target: int) -> None:
+        """An admin moved an item from cluster ``source`` to ``target``: every process
+        holding an index remakes both clusters' profiles on next use, no rebuild."""
+        meta_store.log_change(self.db, GENERATION_KEY, "move", item_id, source, target)
+
     def _merged_here(self, source: int, target: int) -> None:
         """This process's index merged ``source`` into ``target``: others apply it, not us."""
         self._generation = str(meta_store.log_change(self.db, GENERATION_KEY, "merge", source, target))
@@ -133,12 +152,40 @@ class Pipeline:
         return self._engine
 
     def _apply_changes(self, engine: ClusterEngine, have: str | None, now: str | None) -> bool:
-        """Apply the logged changes between two generations; False if some cannot be."""
+        """Apply the logged changes between two generations; False if some cannot be
+        (then the index must be rebuilt: it may be half changed).
+
+        Merges are applied in order.  The clusters an item moved out of or into have
+        their profiles remade at the end from their members in the database (the
+        items this index has seen), as a restart would make them; later merges of
+        such a cluster are followed to the cluster it became part of.
+        """
         changes = meta_store.changes_between(self.db, int(have or 0), int(now or 0))
-        if changes is None or any(kind != "merge" for kind, _, _ in changes):
+        if changes is None:
             return False
-        for _, source, target in changes:
-            engine.merge(source, target)
+        moved: set[int] = set()
+        for kind, a, b, c in changes:
+            if kind == "merge":
+                engine.merge(a, b)
+                moved = {b if x == a else x for x in moved}
+            elif kind == "move" and c is not None:
+                moved |= {b, c}
+            else:
+                return False
+        if not moved:
+            return True
+        rows = items_store.index_rows_of_members(self.db, moved, self.settings.cluster.num_perm)
+        tag = engine.settings_tag
+        members: dict[int, list[tuple[int, float, dict[str, float], frozenset[str]]]] = {c: [] for c in moved}
+        for r in rows:
+            if r.item_id > self._last_id or r.cluster_id is None:
+                continue  # not seen yet: the catch-up that follows puts it in
+            data = _frozen(r.frozen, tag)
+            if data is None:  # no vector of its arrival stored: only a rebuild remakes it
+                return False
+            members[r.cluster_id].append((r.item_id, r.sort_time, data["v"], frozenset(data["e"])))
+        for cid, found in members.items():
+            engine.reprofile(cid, found)
         return True
 
     def rebuild_index(self) -> int:
@@ -170,13 +217,9 @@ class Pipeline:
             rows = items_store.index_rows_of_clusters(self.db, live, since, num_perm) + rows
         frozen: dict[int, dict[str, Any]] = {}
         for r in rows:
-            if r.frozen is not None:
-                try:
-                    data = json.loads(r.frozen)
-                except ValueError:  # damaged: the item is tokenised again, like one never frozen
-                    continue
-                if isinstance(data, dict) and data.get("s") == tag and data.keys() >= _FROZEN_KEYS:
-                    frozen[r.item_id] = data
+            data = _frozen(r.frozen, tag)
+            if data is not None:
+                frozen[r.item_id] = data
         # Items without a usable stored vector are tokenised again.
         slow = [r for r in rows if r.item_id not in frozen]
         feats = {r.item_id: engine.features(r.title, r.text) for r in slow}

@@ -317,15 +317,18 @@ def m0010_link_identity(db: Database) -> None:
 
 @migrations(name="0011_index_changes")
 def m0011_index_changes(db: Database) -> None:
-    # Changes to existing clusters (merges), one per step of the index generation, so
-    # that a process holding a cluster index applies them instead of rebuilding it.
+    # Changes to existing clusters (an admin's merge or move, a merge made while
+    # clustering), one per step of the index generation, so that a process holding a
+    # cluster index applies them instead of rebuilding it.  merge: a into b; move:
+    # item a from cluster b to cluster c.
     db.execute(
         """
         CREATE TABLE index_changes (
             generation INTEGER PRIMARY KEY,
             kind TEXT NOT NULL,
-            source INTEGER NOT NULL,
-            target INTEGER NOT NULL
+            a INTEGER NOT NULL,
+            b INTEGER NOT NULL,
+            c INTEGER
         )
         """
     )

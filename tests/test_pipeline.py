@@ -784,3 +784,114 @@ def test_same_short_words_are_not_one_story(agg: Aggregator, feed_server: FeedSe
         found = stories()
         assert len(found["2"]) == 2 and len(found["3"]) == 1
         agg.recluster()
+
+
+def test_an_admin_move_in_another_process_remakes_two_profiles_not_the_index(
+    tmp_path, feed_server: FeedServer
+) -> None:  # type: ignore[no-untyped-def]
+    """A poller holding the index applies an item moved out of its story by the site (a
+    merge, then a move: two changes) without a rebuild, and clusters later items as a
+    process that rebuilt its index would: a near copy of the moved item joins it."""
+    from aggregator.settings import load_settings
+
+    near = {
+        **story(2),
+        "title": "Story number 2 about topic 2, updated",
+        "guid": "c-2",
+        "link": "https://c.example/2",
+        "description": "Unique body 2 " + " ".join(f"word2x{k}" for k in range(3, 30)),
+    }
+    results = []
+    for restart in (False, True):
+        cfg = tmp_path / f"v{restart}.toml"
+        cfg.write_text(
+            f'[storage]\ndb_path = "v{restart}.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n'
+        )
+        settings = load_settings(cfg)
+        poller, site = Aggregator(settings), Aggregator(settings)
+        feed_server.routes["/a.xml"] = Route(rss([story(1)]))
+        feed_server.routes["/b.xml"] = Route(rss([story(2)]))
+        feed_server.routes["/c.xml"] = Route(rss([near]))
+        feeds = [poller.add_feed(feed_server.url(f"/{n}.xml"))[0] for n in "abc"]
+        poller.update(feeds[:2])
+        rows = {r["feed"]: r for r in poller.export_rows()}
+        one, two = (rows[f.url]["cluster_id"] for f in feeds[:2])
+        site.merge_clusters(one, two, "admin")
+        moved = site.move_item_out(rows[feeds[1].url]["item_id"], "admin")  # a mistake undone
+        if restart:
+            poller.close()
+            poller = Aggregator(settings)
+        (report,) = poller.update(feeds[2:])
+        assert report.new_items == 1, report.error
+        assert poller.pipeline.rebuilds == 1
+        clusters = {r["feed"]: r["cluster_id"] for r in poller.export_rows()}
+        assert clusters[feeds[2].url] == clusters[feeds[1].url] == moved != clusters[feeds[0].url]
+        results.append([(r["guid"], r["cluster_id"], r["signal"], r["score"]) for r in poller.export_rows()])
+        poller.close()
+        site.close()
+    assert results[0] == results[1]
+
+
+def _profiles(agg: Aggregator) -> dict[int, tuple[object, ...]]:
+    """Every cluster of an aggregator's index, as what decides later items: terms and
+    weights (to 9 digits), size, members in the window, span, names."""
+    engine = agg.pipeline.engine()
+    return {
+        c.cid: (
+            sorted((t, round(x, 9)) for t, x in c.centroid.items()),
+            round(c.norm2, 9),
+            c.size,
+            c.live,
+            c.first,
+            c.last,
+            sorted(c.names),
+            c.top_name,
+        )
+        for c in engine._clusters.values()
+    }
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_corrections_applied_to_an_index_leave_it_as_a_rebuild_makes_it(
+    tmp_path, feed_server: FeedServer, seed: int
+) -> None:  # type: ignore[no-untyped-def]
+    """Random merges and moves made by the site, applied by a poller to its index, leave
+    the profile of every cluster as a process that rebuilt its index has it."""
+    import random
+
+    rng = random.Random(seed)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[storage]\ndb_path = "c.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n')
+    settings = Aggregator.open(cfg).settings
+    poller, site = Aggregator(settings), Aggregator(settings)
+    for name in "abcd":  # stories 1-6, each told by some of the outlets
+        entries = [
+            {
+                **story(n),
+                "guid": f"{name}{n}",
+                "link": f"https://{name}.example/{n}",
+                "title": f"{name} on topic {n}",
+            }
+            for n in range(1, 7)
+            if rng.random() < 0.7
+        ]
+        feed_server.routes[f"/{name}.xml"] = Route(rss(entries, title=name))
+        poller.add_feed(feed_server.url(f"/{name}.xml"))
+    poller.update()
+    poller.pipeline.engine()
+    for _ in range(6):
+        stories = {}
+        for r in site.export_rows():
+            stories.setdefault(r["cluster_id"], []).append(r["item_id"])
+        big = [c for c, items in stories.items() if len(items) > 1]
+        if big and rng.random() < 0.5:
+            site.move_item_out(rng.choice(stories[rng.choice(big)]), "admin")
+        elif len(stories) > 1:
+            a, b = rng.sample(sorted(stories), 2)
+            site.merge_clusters(a, b, "admin")
+    applied = _profiles(poller)
+    assert poller.pipeline.rebuilds == 1
+    with Aggregator(settings) as fresh:
+        assert applied == _profiles(fresh)
+    poller.close()
+    site.close()

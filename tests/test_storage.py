@@ -181,13 +181,13 @@ def test_logged_changes_replay_only_when_every_step_is_logged(tmp_path: Path) ->
     db = open_database(tmp_path / "t.db")
     assert meta_store.log_change(db, "gen", "merge", 5, 3) == 1
     assert meta_store.log_change(db, "gen", "merge", 3, 7) == 2
-    assert meta_store.changes_between(db, 0, 2) == [("merge", 5, 3), ("merge", 3, 7)]
-    assert meta_store.changes_between(db, 1, 2) == [("merge", 3, 7)]
+    assert meta_store.changes_between(db, 0, 2) == [("merge", 5, 3, None), ("merge", 3, 7, None)]
+    assert meta_store.changes_between(db, 1, 2) == [("merge", 3, 7, None)]
     assert meta_store.changes_between(db, 2, 2) == []
     meta_store.bump(db, "gen")  # a change that cannot be replayed (a re-clustering)
-    meta_store.log_change(db, "gen", "merge", 1, 2)
+    meta_store.log_change(db, "gen", "move", 1, 2, 9)
     assert meta_store.changes_between(db, 2, 4) is None
-    assert meta_store.changes_between(db, 3, 4) == [("merge", 1, 2)]
+    assert meta_store.changes_between(db, 3, 4) == [("move", 1, 2, 9)]
     assert meta_store.changes_between(db, 4 - meta_store.KEEP_CHANGES - 1, 4) is None
 
 

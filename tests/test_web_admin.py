@@ -86,6 +86,31 @@ def admin(client: Any, account: str) -> Admin:
     return Admin(client)
 
 
+def test_the_feeds_page_comes_in_pages_and_actions_return_to_the_feed(
+    admin: Admin, demo_agg: Aggregator
+) -> None:
+    """20,000 feeds on one page took 11 s to render: a page lists 100, and an action on a
+    feed returns to the page that lists it."""
+    from web.admin import FEEDS_PER_PAGE
+
+    total = FEEDS_PER_PAGE * 2 + 30
+    for n in range(total - len(demo_agg.feeds())):
+        demo_agg.add_feed(f"https://zz{n:03}.example/feed", f"zz outlet {n:03}")
+    first, third = admin.get("/admin/feeds"), admin.get("/admin/feeds?page=3")
+    assert first.count('<tr id="feed-') == FEEDS_PER_PAGE and 'rel="next"' in first
+    assert third.count('<tr id="feed-') == 30 and 'rel="next"' not in third and f"{total} feeds" in third
+    listed = [f.id for f in demo_agg.feeds()]
+    assert listed[FEEDS_PER_PAGE * 2 :] == [int(x) for x in re.findall(r'<tr id="feed-(\d+)"', third)]
+    last = listed[-1]
+    r = admin.post(f"/admin/feeds/{last}/pause", {"paused": "1"})
+    assert r.headers["Location"].endswith(f"/admin/feeds?page=3#feed-{last}")
+    r = admin.post("/admin/feeds", {"url": "https://aaa.example/feed", "title": "AAA first"})
+    added = demo_agg.feed("https://aaa.example/feed")
+    assert added is not None and r.headers["Location"].endswith(f"/admin/feeds#feed-{added.id}")
+    admin.get("/admin/feeds?page=0", status=400)
+    assert "No feeds on this page" in admin.get("/admin/feeds?page=99")
+
+
 def wait_job(agg: Aggregator, job_id: int, timeout: float = 90) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -87,9 +87,25 @@ def get_by_url(db: Database, url: str) -> Feed | None:
     return _feed(row) if row else None
 
 
-def all_feeds(db: Database) -> list[Feed]:
-    rows = db.execute(f"SELECT {_COLUMNS} FROM feeds ORDER BY lower(coalesce(title, url))").fetchall()
+_BY_NAME = "lower(coalesce(title, url)), id"
+
+
+def all_feeds(db: Database, limit: int = -1, offset: int = 0) -> list[Feed]:
+    """Feeds by name (``limit`` of them from ``offset``; -1: all)."""
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM feeds ORDER BY {_BY_NAME} LIMIT ? OFFSET ?", [limit, offset]
+    ).fetchall()
     return [_feed(r) for r in rows]
+
+
+def position(db: Database, feed_id: int) -> int | None:
+    """How many feeds come before this one in :func:`all_feeds`' order (None: no such feed)."""
+    row = db.execute(
+        "SELECT (SELECT count(*) FROM feeds f WHERE (lower(coalesce(f.title, f.url)), f.id) < "
+        "(lower(coalesce(x.title, x.url)), x.id)) FROM feeds x WHERE x.id = ?",
+        [feed_id],
+    ).fetchone()
+    return int(row[0]) if row else None
 
 
 def count(db: Database) -> int:

@@ -198,6 +198,18 @@ def index_rows_of_clusters(
     return [_index_row(r, num_perm) for r in rows]
 
 
+def index_rows_of_members(db: Database, cluster_ids: Collection[int], num_perm: int) -> list[IndexRow]:
+    """:class:`IndexRow` of every member of a few clusters, in time order (read through
+    the clusters' memberships: :func:`index_rows_of_clusters` walks items by time)."""
+    rows = db.execute(
+        f"SELECT {_INDEX_COLUMNS} FROM memberships m JOIN items i ON i.id = m.item_id "
+        "LEFT JOIN signatures s ON s.item_id = i.id "
+        "WHERE m.cluster_id IN (SELECT value FROM json_each(?)) ORDER BY i.sort_time, i.id",
+        [json.dumps(sorted(cluster_ids))],
+    ).fetchall()
+    return [_index_row(r, num_perm) for r in rows]
+
+
 def index_rows_for(db: Database, ids: Sequence[int], num_perm: int) -> list[IndexRow]:
     """:class:`IndexRow` of the given items, in the order of ``ids``."""
     marks = ",".join("?" * len(ids))

@@ -32,27 +32,27 @@ def bump(db: Database, key: str) -> int:
     return int(get(db, key) or 0)
 
 
-def log_change(db: Database, key: str, kind: str, source: int, target: int) -> int:
+def log_change(db: Database, key: str, kind: str, a: int, b: int, c: int | None = None) -> int:
     """Advance the counter ``key`` by one step and record what the step was; returns
     the new value.  Call inside the transaction that makes the change."""
     generation = bump(db, key)
     db.execute(
-        "INSERT OR REPLACE INTO index_changes (generation, kind, source, target) VALUES (?, ?, ?, ?)",
-        [generation, kind, source, target],
+        "INSERT OR REPLACE INTO index_changes (generation, kind, a, b, c) VALUES (?, ?, ?, ?, ?)",
+        [generation, kind, a, b, c],
     )
     db.execute("DELETE FROM index_changes WHERE generation <= ?", [generation - KEEP_CHANGES])
     return generation
 
 
-def changes_between(db: Database, after: int, upto: int) -> list[tuple[str, int, int]] | None:
-    """The changes of steps ``after + 1 .. upto`` in order, as (kind, source, target);
-    None unless every step is recorded (some steps are not changes that can be replayed)."""
+def changes_between(db: Database, after: int, upto: int) -> list[tuple[str, int, int, int | None]] | None:
+    """The changes of steps ``after + 1 .. upto`` in order, as (kind, a, b, c); None
+    unless every step is recorded (some steps are not changes that can be replayed)."""
     if upto - after > KEEP_CHANGES:
         return None
     rows = db.execute(
-        "SELECT kind, source, target FROM index_changes WHERE generation > ? AND generation <= ? ORDER BY generation",
+        "SELECT kind, a, b, c FROM index_changes WHERE generation > ? AND generation <= ? ORDER BY generation",
         [after, upto],
     ).fetchall()
     if len(rows) != upto - after:
         return None
-    return [(kind, source, target) for kind, source, target in rows]
+    return [(kind, a, b, c) for kind, a, b, c in rows]
