@@ -205,13 +205,17 @@ class Aggregator:
     # -- settings: config.toml plus the admins' latest settings version ----------------
 
     def _effective_settings(self) -> Settings:
+        """config.toml with the latest settings version's overrides; those that no longer
+        fit it (config.toml changed since) are left out and listed in ``settings_problems``."""
         version = versions_store.latest(self.db)
         self._version_id = version.id if version else None
+        self.settings_problems: list[str] = []
         if version is None:
             return self.base_settings
         settings, problems = tuning.apply_overrides(self.base_settings, version.overrides)
         for problem in problems:
             log.warning("settings version %d: ignoring %s", version.id, problem)
+        self.settings_problems = problems
         return settings
 
     def reload_settings(self) -> bool:

@@ -111,6 +111,23 @@ def test_the_feeds_page_comes_in_pages_and_actions_return_to_the_feed(
     assert "No feeds on this page" in admin.get("/admin/feeds?page=99")
 
 
+def test_stored_settings_that_no_longer_fit_are_shown(demo_agg: Aggregator, account: str) -> None:
+    """A version applied on one config.toml, read with another it no longer fits: the
+    settings page says which stored settings are not in force (a log line was all)."""
+    from web import create_app
+
+    demo_agg.apply_settings({"cluster.lsh_rows": "8"}, "alice")  # 16 bands x 8 rows of 128
+    smaller = demo_agg.base_settings.replace({"cluster.num_perm": 64})
+    admin = Admin(create_app(smaller, db_path=demo_agg.db_path).test_client())
+    page = text_of(admin.get("/admin/settings"))
+    assert "Not in force" in page and "may not exceed num_perm (64)" in page
+    assert "Not in force" not in text_of(
+        Admin(create_app(demo_agg.base_settings, db_path=demo_agg.db_path).test_client()).get(
+            "/admin/settings"
+        )
+    )
+
+
 def wait_job(agg: Aggregator, job_id: int, timeout: float = 90) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

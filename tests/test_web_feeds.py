@@ -134,6 +134,17 @@ def test_merged_feeds_use_the_configured_base_url(demo_agg: Aggregator) -> None:
     assert all(e.id.startswith("tag:news.example.org,") for e in d.entries)
 
 
+@pytest.mark.parametrize(
+    ("host", "authority"),
+    [("[::1]:8000", "localhost"), ("10.0.0.7", "localhost"), ("News.Example.org", "news.example.org")],
+)
+def test_item_ids_are_tag_uris_of_a_domain_name(demo_agg: Aggregator, host: str, authority: str) -> None:
+    """RFC 4151: a tag's authority is a domain name ("tag:::1,2026:..." is no URI)."""
+    app = create_app(demo_agg.settings)
+    d = feedparser.parse(app.test_client().get("/feed.atom", headers={"Host": host}).data)
+    assert d.entries and all(e.id.startswith(f"tag:{authority},") for e in d.entries)
+
+
 @pytest.mark.parametrize("mounted", ["/news", ""])
 def test_a_base_url_with_a_path_is_not_doubled(demo_agg: Aggregator, mounted: str) -> None:
     """A site served under /news (with or without the proxy passing that prefix on)
@@ -261,7 +272,7 @@ def test_newsboat_reads_the_merged_rss(live_server: LiveServer, demo_agg: Aggreg
     assert unread == f"{len(stories)} unread articles"
     seed = seed_story(demo_agg)
     assert any(u == f"{live_server.url}/story/{seed}" for _, _, u in articles)
-    assert all(g.startswith("tag:127.0.0.1,") for _, g, _ in articles)
+    assert all(g.startswith("tag:localhost,") for _, g, _ in articles)  # an IP address is no tag authority
 
 
 def test_newsboat_sees_a_joined_outlet_as_the_same_article(

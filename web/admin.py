@@ -308,6 +308,7 @@ def _settings_form(
         hours=hours,
         notice=notice,
         version=agg.settings_version(),
+        ignored=agg.settings_problems,
         shown=shown,
     )
     return html, status

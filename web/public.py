@@ -7,6 +7,7 @@ and every page and feed answers conditional GETs (see :mod:`web.caching`).
 from __future__ import annotations
 
 import functools
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -294,10 +295,22 @@ def healthz() -> tuple[dict[str, object], int, dict[str, str]]:
 # -- merged feeds ------------------------------------------------------------------------
 
 
+def _tag_authority(host: str | None) -> str:
+    """The site's name in its items' tag: URIs (RFC 4151 wants a domain name: an IP
+    address, "[::1]" above all, is not one)."""
+    if not host:
+        return "localhost"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return "localhost"
+
+
 def _entries(stories: list[ClusterSummary]) -> list[syndication.FeedEntry]:
     agg = get_reader()
     members = agg.story_members([s.id for s in stories])
-    authority = urlsplit(_absolute("public.index")).hostname or "localhost"
+    authority = _tag_authority(urlsplit(_absolute("public.index")).hostname)
     out = []
     for s in stories:
         variants = [
