@@ -142,7 +142,12 @@ class Pipeline:
         generation = meta_store.get(self.db, GENERATION_KEY)
         held = self._engine
         if held is not None and generation != self._generation:
-            self._engine = held if self._apply_changes(held, self._generation, generation) else None
+            try:
+                applied = self._apply_changes(held, self._generation, generation)
+            except Exception:  # a bug here must not stop polling: the rebuild is always right
+                log.exception("applying changes to the cluster index failed; rebuilding it")
+                applied = False
+            self._engine = held if applied else None
         if self._engine is None:
             self._engine = ClusterEngine(self.settings.cluster, keep_vectors=True)
             self.rebuilds += 1

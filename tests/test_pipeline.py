@@ -895,3 +895,24 @@ def test_corrections_applied_to_an_index_leave_it_as_a_rebuild_makes_it(
         assert applied == _profiles(fresh)
     poller.close()
     site.close()
+
+
+def test_an_index_that_fails_to_take_a_change_is_rebuilt(
+    agg: Aggregator, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aggregator.cluster import ClusterEngine
+
+    feed_server.routes["/a.xml"] = Route(rss([story(1), story(2)]))
+    agg.add_feed(feed_server.url("/a.xml"))
+    agg.update()
+    agg.pipeline.engine()
+    with Aggregator(agg.base_settings, db_path=agg.db_path) as site:
+        a, b = (s.id for s in site.clusters())
+        site.merge_clusters(a, b, "admin")
+        site.move_item_out(site.story_members([a])[a][0].id, "admin")
+
+    def broken(*args: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(ClusterEngine, "reprofile", broken)
+    assert agg.pipeline.engine() is not None and agg.pipeline.rebuilds == 2
