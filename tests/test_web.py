@@ -237,6 +237,53 @@ def test_a_story_of_many_outlets_shows_its_versions_a_page_at_a_time(
     page(client, f"/story/{story.id}?page=3", 404)
 
 
+def test_links_to_a_version_open_the_page_that_holds_it(
+    client: Any, demo_agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """Search hits and outlet pages link to one version of a story of many: the link
+    opens the page of versions it is on (it opened page 1, where the anchor is not)."""
+    from web.public import VARIANTS_PER_PAGE
+
+    wire = "Dockers at the harbour walked out at dawn, halting cranes and cancelling ferries."
+    outlets = []
+    for n in range(VARIANTS_PER_PAGE + 5):
+        item = {"title": "Harbour cranes stop as dockers strike", "guid": f"w{n}", "description": wire}
+        feed_server.routes[f"/o{n}.xml"] = Route(rss([item], title=f"Outlet {n:02d}"))
+        outlets.append(demo_agg.add_feed(feed_server.url(f"/o{n}.xml"))[0])
+    demo_agg.update()
+    pages = [page(client, "/search?q=dockers")] + [page(client, f"/outlets/{f.id}") for f in outlets[-3:]]
+    links = {
+        (href, item)
+        for html in pages
+        for href, item in re.findall(r'href="(/story/\d+\?item=\d+)#item-(\d+)"', html)
+    }
+    assert len(links) >= 3
+    for href, item in links:
+        assert f'<li id="item-{item}">' in page(client, href.replace("&amp;", "&")), href
+    assert any(f'<li id="item-{i}">' not in page(client, href.split("?")[0]) for href, i in links)
+
+
+def test_front_page_filter_keeps_a_large_minimum_and_caps_outlet_chips(
+    client: Any, demo_agg: Aggregator, feed_server: FeedServer
+) -> None:
+    html = page(client, "/?min_outlets=7")
+    assert re.search(r'<option value="7"[^>]*selected', html)  # (Apply dropped it: no such option)
+    wire = "Dockers at the harbour walked out at dawn, halting cranes and cancelling ferries."
+    for n in range(12):
+        item = {"title": "Harbour cranes stop as dockers strike", "guid": f"w{n}", "description": wire}
+        feed_server.routes[f"/o{n}.xml"] = Route(rss([item], title=f"Outlet {n:02d}"))
+        demo_agg.add_feed(feed_server.url(f"/o{n}.xml"))
+    demo_agg.update()
+    html = page(client, "/?min_outlets=12")
+    chips = re.search(r'<ul class="chips"[^>]*>(.*?)</ul>', html, re.S)
+    assert chips is not None and chips.group(1).count("<li") == 9 and "+4 more" in chips.group(1)
+
+
+def test_a_search_page_past_the_last_is_not_found(client: Any) -> None:
+    assert "Storm" in page(client, "/search?q=storm")
+    page(client, "/search?q=storm&page=9", 404)
+
+
 def test_missing_story_is_a_404_page(client: Any) -> None:
     html = page(client, "/story/999999", 404)
     assert "<title>404 Not Found · the aggregator</title>" in html
@@ -303,7 +350,7 @@ def test_outlets_and_outlet_page(client: Any, demo_agg: Aggregator) -> None:
     items = demo_agg.feed_items(harbour.id, limit=100)
     assert len(items) == harbour.items_total
     for it in items:
-        assert f'/story/{it.cluster_id}#item-{it.id}"' in html
+        assert f'/story/{it.cluster_id}?item={it.id}#item-{it.id}"' in html
     assert "a local file" in text  # the demo feeds are files: no file: link is shown
     page(client, "/outlets/999999", 404)
 
@@ -497,3 +544,10 @@ def test_text_contrast_meets_wcag_aa(scheme: str) -> None:
     for fg, bg in TEXT_PAIRS:
         ratio = contrast(palette[fg], palette[bg])
         assert ratio >= 4.5, f"{scheme}: --{fg} on --{bg} is {ratio:.2f}:1"
+
+
+def test_search_highlights_use_the_text_colour_their_contrast_is_checked_with() -> None:
+    """``mark`` inherited the muted colour of snippets: 3.5:1 on the dark highlight."""
+    css = (Path(__file__).resolve().parent.parent / "web" / "static" / "style.css").read_text()
+    rule = re.search(r"^mark \{([^}]*)\}", css, re.M)
+    assert rule is not None and "color: var(--text)" in rule.group(1)

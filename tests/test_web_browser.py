@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from aggregator import Aggregator
-from tests.conftest import ROOT, FeedServer, LiveServer, Route, serve
+from tests.conftest import ROOT, FeedServer, LiveServer, Route, rss, serve
 from tests.test_web import seed_story
 from tests.test_web_security import hostile_feed
 from web import create_app
@@ -190,6 +190,26 @@ def test_no_sideways_scrolling_on_a_phone(
             summary.click()
         width = s.page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 360, (path, width)
+    finally:
+        s.close()
+
+
+def test_a_long_unbroken_word_or_a_wide_table_stays_in_the_column(
+    chromium: Browser, live_server: LiveServer, demo_agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """One 160-character "word" in a headline made the front page 2,272 px wide on a phone."""
+    word = "Supercalifragilistic" * 8
+    table = "<table><tr>" + "".join(f"<td>column{n}column{n}</td>" for n in range(30)) + "</tr></table>"
+    item = {"title": f"{word} headline", "guid": "long-1", "description": f"<p>{word} text</p>{table}"}
+    feed_server.routes["/long.xml"] = Route(rss([item], title="Long words"))
+    demo_agg.add_feed(feed_server.url("/long.xml"))
+    demo_agg.update()
+    (story,) = [s for s in demo_agg.clusters(limit=100) if s.canonical.title.startswith(word)]
+    s = Session(chromium, viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True)
+    try:
+        for path in ("/", f"/story/{story.id}", f"/search?q={word}"):
+            s.page.goto(live_server.url + path)
+            assert s.page.evaluate("() => document.documentElement.scrollWidth") <= 360, path
     finally:
         s.close()
 

@@ -223,3 +223,8 @@ def test_safe_url(url: Any, ok: bool) -> None:
 def test_safe_url_percent_encodes_what_a_url_cannot_hold(url: str, shown: str) -> None:
     """A raw space or non-ASCII letter in a link made merged feeds fail validation."""
     assert safe_url(url) == shown
+
+
+def test_feed_images_without_text_are_marked_decorative() -> None:
+    html = str(safe_html('<img src="https://x.test/a.png"><img alt="A cat" src="https://x.test/b.png">'))
+    assert html == '<img alt="" src="https://x.test/a.png"><img alt="A cat" src="https://x.test/b.png">'

@@ -74,7 +74,12 @@ def safe_html(html: str | None) -> Markup:
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
     )
-    return Markup(clean)
+    return Markup(_NO_ALT.sub('<img alt=""', clean))
+
+
+# An image a feed gave no text for is decoration to a screen reader (nh3's output
+# escapes ">" inside attribute values, so a tag ends at the first ">").
+_NO_ALT = re.compile(r"<img(?![^>]*\salt=)")
 
 
 def when(ts: float | None) -> str:

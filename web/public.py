@@ -152,6 +152,10 @@ def _why(member: StoredItem, by_id: Mapping[int, StoredItem], first_id: int | No
         return f"Its headline and text are exactly those of {other} (syndicated copy)."
     if signal == "similar":
         return f"Its words are similar to {other} (similarity score {score})."
+    if signal == "near-copy":
+        return f"It is a near copy of {other}: almost the same words (estimated overlap {score})."
+    if signal == "empty":
+        return "It has no words to compare (a picture or a video with no text), so it stands alone."
     if signal == "manual":
         return "An editor put it in this story."
     return f"Signal “{signal}” matched it with {other} (score {score})."
@@ -192,11 +196,14 @@ def story(cluster_id: int) -> str:
     # A story told by hundreds of outlets: its variants (each with its differences from
     # the canonical text) come a page at a time, not as a page of megabytes.
     pages = max(1, -(-len(detail.members) // VARIANTS_PER_PAGE))
+    page_of = {m.id: 1 + k // VARIANTS_PER_PAGE for k, m in enumerate(detail.members)}
     page = _page()
+    item = _int_arg(request.args, "item", 1, 2**62)  # a link to one version: its page
+    if item in page_of and "page" not in request.args:
+        page = page_of[item]
     if page > pages:
         abort(404, description=f"This story's versions fill {pages} page(s).")
     start = (page - 1) * VARIANTS_PER_PAGE
-    page_of = {m.id: 1 + k // VARIANTS_PER_PAGE for k, m in enumerate(detail.members)}
     variants = []
     for m in detail.members[start : start + VARIANTS_PER_PAGE]:
         is_canon = m.id == canon.id
@@ -235,6 +242,8 @@ def search() -> str:
     # Matches are ranked a window of the newest ones at a time; ``before`` moves it back.
     before = _int_arg(request.args, "before", 1, 2**62)
     results = agg.search(query, limit=size + 1, offset=(page - 1) * size, before=before) if query else []
+    if page > 1 and not results:
+        abort(404, description="There are no results on this page.")
     has_next = len(results) > size
     older = agg.search_older(query, before) if query and not has_next else None
     args = {"q": query, "before": before} if before is not None else {"q": query}
