@@ -24,10 +24,10 @@ from concurrent.futures import (
 )
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from aggregator import opml, tuning
-from aggregator.fetch import Fetcher, FetchLimits, address_problem, is_local, local_path
+from aggregator.fetch import Fetcher, FetchLimits, address_problem, feed_url_form, is_local, local_path
 from aggregator.models import (
     ClusterDetail,
     ClusterSummary,
@@ -336,7 +336,7 @@ class Aggregator:
         try:
             parts = urlsplit(url)
             host = parts.hostname
-            port = parts.port
+            parts.port  # noqa: B018 - raises for a port out of range
         except ValueError:  # "http://[::1", "https://[zz]/", "http://h:99999/"
             raise FeedError(f"not a valid URL: {shown}") from None
         if is_local(url) and not via_site:
@@ -354,11 +354,7 @@ class Aggregator:
             raise FeedError(f"not {what}: {shown}")
         if "%" in host:
             raise FeedError(f"not a valid URL (a space or % in the host name): {shown}")
-        userinfo = parts.netloc.rpartition("@")[0]
-        netloc = (userinfo + "@" if userinfo else "") + (f"[{host}]" if ":" in host else host)
-        if port is not None and port != {"http": 80, "https": 443}[scheme]:
-            netloc += f":{port}"
-        url = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+        url = feed_url_form(url)
         if not self.settings.feeds.allow_private_addresses:
             problem = address_problem(url)
             if problem:
@@ -488,7 +484,9 @@ class Aggregator:
         if feeds is not None:
             todo = list(feeds)
         else:
-            todo = feeds_store.due(self.db, self.clock())
+            now, p = self.clock(), self.settings.schedule
+            furthest = max(p.max_interval_minutes, p.backoff_max_minutes, p.min_interval_minutes)
+            todo = feeds_store.due(self.db, now, now + furthest * (1 + p.jitter) * 60 + 60)
             taken = {f.id for f in todo}
             todo += [f for f in feeds_store.requested(self.db) if f.id not in taken]
         if not todo:

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
 from aggregator.models import FetchResult
 from aggregator.settings import FetchSettings
 
-__all__ = ["FetchLimits", "Fetcher", "is_local", "local_path"]
+__all__ = ["FetchLimits", "Fetcher", "feed_url_form", "is_local", "local_path"]
 
 ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, application/rdf+xml, "
@@ -50,6 +50,25 @@ class FetchLimits:
         return cls(
             s.connect_timeout, s.read_timeout, s.total_timeout, s.max_bytes, s.max_redirects, s.user_agent
         )
+
+
+def feed_url_form(url: str) -> str:
+    """The one form an http(s) feed URL is stored in, so one feed is not subscribed
+    twice: scheme and host in lower case, no default port, no ``#fragment``, an empty
+    path as ``/``.  Other URLs, and ones that do not parse, are returned as given."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host:
+        return url
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (userinfo + "@" if userinfo else "") + (f"[{host}]" if ":" in host else host)
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        netloc += f":{port}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
 
 
 def is_local(url: str) -> bool:

@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from aggregator import canonical
 from aggregator.cluster import ClusterEngine
-from aggregator.fetch import Fetcher
+from aggregator.fetch import Fetcher, feed_url_form
 from aggregator.fingerprint import Features, signatures
 from aggregator.models import Entry, Feed, FetchResult, Item, MemberInfo, ParsedFeed, UpdateReport
 from aggregator.prepare import Prepared, normalize_entries, prepare
@@ -339,6 +339,7 @@ class Pipeline:
             settings=self.settings.schedule,
             rng=self.rng,
             own_minutes=feed.poll_minutes,
+            last_minutes=feed.interval_minutes,
         )
         fields: dict[str, object] = {
             "status": plan.status,
@@ -367,8 +368,11 @@ class Pipeline:
                 fields["title"] = parsed.title
             if parsed.link:
                 fields["site_url"] = parsed.link
-        moved = result.permanent_url
-        if moved and moved != feed.url and feeds_store.get_by_url(self.db, moved) is None:
+        # A permanent redirect is followed for good once it leads to a working feed (a
+        # botched migration that sends the feed to a home page must not lose it).
+        moved = feed_url_form(result.permanent_url) if result.permanent_url else None
+        working = plan.status in ("ok", "not_modified") and (parsed is None or not parsed.error)
+        if working and moved and moved != feed.url and feeds_store.get_by_url(self.db, moved) is None:
             fields["url"] = moved
         feeds_store.update_state(self.db, feed.id, fields)
 

@@ -36,16 +36,21 @@ def next_poll(
     settings: ScheduleSettings,
     rng: random.Random | None = None,
     own_minutes: float | None = None,
+    last_minutes: float | None = None,
 ) -> PollPlan:
     """Plan the next poll.
 
-    Success: the feed's own hint (``ttl``, ``max-age``) or the default interval,
-    clamped to [min, max]; an admin's interval for the feed (``own_minutes``)
-    replaces the default, and a hint from the feed can only lengthen it (no
-    setting makes us poll a publisher more often than it asks).  Failure:
-    exponential back-off from that interval, capped; ``Retry-After`` is honoured
-    within the cap; failing for longer than ``broken_after_hours`` marks the feed
-    broken (polled only at the cap).  410 Gone stops polling.
+    Success: the feed's ``ttl`` or the default interval, lengthened by its HTTP
+    freshness (``Cache-Control: max-age``, ``Expires``: a short or zero one is a
+    server's default, not a request to be polled more often), clamped to [min,
+    max]; an admin's interval for the feed (``own_minutes``) replaces the default,
+    and a hint from the feed can only lengthen it (no setting makes us poll a
+    publisher more often than it asks).  Failure: exponential back-off from that
+    interval, never shorter than the interval of the last poll (``last_minutes``:
+    a feed polled daily is not polled more often because it fails), capped (or at
+    that interval if longer); ``Retry-After`` is honoured within the cap; failing
+    for longer than ``broken_after_hours`` marks the feed broken (polled only at
+    the cap).  410 Gone stops polling.
     """
     rng = rng or random.Random()
     lo, hi = settings.min_interval_minutes, settings.max_interval_minutes
@@ -53,20 +58,19 @@ def next_poll(
     if outcome.status == "gone":
         return PollPlan("gone", None, 0.0, failures + 1, error_since or now)
     if outcome.status in ("ok", "not_modified"):
-        hint = None
-        if outcome.ttl_minutes:
-            hint = float(outcome.ttl_minutes)
-        if outcome.max_age is not None:
-            hint = max(hint or 0.0, outcome.max_age / 60.0)
+        interval = float(outcome.ttl_minutes) if outcome.ttl_minutes else base
         if own_minutes is not None:
-            hint = max(hint or 0.0, own_minutes)
-        interval = min(max(hint if hint is not None else base, lo), hi)
+            interval = max(interval, own_minutes)
+        if outcome.max_age is not None:
+            interval = max(interval, outcome.max_age / 60.0)
+        interval = min(max(interval, lo), hi)
         jittered = interval * (1 + rng.uniform(0, settings.jitter))
         return PollPlan(outcome.status, now + jittered * 60, interval, 0, None)
     failures += 1
     since = error_since if error_since is not None else now
-    cap = settings.backoff_max_minutes
-    backoff = min(base * (2 ** min(failures - 1, 30)), cap)
+    floor = last_minutes or 0.0
+    cap = max(settings.backoff_max_minutes, floor)
+    backoff = min(max(base * (2 ** min(failures - 1, 30)), floor), cap)
     if outcome.retry_after is not None:
         backoff = min(max(backoff, outcome.retry_after / 60.0), max(cap, lo))
     broken = now - since >= settings.broken_after_hours * 3600

@@ -197,6 +197,46 @@ def test_permanent_redirect_updates_url_temporary_does_not(agg: Aggregator, feed
     assert agg.counts()["items"] == 2
 
 
+def test_a_permanent_redirect_is_followed_only_to_a_working_feed(
+    agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """A botched migration sends the feed (301) to the site's home page: the feed keeps
+    its URL, and is read again once the publisher fixes it (it was lost for good)."""
+    home = Route(b"<html><body>Welcome</body></html>", headers={"Content-Type": "text/html"})
+    feed_server.routes["/"] = home
+    feed_server.routes["/feed.xml"] = _redirect("/", 301)
+    feed, _ = agg.add_feed(feed_server.url("/feed.xml"))
+    (r,) = agg.update([feed])
+    assert r.status == "error" and agg.feed(feed.id).url == feed_server.url("/feed.xml")  # type: ignore[union-attr]
+    feed_server.routes["/feed.xml"] = Route(rss([story(1)]))
+    (r,) = agg.update([agg.feed(feed.id)])  # type: ignore[list-item]
+    assert r.new_items == 1
+    # A working new place is kept, in the one form URLs are stored in.
+    feed_server.routes["/feed.xml"] = _redirect(
+        feed_server.url("/NEW.xml").replace("http://", "HTTP://") + "#top", 308
+    )
+    feed_server.routes["/NEW.xml"] = Route(rss([story(1), story(2)]))
+    (r,) = agg.update([agg.feed(feed.id)])  # type: ignore[list-item]
+    assert r.new_items == 1 and agg.feed(feed.id).url == feed_server.url("/NEW.xml")  # type: ignore[union-attr]
+    assert agg.add_feed(feed_server.url("/NEW.xml"))[1] is False
+
+
+def test_a_clock_set_back_does_not_leave_feeds_waiting(settings: Settings, feed_server: FeedServer) -> None:
+    """Polled once while the clock was a year ahead, a feed was not polled again for a
+    year after the clock was put right."""
+    clock = Clock()
+    feed_server.routes["/a.xml"] = Route(rss([story(1)]))
+    with Aggregator(settings, clock=clock) as agg:
+        agg.add_feed(feed_server.url("/a.xml"))
+        clock.t += 365 * 86400
+        assert len(agg.update()) == 1
+        clock.t -= 365 * 86400
+        assert len(agg.update()) == 1  # planned further ahead than any plan reaches: due
+        assert agg.update() == []  # and planned normally again
+        clock.t += 3 * 3600
+        assert len(agg.update()) == 1
+
+
 def test_gone_stops_polling(settings: Settings, feed_server: FeedServer) -> None:
     clock = Clock()
     feed_server.routes["/gone.xml"] = Route(b"", status=410)

@@ -31,6 +31,29 @@ def test_feed_hints_are_respected_within_bounds() -> None:
     assert plan(PollOutcome("ok", ttl_minutes=10**6)).interval_minutes == S.max_interval_minutes
 
 
+def test_http_freshness_only_lengthens_the_interval() -> None:
+    """``max-age=0``, a past ``Expires`` or ``max-age=60`` (servers' defaults) made us poll
+    at the minimum interval, six times as often as the default."""
+    for seconds in (0.0, 60.0, 600.0):
+        assert plan(PollOutcome("ok", max_age=seconds)).interval_minutes == S.default_interval_minutes
+    assert plan(PollOutcome("ok", ttl_minutes=10, max_age=0.0)).interval_minutes == 10  # the feed's own ttl
+
+
+def test_failures_never_poll_more_often_than_the_feed_was_polled() -> None:
+    """A feed polled daily (its ttl) that starts answering 429 was polled after 30, 60,
+    120... minutes: more often than while it worked."""
+
+    def fail(failures: int, last: float, retry_after: float | None = None) -> float:
+        outcome = PollOutcome("error", retry_after=retry_after)
+        return next_poll(
+            outcome, failures=failures, error_since=NOW, now=NOW, settings=S, last_minutes=last
+        ).interval_minutes
+
+    assert [fail(f, 1440) for f in range(4)] == [1440] * 4
+    assert fail(0, 1440, retry_after=60) == 1440
+    assert [fail(f, 30) for f in range(3)] == [30, 60, 120]
+
+
 def test_failures_back_off_exponentially_up_to_the_cap() -> None:
     intervals = []
     failures, since = 0, None

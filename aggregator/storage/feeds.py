@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -112,12 +113,14 @@ def count(db: Database) -> int:
     return int(db.execute("SELECT count(*) FROM feeds").fetchone()[0])
 
 
-def due(db: Database, now: float) -> list[Feed]:
-    """Feeds whose next poll time has come, not paused and not gone, oldest first."""
+def due(db: Database, now: float, latest: float = math.inf) -> list[Feed]:
+    """Feeds whose next poll time has come, not paused and not gone, oldest first; and
+    those planned after ``latest``, the furthest any plan can reach: planned by a
+    clock that was ahead and has been set back since (they would wait that long)."""
     rows = db.execute(
         f"SELECT {_COLUMNS} FROM feeds WHERE paused = 0 AND status != 'gone' "
-        "AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at",
-        [now],
+        "AND (next_poll_at IS NULL OR next_poll_at <= ? OR next_poll_at > ?) ORDER BY next_poll_at",
+        [now, latest],
     ).fetchall()
     return [_feed(r) for r in rows]
 
