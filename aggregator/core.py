@@ -492,12 +492,13 @@ class Aggregator:
         if not todo:
             return []
         fs = self.settings.fetch
-        hosts: dict[str, threading.Semaphore] = {}
-
-        def fetch(feed: Feed, fetcher: Fetcher) -> FetchResult:
-            host = urlsplit(feed.url).hostname or ""
-            with hosts.setdefault(host, threading.Semaphore(fs.per_host_concurrency)):
-                return fetcher.fetch(feed.url, feed.etag, feed.last_modified)
+        # One queue of feeds per host: a host's next feed is handed to the fetch threads
+        # when one of its fetches ends (threads waiting for a slow host's turn held every
+        # other host up: 16 feeds of a hung host delayed the rest by minutes).
+        queues: dict[str, deque[Feed]] = {}
+        for f in todo:
+            queues.setdefault(urlsplit(f.url).hostname or "", deque()).append(f)
+        host_of: dict[Future[FetchResult], str] = {}
 
         reports: list[UpdateReport] = []
         # Worker processes take seconds to start: worth it for a big update, or once started.
@@ -545,12 +546,32 @@ class Aggregator:
             ) as fetcher,
             ThreadPoolExecutor(max_workers=min(fs.max_concurrency, len(todo))) as pool,
         ):
-            futures: dict[Future[FetchResult], Feed] = {pool.submit(fetch, f, fetcher): f for f in todo}
+            futures: dict[Future[FetchResult], Feed] = {}
+
+            def start(host: str) -> Future[FetchResult]:
+                feed = queues[host].popleft()
+                fut = pool.submit(fetcher.fetch, feed.url, feed.etag, feed.last_modified)
+                futures[fut], host_of[fut] = feed, host
+                return fut
+
+            def refill(ended: Iterable[Future[FetchResult]]) -> None:
+                for fut in ended:
+                    if queues[host_of[fut]]:
+                        remaining.add(start(host_of[fut]))
+
+            remaining = {
+                start(h) for h, q in queues.items() for _ in range(min(fs.per_host_concurrency, len(q)))
+            }
             # Feeds that answer within the settle time are processed in a fixed order (by
             # feed id), so the same feeds give the same clusters; slower ones as they come.
-            done, _ = wait(futures, timeout=SETTLE_SECONDS)
-            arrived = sorted(done, key=lambda f: futures[f].id)
-            remaining = {f for f in futures if f not in done}
+            settled: set[Future[FetchResult]] = set()
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while remaining and (left := deadline - time.monotonic()) > 0:
+                done, _ = wait(set(remaining), timeout=left, return_when=FIRST_COMPLETED)
+                remaining -= done
+                refill(done)
+                settled |= done
+            arrived = sorted(settled, key=lambda f: futures[f].id)
 
             def enqueue(fut: Future[FetchResult]) -> None:
                 feed, result = futures[fut], fut.result()
@@ -572,10 +593,11 @@ class Aggregator:
 
             while arrived or remaining or pending:
                 moved = False
-                if not arrived:
-                    newly = [f for f in remaining if f.done()]
+                newly = [f for f in remaining if f.done()]
+                if newly:  # (a host's next feed starts as soon as one of its fetches ends)
                     remaining.difference_update(newly)
-                    arrived = sorted(newly, key=lambda f: futures[f].id)
+                    refill(newly)
+                    arrived += sorted(newly, key=lambda f: futures[f].id)
                 while arrived and len(pending) < ahead:
                     enqueue(arrived.pop(0))
                     moved = True

@@ -377,3 +377,38 @@ def test_ids_and_bounds_out_of_range_find_nothing(agg: Aggregator, feed_server: 
     assert agg.remove_feed(huge) is False
     agg.delete_rule(huge)
     assert [h.item.id for h in agg.search("earthquake", hits_per_story=-1)[0].hits] != []
+
+
+def test_a_slow_host_does_not_hold_up_the_others(agg: Aggregator, feed_server: FeedServer) -> None:
+    """Fetch threads waiting for a slow host's turn held every other host up (16 feeds
+    of a hung host delayed the rest by minutes): each host has a queue of its own."""
+    started = time.monotonic()
+    fast_at: list[float] = []
+
+    def slow(h: Any) -> None:
+        time.sleep(1.2)
+        body = rss([])
+        h.send_response(200)
+        h.send_header("Content-Type", "application/rss+xml")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def fast(h: Any) -> None:
+        fast_at.append(time.monotonic() - started)
+        body = rss([])
+        h.send_response(200)
+        h.send_header("Content-Type", "application/rss+xml")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    for n in range(8):  # due first: added first
+        feed_server.routes[f"/slow{n}.xml"] = Route(handler=slow)
+        agg.add_feed(feed_server.url(f"/slow{n}.xml"))
+    feed_server.routes["/fast.xml"] = Route(handler=fast)
+    agg.add_feed(f"http://localhost:{feed_server.port}/fast.xml")  # another host name, same server
+    started = time.monotonic()
+    reports = agg.update()
+    assert len(reports) == 9 and all(r.status == "ok" for r in reports)
+    assert fast_at and fast_at[0] < 0.8, fast_at  # not after the first two slow fetches (1.2 s)
