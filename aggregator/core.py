@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import secrets
 import threading
 import time
@@ -42,7 +43,7 @@ from aggregator.models import (
 )
 from aggregator.normalize import clean_text
 from aggregator.pipeline import Pipeline
-from aggregator.prepare import Prepared, prepare
+from aggregator.prepare import Prepared, prepare, worker_started
 from aggregator.replay import Replayer
 from aggregator.settings import Settings, SettingsError, load_settings
 from aggregator.storage import admin as admin_store
@@ -173,6 +174,7 @@ class Aggregator:
         self.settings = self._effective_settings()
         self.pipeline = Pipeline(self.db, self.settings, clock)
         self._lock = threading.RLock()
+        self._stopping = threading.Event()
         self._pool: ProcessPoolExecutor | None = None
         self._had_workers = False  # once started, worker processes are kept (and replaced if lost)
 
@@ -592,6 +594,15 @@ class Aggregator:
                 pending.append((feed, result, prepared))
 
             while arrived or remaining or pending:
+                if self._stopping.is_set():
+                    # Shutting down: no new fetch starts, and what was fetched but not
+                    # stored is dropped (those feeds are still due: the next start polls
+                    # them); only fetches already under way are waited for.
+                    for q in queues.values():
+                        q.clear()
+                    for fut in remaining:
+                        fut.cancel()
+                    break
                 moved = False
                 newly = [f for f in remaining if f.done()]
                 if newly:  # (a host's next feed starts as soon as one of its fetches ends)
@@ -614,6 +625,11 @@ class Aggregator:
                         wait(waitables, return_when=FIRST_COMPLETED)
         return reports
 
+    def stop(self) -> None:
+        """Make a running :meth:`update` end soon (from another thread: a signal handler,
+        a shutdown): it starts no new fetch and stores nothing more.  For good."""
+        self._stopping.set()
+
     def start_workers(self) -> bool:
         """Start the parse/fingerprint worker processes now (a long-running poller does)."""
         pool = self._workers()
@@ -628,7 +644,12 @@ class Aggregator:
         if n <= 0:
             return None
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=n,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=worker_started,
+                initargs=(os.getpid(),),
+            )
             self._had_workers = True
         return self._pool
 

@@ -9,6 +9,10 @@ the previous one: both cores work.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,7 +24,23 @@ from aggregator.normalize import normalize_entry
 from aggregator.parse import parse_feed
 from aggregator.settings import ClusterSettings
 
-__all__ = ["Prepared", "normalize_entries", "prepare"]
+__all__ = ["Prepared", "normalize_entries", "prepare", "worker_started"]
+
+PARENT_CHECK_SECONDS = 1.0
+
+
+def worker_started(parent_pid: int) -> None:
+    """Set up a worker process of the poller: Ctrl-C is the poller's to handle (the
+    whole process group gets it: the worker died with a traceback mid-document), and
+    the worker exits when the poller is gone (killed, it left its workers running)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 @dataclass(frozen=True)

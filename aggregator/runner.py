@@ -35,6 +35,14 @@ def _ignore(handlers: dict[signal.Signals, Any]) -> None:
         signal.signal(s, signal.SIG_IGN)
 
 
+class _SkippedTicks(logging.Filter):
+    """The tick job runs every second and a round takes longer: APScheduler warned of
+    each skipped tick (600 lines in a 10-minute round)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
 def run_poller(settings: Settings, db_path: Path) -> None:
     """Poll due feeds every ``schedule.tick_seconds``, and feeds an admin asked to poll
     now within a second, until SIGINT or SIGTERM.
@@ -44,6 +52,10 @@ def run_poller(settings: Settings, db_path: Path) -> None:
     heartbeat that tells the site a poller is running (:meth:`Aggregator.poll_now`).
     """
     from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler_log = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, _SkippedTicks) for f in scheduler_log.filters):
+        scheduler_log.addFilter(_SkippedTicks())
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -104,6 +116,7 @@ def run_poller(settings: Settings, db_path: Path) -> None:
         log.info("poller stopping")
     finally:
         _ignore(previous)  # a second Ctrl-C or SIGTERM must not cut the shutdown short
+        agg.stop()  # a round under way ends after the fetches already started
         scheduler.shutdown(wait=True)
         beat.heartbeat(running=False)  # the site polls by itself again
         agg.close()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -412,3 +413,76 @@ def test_a_slow_host_does_not_hold_up_the_others(agg: Aggregator, feed_server: F
     reports = agg.update()
     assert len(reports) == 9 and all(r.status == "ok" for r in reports)
     assert fast_at and fast_at[0] < 0.8, fast_at  # not after the first two slow fetches (1.2 s)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie has ended (its new parent reaps it)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_worker_processes_ignore_ctrl_c_and_end_with_the_poller(settings: Any, tmp_path: Path) -> None:
+    assert (tmp_path / "config.toml").is_file()  # the settings fixture's
+    """Killed, the poller left its parse workers running for good; Ctrl-C (sent to the
+    whole process group) killed them mid-document with a traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = tmp_path / "poller.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from aggregator import Aggregator\n"
+        "from aggregator.settings import load_settings\n"
+        "if __name__ == '__main__':\n"
+        f"    agg = Aggregator(load_settings({str(tmp_path / 'config.toml')!r}))\n"
+        "    assert agg.start_workers()\n"
+        "    list(agg._pool.map(abs, range(8)))\n"
+        "    print(' '.join(str(p) for p in agg._pool._processes), flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert workers and all(_alive(p) for p in workers)
+        for p in workers:
+            os.kill(p, signal.SIGINT)
+        time.sleep(0.5)
+        assert all(_alive(p) for p in workers)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)]
+
+
+def test_stop_ends_a_round_after_the_fetches_under_way(agg: Aggregator, feed_server: FeedServer) -> None:
+    """A SIGTERM during a round of slow feeds took as long as the round (112 s)."""
+
+    def slow(h: Any) -> None:
+        time.sleep(1.0)
+        body = rss([])
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    for n in range(10):  # one host, two at a time: a round of five seconds
+        feed_server.routes[f"/s{n}.xml"] = Route(handler=slow)
+        agg.add_feed(feed_server.url(f"/s{n}.xml"))
+    threading.Timer(0.3, agg.stop).start()
+    began = time.monotonic()
+    reports = agg.update()
+    assert time.monotonic() - began < 2.5
+    assert len(reports) < 10 and len({f.id for f in agg.feeds() if f.polls == 0}) >= 8  # still due

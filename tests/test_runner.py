@@ -106,3 +106,16 @@ def test_poll_now_is_left_to_a_running_poller(tmp_path: Path, feed_server: FeedS
         feed_server.routes["/a.xml"] = Route(rss([{**story, "guid": "a3"}], title="A"))
         report = agg.poll_now(feed.id, wait=5)
         assert report is not None and report.new_items == 1 and agg.pipeline._engine is not None
+
+
+def test_skipped_ticks_are_not_logged_other_warnings_are() -> None:
+    import logging
+
+    from aggregator.runner import _SkippedTicks
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("apscheduler.scheduler", logging.WARNING, __file__, 1, message, None, None)
+
+    skipped = 'Execution of job "tick" skipped: maximum number of running instances reached (1)'
+    assert not _SkippedTicks().filter(record(skipped))
+    assert _SkippedTicks().filter(record('Run time of job "tick" was missed by 0:00:03'))
