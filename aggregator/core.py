@@ -23,6 +23,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -72,6 +73,7 @@ _URL_BLANKS = str.maketrans({"\t": None, "\n": None, "\r": None, " ": "%20"})
 
 Progress = Callable[[int, int], None]
 SETTLE_SECONDS = 1.0
+PARSE_TIMEOUT_SECONDS = 300.0  # a document taking longer in a parse worker fails its feed
 WORKERS_FROM_FEEDS = 20  # an update of this many feeds starts the worker processes
 # Feeds handed to the worker processes ahead of the one being stored.  One or two
 # are not enough: feeds differ in size, and a big one behind a small one left this
@@ -519,12 +521,25 @@ class Aggregator:
                 workers.shutdown(wait=False, cancel_futures=True)
                 workers = None
 
+        def stop_workers() -> None:
+            for process in list(getattr(workers, "_processes", {}).values()):
+                process.terminate()
+
         def process_oldest() -> None:
             feed, result, prepared = pending.popleft()
             done: Prepared | None = None
             if prepared is not None:
                 try:
-                    done = prepared.result()
+                    done = prepared.result(timeout=PARSE_TIMEOUT_SECONDS)
+                except TimeoutError as exc:
+                    # A document the parser does not finish with would hold the poller
+                    # for good: its worker is stopped (the pool with it) and the feed fails.
+                    stop_workers()
+                    lose_workers(BrokenProcessPool(str(exc)))
+                    why = (
+                        f"parsing took longer than {PARSE_TIMEOUT_SECONDS:g} s; the parse worker was stopped"
+                    )
+                    result = dataclasses.replace(result, status="error", error=why, body=b"")
                 except Exception as exc:
                     # Never parsed again here: the document may be what killed the worker.
                     # The feed's error, with the usual back-off; the next poll tries again.

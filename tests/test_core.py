@@ -486,3 +486,25 @@ def test_stop_ends_a_round_after_the_fetches_under_way(agg: Aggregator, feed_ser
     reports = agg.update()
     assert time.monotonic() - began < 2.5
     assert len(reports) < 10 and len({f.id for f in agg.feeds() if f.polls == 0}) >= 8  # still due
+
+
+def test_a_document_the_parser_does_not_finish_fails_its_feed_not_the_poller(
+    agg: Aggregator, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """There was no limit on waiting for a parse worker: a document it never finished
+    with would have held the poller for good."""
+    import aggregator.core
+
+    items = [
+        {"title": f"Item {n} about things", "guid": f"g{n}", "description": "words " * 200}
+        for n in range(800)
+    ]
+    feed_server.routes["/big.xml"] = Route(rss(items))
+    feed, _ = agg.add_feed(feed_server.url("/big.xml"))
+    assert agg.start_workers()
+    monkeypatch.setattr(aggregator.core, "PARSE_TIMEOUT_SECONDS", 0.01)
+    (report,) = agg.update([feed])
+    assert report.status == "error" and "parsing took longer than 0.01 s" in (report.error or "")
+    monkeypatch.setattr(aggregator.core, "PARSE_TIMEOUT_SECONDS", 300.0)
+    (report,) = agg.update([agg.feed(feed.id)])  # type: ignore[list-item]
+    assert report.new_items == 800 and agg._pool is not None  # new workers
