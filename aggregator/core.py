@@ -334,7 +334,8 @@ class Aggregator:
         shown = url if len(url) <= 200 else url[:200] + "…"
         if len(url) > 2000:
             raise FeedError("feed URL too long (2,000 characters at most)")
-        url = url.translate(_URL_BLANKS)  # as browsers do: tabs and newlines out, spaces encoded
+        if not is_local(url):  # a file's path keeps its spaces
+            url = url.translate(_URL_BLANKS)  # as browsers do: tabs and newlines out, spaces encoded
         if any(ord(c) < 32 or ord(c) == 127 for c in url):
             raise FeedError(f"not a valid URL (control characters): {shown!r}")
         try:

@@ -73,7 +73,10 @@ def feed_url_form(url: str) -> str:
 
 def is_local(url: str) -> bool:
     """A ``file:`` URL or a plain filesystem path (no scheme)."""
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # "http://[::1": not a file, and not a URL either
+        return False
     return scheme == "file" or scheme == "" or (len(scheme) == 1 and os.name == "nt")
 
 

@@ -31,8 +31,8 @@ from aggregator.storage import clusters as clusters_store
 from aggregator.storage import feeds as feeds_store
 from aggregator.storage import items as items_store
 from aggregator.storage import meta as meta_store
+from aggregator.storage import read_snapshot, write_transaction
 from aggregator.storage import rules as rules_store
-from aggregator.storage import write_transaction
 
 __all__ = ["IngestResult", "Pipeline", "RulesChanged"]
 
@@ -139,22 +139,25 @@ class Pipeline:
     def engine(self) -> ClusterEngine:
         """The index, with changes other processes made to clusters applied (or rebuilt
         when they cannot be), caught up with new items."""
-        generation = meta_store.get(self.db, GENERATION_KEY)
-        held = self._engine
-        if held is not None and generation != self._generation:
-            try:
-                applied = self._apply_changes(held, self._generation, generation)
-            except Exception:  # a bug here must not stop polling: the rebuild is always right
-                log.exception("applying changes to the cluster index failed; rebuilding it")
-                applied = False
-            self._engine = held if applied else None
-        if self._engine is None:
-            self._engine = ClusterEngine(self.settings.cluster, keep_vectors=True)
-            self.rebuilds += 1
-            self._last_id = 0
-        self._generation = generation
-        self._catch_up(self._engine)
-        return self._engine
+        # The generation, the changes and rows applied, and the items caught up with, all
+        # as of one moment (a change committed in between was applied twice).
+        with read_snapshot(self.db):
+            generation = meta_store.get(self.db, GENERATION_KEY)
+            held = self._engine
+            if held is not None and generation != self._generation:
+                try:
+                    applied = self._apply_changes(held, self._generation, generation)
+                except Exception:  # a bug here must not stop polling: the rebuild is always right
+                    log.exception("applying changes to the cluster index failed; rebuilding it")
+                    applied = False
+                self._engine = held if applied else None
+            if self._engine is None:
+                self._engine = ClusterEngine(self.settings.cluster, keep_vectors=True)
+                self.rebuilds += 1
+                self._last_id = 0
+            self._generation = generation
+            self._catch_up(self._engine)
+            return self._engine
 
     def _apply_changes(self, engine: ClusterEngine, have: str | None, now: str | None) -> bool:
         """Apply the logged changes between two generations; False if some cannot be

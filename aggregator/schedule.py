@@ -68,7 +68,8 @@ def next_poll(
         return PollPlan(outcome.status, now + jittered * 60, interval, 0, None)
     failures += 1
     since = error_since if error_since is not None else now
-    floor = last_minutes or 0.0
+    # (never beyond what a plan can reach now: the limits may have been lowered since)
+    floor = min(last_minutes or 0.0, max(hi, settings.backoff_max_minutes, lo))
     cap = max(settings.backoff_max_minutes, floor)
     backoff = min(max(base * (2 ** min(failures - 1, 30)), floor), cap)
     if outcome.retry_after is not None:

@@ -366,3 +366,18 @@ def m0013_foreign_key_indexes(db: Database) -> None:
         CREATE INDEX cluster_rules_a ON cluster_rules(item_a);
         """
     )
+
+
+@migrations(name="0014_feed_url_form")
+def m0014_feed_url_form(db: Database) -> None:
+    # Feed URLs are stored in one form from now on (aggregator.fetch.feed_url_form): those
+    # stored before are put in it, so subscribing to one again finds it.  Where two
+    # feeds already share that form, they stay as they were.
+    from aggregator.fetch import feed_url_form
+
+    taken = {url for (url,) in db.execute("SELECT url FROM feeds")}
+    for feed_id, url in db.execute("SELECT id, url FROM feeds ORDER BY id").fetchall():
+        form = feed_url_form(url)
+        if form != url and form not in taken:
+            db.execute("UPDATE feeds SET url = ? WHERE id = ?", [form, feed_id])
+            taken.add(form)

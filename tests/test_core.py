@@ -32,6 +32,11 @@ def test_add_feed_validates(agg: Aggregator, tmp_path: Path) -> None:
     with pytest.raises(FeedError) as err:  # the message is flashed, in a cookie of 4 KB at most
         agg.add_feed("ftp://" + "\u4e2d" * 1990, via_site=True)
     assert len(str(err.value).encode()) < 1000
+    spaced = tmp_path / "my feeds" / "a.xml"  # a path keeps its spaces (a URL's are encoded)
+    spaced.parent.mkdir()
+    spaced.write_bytes(rss([]))
+    assert agg.add_feed(str(spaced))[0].url == spaced.resolve().as_uri()
+    assert agg.feed(str(spaced)) is not None
     f = tmp_path / "f.xml"
     f.write_bytes(rss([]))
     feed, new = agg.add_feed(str(f))

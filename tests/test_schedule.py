@@ -52,6 +52,9 @@ def test_failures_never_poll_more_often_than_the_feed_was_polled() -> None:
     assert [fail(f, 1440) for f in range(4)] == [1440] * 4
     assert fail(0, 1440, retry_after=60) == 1440
     assert [fail(f, 30) for f in range(3)] == [30, 60, 120]
+    # An interval from before the limits were lowered is no floor beyond them (the feed
+    # then counted as planned by a wrong clock, and was polled at every tick).
+    assert fail(3, 10**6) == max(S.max_interval_minutes, S.backoff_max_minutes)
 
 
 def test_failures_back_off_exponentially_up_to_the_cap() -> None:

@@ -120,6 +120,31 @@ def test_adding_a_feed_another_process_just_added(tmp_path: Path, monkeypatch: p
     assert raced and not new and feed.added_at == 1.0
 
 
+def test_feed_urls_stored_before_are_put_in_the_one_form(tmp_path: Path) -> None:
+    """Else subscribing again to http://Example.com:80/feed made a second feed."""
+    path = tmp_path / "urls.db"
+    conn = sqlite3.connect(path)
+    conn.isolation_level = None
+    db = Database(conn)
+    migrations.migrations.apply(db, stop_before="0014_feed_url_form")
+    for url in (
+        "http://Example.com:80/feed",
+        "HTTPS://b.example/f#x",
+        "https://b.example/f",
+        "file:///tmp/A%20b.xml",
+    ):
+        db.execute("INSERT INTO feeds (url, added_at) VALUES (?, 1.0)", [url])
+    db.close()
+    reopened = open_database(path)
+    urls = [u for (u,) in reopened.execute("SELECT url FROM feeds ORDER BY id")]
+    assert urls == [
+        "http://example.com/feed",
+        "HTTPS://b.example/f#x",
+        "https://b.example/f",
+        "file:///tmp/A%20b.xml",
+    ]
+
+
 def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not sqlite" * 100)

@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 import migrations
 
-__all__ = ["Database", "open_database", "write_transaction"]
+__all__ = ["Database", "open_database", "read_snapshot", "write_transaction"]
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -77,6 +77,22 @@ def _migrate_locked(db: Database, path: str | Path) -> None:
             migrations.apply(db)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def read_snapshot(db: Database) -> Iterator[Database]:
+    """Reads that see the database as of one moment (a deferred transaction: in WAL
+    mode its snapshot is taken at its first read; writers go on meanwhile).  Inside
+    a transaction already, that one's view is used."""
+    if db.conn.in_transaction:
+        yield db
+        return
+    db.execute("BEGIN")
+    try:
+        yield db
+    finally:
+        if db.conn.in_transaction:
+            db.execute("COMMIT")
 
 
 @contextlib.contextmanager
