@@ -376,7 +376,7 @@ class Aggregator:
                 merges, items_store.ids_of_feed(self.db, feed.id), "(kept when a feed was removed)"
             )
             touched = feeds_store.remove(self.db, feed.id)
-            self.pipeline.refresh_clusters(set(touched), self.clock())
+            self.pipeline.shrink_clusters(set(touched), self.clock())
             self.pipeline.invalidate()
         return True
 

@@ -541,6 +541,15 @@ class Pipeline:
         if grown:
             clusters_store.grow(self.db, grown, choose, now)
 
+    def shrink_clusters(self, cluster_ids: set[int], now: float) -> None:
+        """:meth:`refresh_clusters` for clusters that only lost members."""
+        c = self.settings.cluster
+
+        def choose(members: Sequence[MemberInfo]) -> int:
+            return canonical.choose(members, c.canonical_policy, c.preferred_sources)
+
+        clusters_store.shrink(self.db, cluster_ids, choose, now)
+
     # -- whole archive -----------------------------------------------------------------
 
     def recluster(

@@ -342,3 +342,59 @@ def test_a_reclustering_dates_a_story_whose_headline_changed(tmp_path: Path, fir
         clusters_store.replace_all(db, groups, choose, [], 5.0)
         row = db.execute("SELECT canonical_item_id, updated_at FROM clusters WHERE id = ?", [c]).fetchone()
     assert row == ((ids[0], 1.0) if first else (ids[-1], 5.0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    stories=st.lists(st.lists(_member, min_size=1, max_size=6), min_size=1, max_size=5),
+    removed=st.integers(0, 3),
+    policy=st.sampled_from(["earliest", "most_complete", "preferred"]),
+    pin=st.booleans(),
+)
+def test_shrink_matches_a_full_refresh(
+    tmp_path_factory: pytest.TempPathFactory,
+    stories: list[list[tuple[int, int, int]]],
+    removed: int,
+    policy: str,
+    pin: bool,
+) -> None:
+    """After a feed's items go, ``clusters.shrink`` (counts and span read again, the
+    canonical item kept if it stayed) leaves every cluster as ``refresh_many`` would."""
+    folder = tmp_path_factory.mktemp("shrink")
+
+    def choose(members: Sequence[MemberInfo]) -> int:
+        return canonical.choose(members, policy, ["feed 2", "https://f1.example/"])
+
+    results = []
+    for how in ("shrink", "refresh"):
+        db = open_database(folder / f"{how}.db")
+        counter = iter(range(1, 10**6))
+        with write_transaction(db):
+            feeds = [
+                feeds_store.add(db, f"https://f{k}.example/", 1.0, title=f"feed {k}")[0].id for k in range(4)
+            ]
+            clusters = []
+            for members in stories:
+                c = clusters_store.create(db, 1.0)
+                ids = []
+                for f, t, length in members:
+                    ids += items_store.insert_many(
+                        db, feeds[f], [_item(next(counter), length)], 1.0, [float(t)]
+                    )
+                clusters_store.add_members(db, [(i, c, 1.0, "similar", None) for i in ids], 1.0)
+                if pin:
+                    clusters_store.pin(db, c, ids[-1])
+                clusters.append(c)
+            clusters_store.refresh_many(db, clusters, choose, 1.0)
+            touched = feeds_store.remove(db, feeds[removed])
+            if how == "shrink":
+                clusters_store.shrink(db, touched, choose, 2.0)
+            else:
+                clusters_store.refresh_many(db, touched, choose, 2.0)
+        results.append(
+            db.execute(
+                "SELECT id, canonical_item_id, size, n_feeds, first_time, last_time FROM clusters ORDER BY id"
+            ).fetchall()
+        )
+        db.close()
+    assert results[0] == results[1]

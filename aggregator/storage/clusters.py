@@ -501,6 +501,31 @@ def refresh_many(db: Database, cluster_ids: Iterable[int], choose: CanonicalPoli
         db.conn.executemany("DELETE FROM clusters WHERE id = ?", [(c,) for c in empty])
 
 
+def shrink(db: Database, cluster_ids: Iterable[int], choose: CanonicalPolicy, now: float) -> None:
+    """:func:`refresh_many` for clusters that only lost members (a removed feed's items).
+
+    Every policy picks the best member by an order of its own, so a canonical item
+    that is still there is still the choice: only the counts and the span are read
+    again (not the members' texts: at a million items the texts made removing a feed
+    take a minute).  Clusters whose canonical item went are refreshed in full.
+    """
+    ids = sorted(set(cluster_ids))
+    canonical = dict(_select_in(db, "SELECT id, canonical_item_id FROM clusters WHERE id IN ({marks})", ids))
+    refresh_many(db, [c for c in ids if canonical.get(c) is None], choose, now)
+    kept = [c for c in ids if canonical.get(c) is not None]
+    stats = {
+        row[0]: row[1:]
+        for row in _select_in(
+            db,
+            "SELECT m.cluster_id, count(*), count(DISTINCT i.feed_id), min(i.sort_time), max(i.sort_time) "
+            "FROM memberships m JOIN items i ON i.id = m.item_id WHERE m.cluster_id IN ({marks}) "
+            "GROUP BY m.cluster_id",
+            kept,
+        )
+    }
+    db.conn.executemany(_SET_SUMMARY, [(canonical[c], *stats[c], now, c) for c in kept if c in stats])
+
+
 def _member_infos(db: Database, item_ids: Sequence[int]) -> dict[int, MemberInfo]:
     sql = (
         "SELECT i.id, i.feed_id, f.title, f.url, i.sort_time, length(i.text) "
