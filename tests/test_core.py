@@ -385,6 +385,17 @@ def test_ids_and_bounds_out_of_range_find_nothing(agg: Aggregator, feed_server: 
     assert [h.item.id for h in agg.search("earthquake", hits_per_story=-1)[0].hits] != []
 
 
+def _empty_feed(h: Any, after: float = 0.0) -> None:
+    """Answer a request with an empty feed, ``after`` seconds."""
+    time.sleep(after)
+    body = rss([])
+    h.send_response(200)
+    h.send_header("Content-Type", "application/rss+xml")
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
 def test_a_slow_host_does_not_hold_up_the_others(agg: Aggregator, feed_server: FeedServer) -> None:
     """Fetch threads waiting for a slow host's turn held every other host up (16 feeds
     of a hung host delayed the rest by minutes): each host has a queue of its own."""
@@ -392,22 +403,11 @@ def test_a_slow_host_does_not_hold_up_the_others(agg: Aggregator, feed_server: F
     fast_at: list[float] = []
 
     def slow(h: Any) -> None:
-        time.sleep(1.2)
-        body = rss([])
-        h.send_response(200)
-        h.send_header("Content-Type", "application/rss+xml")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
+        _empty_feed(h, after=1.2)
 
     def fast(h: Any) -> None:
         fast_at.append(time.monotonic() - started)
-        body = rss([])
-        h.send_response(200)
-        h.send_header("Content-Type", "application/rss+xml")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
+        _empty_feed(h)
 
     for n in range(8):  # due first: added first
         feed_server.routes[f"/slow{n}.xml"] = Route(handler=slow)
@@ -476,12 +476,7 @@ def test_stop_ends_a_round_after_the_fetches_under_way(agg: Aggregator, feed_ser
     """A SIGTERM during a round of slow feeds took as long as the round (112 s)."""
 
     def slow(h: Any) -> None:
-        time.sleep(1.0)
-        body = rss([])
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
+        _empty_feed(h, after=1.0)
 
     for n in range(10):  # one host, two at a time: a round of five seconds
         feed_server.routes[f"/s{n}.xml"] = Route(handler=slow)

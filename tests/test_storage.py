@@ -237,6 +237,44 @@ def _item(n: int, length: int) -> Item:
     )
 
 
+class _Summaries:
+    """Outlets ``feed 0``..``feed 3`` and stories of (outlet, time, text length) members,
+    for the tests that compare a cluster summary's shortcuts with a full refresh."""
+
+    QUERY = "SELECT id, canonical_item_id, size, n_feeds, first_time, last_time FROM clusters ORDER BY id"
+
+    def __init__(self, db: Database, policy: str) -> None:
+        self.db = db
+        self.policy = policy
+        self.counter = iter(range(1, 10**6))
+        self.feed_ids = [
+            feeds_store.add(db, f"https://f{k}.example/", 1.0, title=f"feed {k}")[0].id for k in range(4)
+        ]
+
+    def choose(self, members: Sequence[MemberInfo]) -> int:
+        return canonical.choose(members, self.policy, ["feed 2", "https://f1.example/"])
+
+    def store(self, cluster: int, members: list[tuple[int, int, int]]) -> list[int]:
+        ids = []
+        for f, t, length in members:
+            item = _item(next(self.counter), length)
+            ids += items_store.insert_many(self.db, self.feed_ids[f], [item], 1.0, [float(t)])
+        clusters_store.add_members(self.db, [(i, cluster, 1.0, "similar", None) for i in ids], 1.0)
+        return ids
+
+    def stories(self, stories: list[list[tuple[int, int, int]]], pin: bool) -> list[int]:
+        """The stories stored and refreshed; their cluster ids (pinned: their last member)."""
+        clusters = []
+        for members in stories:
+            c = clusters_store.create(self.db, 1.0)
+            clusters.append(c)
+            ids = self.store(c, members)
+            if pin:
+                clusters_store.pin(self.db, c, ids[-1])
+        clusters_store.refresh_many(self.db, clusters, self.choose, 1.0)
+        return clusters
+
+
 _member = st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 40))  # feed, time, text length
 
 
@@ -258,32 +296,9 @@ def test_grow_matches_a_full_refresh(
     every cluster as ``refresh_many`` (all members read again) would: canonical item,
     size, outlets, span; with pinned items and every canonical policy."""
     db = open_database(tmp_path_factory.mktemp("grow") / "agg.db")
-
-    def choose(members: Sequence[MemberInfo]) -> int:
-        return canonical.choose(members, policy, ["feed 2", "https://f1.example/"])
-
-    counter = iter(range(1, 10**6))
-
-    def store(feed_ids: list[int], cluster: int, members: list[tuple[int, int, int]]) -> list[int]:
-        ids = []
-        for f, t, length in members:
-            n = next(counter)
-            ids += items_store.insert_many(db, feed_ids[f], [_item(n, length)], 1.0, [float(t)])
-        clusters_store.add_members(db, [(i, cluster, 1.0, "similar", None) for i in ids], 1.0)
-        return ids
-
     with write_transaction(db):
-        feed_ids = [
-            feeds_store.add(db, f"https://f{k}.example/", 1.0, title=f"feed {k}")[0].id for k in range(4)
-        ]
-        clusters = []
-        for members in before:
-            c = clusters_store.create(db, 1.0)
-            clusters.append(c)
-            ids = store(feed_ids, c, members)
-            if pin:
-                clusters_store.pin(db, c, ids[-1])
-        clusters_store.refresh_many(db, clusters, choose, 1.0)
+        built = _Summaries(db, policy)
+        clusters = built.stories(before, pin)
         grown: dict[int, list[int]] = {}
         fresh: dict[int, int] = {}
         for target, member in added:
@@ -291,12 +306,11 @@ def test_grow_matches_a_full_refresh(
                 c = clusters[target]
             else:
                 c = fresh.get(target) or fresh.setdefault(target, clusters_store.create(db, 1.0))
-            grown.setdefault(c, []).extend(store(feed_ids, c, [member]))
-        clusters_store.grow(db, grown, choose, 2.0)
-        query = "SELECT id, canonical_item_id, size, n_feeds, first_time, last_time FROM clusters ORDER BY id"
-        after_grow = db.execute(query).fetchall()
-        clusters_store.refresh_many(db, [*clusters, *fresh.values()], choose, 3.0)
-        assert after_grow == db.execute(query).fetchall()
+            grown.setdefault(c, []).extend(built.store(c, [member]))
+        clusters_store.grow(db, grown, built.choose, 2.0)
+        after_grow = db.execute(_Summaries.QUERY).fetchall()
+        clusters_store.refresh_many(db, [*clusters, *fresh.values()], built.choose, 3.0)
+        assert after_grow == db.execute(_Summaries.QUERY).fetchall()
 
 
 def _stories(db: Database, sizes: list[int]) -> tuple[list[int], list[list[int]]]:
@@ -361,40 +375,15 @@ def test_shrink_matches_a_full_refresh(
     """After a feed's items go, ``clusters.shrink`` (counts and span read again, the
     canonical item kept if it stayed) leaves every cluster as ``refresh_many`` would."""
     folder = tmp_path_factory.mktemp("shrink")
-
-    def choose(members: Sequence[MemberInfo]) -> int:
-        return canonical.choose(members, policy, ["feed 2", "https://f1.example/"])
-
     results = []
     for how in ("shrink", "refresh"):
         db = open_database(folder / f"{how}.db")
-        counter = iter(range(1, 10**6))
         with write_transaction(db):
-            feeds = [
-                feeds_store.add(db, f"https://f{k}.example/", 1.0, title=f"feed {k}")[0].id for k in range(4)
-            ]
-            clusters = []
-            for members in stories:
-                c = clusters_store.create(db, 1.0)
-                ids = []
-                for f, t, length in members:
-                    ids += items_store.insert_many(
-                        db, feeds[f], [_item(next(counter), length)], 1.0, [float(t)]
-                    )
-                clusters_store.add_members(db, [(i, c, 1.0, "similar", None) for i in ids], 1.0)
-                if pin:
-                    clusters_store.pin(db, c, ids[-1])
-                clusters.append(c)
-            clusters_store.refresh_many(db, clusters, choose, 1.0)
-            touched = feeds_store.remove(db, feeds[removed])
-            if how == "shrink":
-                clusters_store.shrink(db, touched, choose, 2.0)
-            else:
-                clusters_store.refresh_many(db, touched, choose, 2.0)
-        results.append(
-            db.execute(
-                "SELECT id, canonical_item_id, size, n_feeds, first_time, last_time FROM clusters ORDER BY id"
-            ).fetchall()
-        )
+            built = _Summaries(db, policy)
+            built.stories(stories, pin)
+            touched = feeds_store.remove(db, built.feed_ids[removed])
+            refresh = clusters_store.shrink if how == "shrink" else clusters_store.refresh_many
+            refresh(db, touched, built.choose, 2.0)
+        results.append(db.execute(_Summaries.QUERY).fetchall())
         db.close()
     assert results[0] == results[1]
