@@ -78,6 +78,16 @@ def restart_rows(
     return [r for r in rows if r.sort_time >= start or r.cluster_id in live], live
 
 
+def _canonical_policy(settings: Settings) -> Callable[[Sequence[MemberInfo]], int]:
+    """The configured choice of a cluster's canonical item, as the storage takes it."""
+    c = settings.cluster
+
+    def choose(members: Sequence[MemberInfo]) -> int:
+        return canonical.choose(members, c.canonical_policy, c.preferred_sources)
+
+    return choose
+
+
 def _frozen(raw: str | None, tag: str) -> dict[str, Any] | None:
     """An item's stored arrival vector (``ClusterEngine.freeze``), if usable with the
     settings ``tag``; None if missing, made with other settings, or damaged."""
@@ -532,23 +542,14 @@ class Pipeline:
         """Recompute the stored summary (canonical item, size, outlets, span) of
         ``cluster_ids`` from all their members, and of the ``grown`` clusters
         (cluster -> new item ids) from their summary and the new members."""
-        c = self.settings.cluster
-
-        def choose(members: Sequence[MemberInfo]) -> int:
-            return canonical.choose(members, c.canonical_policy, c.preferred_sources)
-
+        choose = _canonical_policy(self.settings)
         clusters_store.refresh_many(self.db, cluster_ids, choose, now)
         if grown:
             clusters_store.grow(self.db, grown, choose, now)
 
     def shrink_clusters(self, cluster_ids: set[int], now: float) -> None:
         """:meth:`refresh_clusters` for clusters that only lost members."""
-        c = self.settings.cluster
-
-        def choose(members: Sequence[MemberInfo]) -> int:
-            return canonical.choose(members, c.canonical_policy, c.preferred_sources)
-
-        clusters_store.shrink(self.db, cluster_ids, choose, now)
+        clusters_store.shrink(self.db, cluster_ids, _canonical_policy(self.settings), now)
 
     # -- whole archive -----------------------------------------------------------------
 
@@ -603,11 +604,10 @@ class Pipeline:
                 self.db, [(i, s) for i, s in replayer.new_signatures.items() if i in existing]
             )
             items_store.forget_frozen(self.db)
-            c = settings.cluster
             clusters_store.replace_all(
                 self.db,
                 groups,
-                lambda members: canonical.choose(members, c.canonical_policy, c.preferred_sources),
+                _canonical_policy(settings),
                 rules_store.pins_by_age(self.db),
                 self.clock(),
             )

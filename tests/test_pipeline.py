@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import pytest
 
 from aggregator import Aggregator
+from aggregator.settings import Settings, load_settings
 from tests.conftest import FeedServer, Route, rss
 
 WIRE = (
@@ -13,6 +15,16 @@ WIRE = (
     "magnitude 6.1 earthquake struck before dawn, killing at least 14 people and injuring dozens, "
     "the regional governor said."
 )
+
+
+def own_settings(folder: Path, name: str, extra: str = "") -> Settings:
+    """Settings of a database of its own, ``folder/name.db`` (a test may open two), that
+    may poll the test server on 127.0.0.1; ``extra``: more of config.toml."""
+    cfg = folder / f"{name}.toml"
+    cfg.write_text(
+        f'[storage]\ndb_path = "{name}.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n{extra}'
+    )
+    return load_settings(cfg)
 
 
 def story(n: int, **extra: str) -> dict[str, str]:
@@ -163,8 +175,6 @@ def test_rebuild_index_after_restart_keeps_clustering(settings, feed_server: Fee
 
 from http.server import BaseHTTPRequestHandler  # noqa: E402
 
-from aggregator.settings import Settings  # noqa: E402
-
 
 def _redirect(to: str, code: int) -> Route:
     def handle(h: BaseHTTPRequestHandler) -> None:
@@ -295,7 +305,6 @@ def test_ttl_sets_the_interval(agg: Aggregator, feed_server: FeedServer) -> None
 
 
 def test_a_hung_server_does_not_hold_up_the_others(tmp_path, feed_server: FeedServer) -> None:  # type: ignore[no-untyped-def]
-    from aggregator.settings import load_settings
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(
@@ -335,7 +344,6 @@ def test_restart_keeps_the_schedule(settings: Settings, feed_server: FeedServer)
 
 def test_private_addresses_refused_unless_allowed(tmp_path, feed_server: FeedServer) -> None:  # type: ignore[no-untyped-def]
     from aggregator import FeedError
-    from aggregator.settings import load_settings
 
     cfg = tmp_path / "c.toml"
     cfg.write_text('[storage]\ndb_path = "p.db"\n[feeds]\nopml = ""\n')
@@ -349,8 +357,6 @@ def test_private_addresses_refused_unless_allowed(tmp_path, feed_server: FeedSer
 
 def test_concurrency_limits_overall_and_per_host(tmp_path, feed_server: FeedServer) -> None:  # type: ignore[no-untyped-def]
     import threading
-
-    from aggregator.settings import load_settings
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(
@@ -420,7 +426,6 @@ def test_a_feed_of_20000_items_is_read_up_to_the_limit(agg: Aggregator, feed_ser
 def test_restart_from_stored_vectors_continues_exactly(tmp_path, demo_feeds) -> None:  # type: ignore[no-untyped-def]
     """After a restart, the index restored from the vectors stored at arrival decides
     exactly as the index of a process that never stopped."""
-    from aggregator.settings import load_settings
 
     results = []
     for restart in (False, True, "damaged"):
@@ -637,7 +642,6 @@ def test_an_edited_item_leaves_the_index_as_a_restart_rebuilds_it(tmp_path, feed
     """An outlet's edit changes what the site shows, not the item's fingerprint in the
     index (that of its arrival): else a restart would cluster later items differently
     from the process that never stopped."""
-    from aggregator.settings import load_settings
 
     first = {**story(1), "title": "Harbour cranes stop as dockers strike", "description": WIRE}
     edited = {**first, "description": WIRE + " Ferries were cancelled and ports closed across the region."}
@@ -648,11 +652,7 @@ def test_an_edited_item_leaves_the_index_as_a_restart_rebuilds_it(tmp_path, feed
     }
     results = []
     for restart in (False, True):
-        cfg = tmp_path / f"e{restart}.toml"
-        cfg.write_text(
-            f'[storage]\ndb_path = "e{restart}.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n'
-        )
-        settings = load_settings(cfg)
+        settings = own_settings(tmp_path, f"e{restart}")
         agg = Aggregator(settings)
         feed_server.routes["/a.xml"] = Route(rss([first, story(2)]))
         feed_server.routes["/b.xml"] = Route(rss([later]))
@@ -704,7 +704,6 @@ def test_an_admins_correction_in_another_process_is_applied_to_the_index_not_reb
     the merged item moved out again: two changes) without a rebuild (half a minute at a
     million stored items), and clusters later items as a process that rebuilt its index
     from the database would: a near copy of the second story's item joins that item."""
-    from aggregator.settings import load_settings
 
     near = {
         **story(2),
@@ -715,11 +714,7 @@ def test_an_admins_correction_in_another_process_is_applied_to_the_index_not_reb
     }
     results = []
     for restart in (False, True):
-        cfg = tmp_path / f"m{restart}.toml"
-        cfg.write_text(
-            f'[storage]\ndb_path = "m{restart}.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n'
-        )
-        settings = load_settings(cfg)
+        settings = own_settings(tmp_path, f"m{restart}")
         poller, site = Aggregator(settings), Aggregator(settings)
         feed_server.routes["/a.xml"] = Route(rss([story(1)]))
         feed_server.routes["/b.xml"] = Route(rss([story(2)]))
@@ -755,7 +750,6 @@ def test_a_merge_made_while_clustering_is_applied_by_other_processes(
     from datetime import UTC, datetime
     from email.utils import format_datetime
 
-    from aggregator.settings import load_settings
     from tests.test_cluster import LOOKALIKES, T0, report
 
     def entry(n: int, title: str, text: str, t: float) -> dict[str, str]:
@@ -775,12 +769,9 @@ def test_a_merge_made_while_clustering_is_applied_by_other_processes(
     fourth = entry(103, *report(4, 30, "ddown"), T0 + 400)
     results = []
     for restart in (False, True):
-        cfg = tmp_path / f"g{restart}.toml"
-        cfg.write_text(
-            f'[storage]\ndb_path = "g{restart}.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n'
-            "[cluster]\ncold_start_items = 0\nadopt_max_size = 1\n"
+        settings = own_settings(
+            tmp_path, f"g{restart}", "[cluster]\ncold_start_items = 0\nadopt_max_size = 1\n"
         )
-        settings = load_settings(cfg)
         poller, site = Aggregator(settings), Aggregator(settings)
         routes = {"a": [*background, first, second], "b": [third], "c": [background[0]], "d": [fourth]}
         feeds = {}
@@ -870,9 +861,7 @@ def test_corrections_applied_to_an_index_leave_it_as_a_rebuild_makes_it(
     import random
 
     rng = random.Random(seed)
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[storage]\ndb_path = "c.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n')
-    settings = Aggregator.open(cfg).settings
+    settings = own_settings(tmp_path, "c")
     poller, site = Aggregator(settings), Aggregator(settings)
     for name in "abcd":  # stories 1-6, each told by some of the outlets
         entries = [
@@ -935,9 +924,7 @@ def test_a_change_committed_while_an_index_applies_changes_is_applied_once(
     a merge committed in between was in those rows, and was applied again later."""
     from aggregator.storage import items as items_store
 
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[storage]\ndb_path = "c.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n')
-    settings = Aggregator.open(cfg).settings
+    settings = own_settings(tmp_path, "c")
     poller, site = Aggregator(settings), Aggregator(settings)
     feed_server.routes["/a.xml"] = Route(rss([story(1), story(3)], title="a"))
     feed_server.routes["/b.xml"] = Route(rss([story(1, guid="b1")], title="b"))
