@@ -572,6 +572,24 @@ class ClusterEngine:
                 c.members.append(seq)
                 self._set_order(seq, c.order)
 
+    def drop(self, item_ids: Iterable[int]) -> set[int]:
+        """Take items out of the index as if they had never arrived (their feed was
+        removed); returns the clusters they were in, whose profiles still hold them:
+        remake each with :meth:`reprofile` from the members left."""
+        touched: set[int] = set()
+        for item_id in item_ids:
+            seq = self._by_id.get(item_id)
+            if seq is None:
+                continue
+            it = self._items.pop(seq)
+            self._forget(it)
+            touched.add(it.cluster)
+        return touched
+
+    def item_ids(self) -> list[int]:
+        """The ids of the items in the window."""
+        return list(self._by_id)
+
     def assignments(self) -> dict[int, int]:
         """Item id -> cluster id of every item in the window."""
         return {it.item_id: it.cluster for it in self._items.values()}
@@ -632,24 +650,29 @@ class ClusterEngine:
             it = self._items.pop(seq, None)
             if it is None:
                 continue
-            self._seq_order[seq - self._seq_base] = -1
-            del self._by_id[it.item_id]
-            if it.indexed:
-                self._lsh.remove(seq)
-            df = self._df
-            for term in it.terms:
-                k = df[term] - 1
-                if k:
-                    df[term] = k
-                else:
-                    del df[term]
-            self._n_docs -= 1
+            self._forget(it)
             c = self._clusters.get(it.cluster)
             if c is not None:
                 c.live -= 1
                 if c.live <= 0:
                     del self._clusters[c.cid]
                     self._tables.drop(c.order)
+
+    def _forget(self, it: _Item) -> None:
+        """Take ``it`` (already out of ``_items``) out of the band tables, the id map,
+        the dense ranking array and the document frequencies."""
+        self._seq_order[it.seq - self._seq_base] = -1
+        del self._by_id[it.item_id]
+        if it.indexed:
+            self._lsh.remove(it.seq)
+        df = self._df
+        for term in it.terms:
+            k = df[term] - 1
+            if k:
+                df[term] = k
+            else:
+                del df[term]
+        self._n_docs -= 1
 
     def _vectorize(self, feats: Features) -> dict[str, float]:
         self._n_docs += 1

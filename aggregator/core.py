@@ -377,7 +377,7 @@ class Aggregator:
             )
             touched = feeds_store.remove(self.db, feed.id)
             self.pipeline.shrink_clusters(set(touched), self.clock())
-            self.pipeline.invalidate()
+            self.pipeline.feed_removed(feed.id)
         return True
 
     def feed(self, url_or_id: str | int) -> Feed | None:

@@ -142,6 +142,12 @@ class Pipeline:
         holding an index remakes both clusters' profiles on next use, no rebuild."""
         meta_store.log_change(self.db, GENERATION_KEY, "move", item_id, source, target)
 
+    def feed_removed(self, feed_id: int) -> None:
+        """A feed and its items are gone: every process holding an index (this one too)
+        takes the items out and remakes the profiles of their clusters on next use, no
+        rebuild."""
+        meta_store.log_change(self.db, GENERATION_KEY, "remove", feed_id, 0)
+
     def _merged_here(self, source: int, target: int) -> None:
         """This process's index merged ``source`` into ``target``: others apply it, not us."""
         self._generation = str(meta_store.log_change(self.db, GENERATION_KEY, "merge", source, target))
@@ -173,10 +179,11 @@ class Pipeline:
         """Apply the logged changes between two generations; False if some cannot be
         (then the index must be rebuilt: it may be half changed).
 
-        Merges are applied in order.  The clusters an item moved out of or into have
-        their profiles remade at the end from their members in the database (the
-        items this index has seen), as a restart would make them; later merges of
-        such a cluster are followed to the cluster it became part of.
+        Merges are applied in order.  The clusters an item moved out of or into, and
+        those that lost items with a removed feed, have their profiles remade at the
+        end from their members in the database (the items this index has seen), as a
+        restart would make them; later merges of such a cluster are followed to the
+        cluster it became part of.
         """
         changes = meta_store.changes_between(self.db, int(have or 0), int(now or 0))
         if changes is None:
@@ -188,6 +195,8 @@ class Pipeline:
                 moved = {b if x == a else x for x in moved}
             elif kind == "move" and c is not None:
                 moved |= {b, c}
+            elif kind == "remove":
+                moved |= engine.drop(items_store.missing(self.db, engine.item_ids()))
             else:
                 return False
         if not moved:

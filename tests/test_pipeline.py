@@ -833,11 +833,12 @@ def test_same_short_words_are_not_one_story(agg: Aggregator, feed_server: FeedSe
         agg.recluster()
 
 
-def _profiles(agg: Aggregator) -> dict[int, tuple[object, ...]]:
-    """Every cluster of an aggregator's index, as what decides later items: terms and
-    weights (to 9 digits), size, members in the window, span, names."""
+def _profiles(agg: Aggregator) -> dict[object, object]:
+    """An aggregator's index, as what decides later items: every cluster's terms and
+    weights (to 9 digits), size, members in the window, span and names; where each item
+    of the window is, and the document frequencies."""
     engine = agg.pipeline.engine()
-    return {
+    clusters = {
         c.cid: (
             sorted((t, round(x, 9)) for t, x in c.centroid.items()),
             round(c.norm2, 9),
@@ -850,19 +851,22 @@ def _profiles(agg: Aggregator) -> dict[int, tuple[object, ...]]:
         )
         for c in engine._clusters.values()
     }
+    return {"clusters": clusters, "items": engine.assignments(), "df": engine._df, "docs": engine._n_docs}
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_corrections_applied_to_an_index_leave_it_as_a_rebuild_makes_it(
     tmp_path, feed_server: FeedServer, seed: int
 ) -> None:  # type: ignore[no-untyped-def]
-    """Random merges and moves made by the site, applied by a poller to its index, leave
-    the profile of every cluster as a process that rebuilt its index has it."""
+    """Random merges, moves and a feed's removal made by the site, applied by a poller
+    to its index, leave the profile of every cluster as a process that rebuilt its index
+    has it."""
     import random
 
     rng = random.Random(seed)
     settings = own_settings(tmp_path, "c")
     poller, site = Aggregator(settings), Aggregator(settings)
+    removal = rng.randrange(6)  # which step removes a feed
     for name in "abcd":  # stories 1-6, each told by some of the outlets
         entries = [
             {
@@ -878,12 +882,14 @@ def test_corrections_applied_to_an_index_leave_it_as_a_rebuild_makes_it(
         poller.add_feed(feed_server.url(f"/{name}.xml"))
     poller.update()
     poller.pipeline.engine()
-    for _ in range(6):
+    for step in range(6):
         stories = {}
         for r in site.export_rows():
             stories.setdefault(r["cluster_id"], []).append(r["item_id"])
         big = [c for c, items in stories.items() if len(items) > 1]
-        if big and rng.random() < 0.5:
+        if step == removal:
+            assert site.remove_feed(feed_server.url(f"/{rng.choice('abcd')}.xml"))
+        elif big and rng.random() < 0.5:
             site.move_item_out(rng.choice(stories[rng.choice(big)]), "admin")
         elif len(stories) > 1:
             a, b = rng.sample(sorted(stories), 2)

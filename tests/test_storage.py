@@ -11,7 +11,7 @@ from sqlite_utils import Database
 
 import migrations
 from aggregator import canonical
-from aggregator.models import Feed, Item, MemberInfo
+from aggregator.models import Feed, Item, MemberInfo, StoryFilter
 from aggregator.storage import clusters as clusters_store
 from aggregator.storage import feeds as feeds_store
 from aggregator.storage import items as items_store
@@ -99,6 +99,15 @@ def test_what_a_delete_looks_up_is_indexed(tmp_path: Path, lookup: str) -> None:
     db = open_database(tmp_path / "t.db")
     plan = " ".join(str(row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + lookup))
     assert "USING" in plan and "INDEX" in plan, plan
+
+
+def test_missing_names_the_ids_not_stored(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "t.db")
+    feed = feeds_store.add(db, "https://f.example/", 1.0, title="f")[0].id
+    stored = items_store.insert_many(db, feed, [_item(n, 10) for n in range(3)], 1.0, [1.0, 2.0, 3.0])
+    db.execute("DELETE FROM items WHERE id = ?", [stored[1]])
+    assert items_store.missing(db, [10**6, *stored]) == [stored[1], 10**6]
+    assert items_store.missing(db, []) == []
 
 
 def test_adding_a_feed_another_process_just_added(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,6 +285,47 @@ class _Summaries:
 
 
 _member = st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 40))  # feed, time, text length
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    stories=st.lists(st.lists(_member, min_size=1, max_size=6), min_size=1, max_size=8),
+    min_outlets=st.integers(1, 5),
+    offset=st.integers(0, 4),
+    few=st.integers(0, 10),
+)
+def test_stories_by_coverage_read_either_way_are_the_same(
+    tmp_path_factory: pytest.TempPathFactory,
+    stories: list[list[tuple[int, int, int]]],
+    min_outlets: int,
+    offset: int,
+    few: int,
+) -> None:
+    """Stories told by at least N outlets, newest first, whether found through the
+    coverage index (few of them) or by reading stories by time: the same page."""
+    db = open_database(tmp_path_factory.mktemp("cover") / "agg.db")
+    with write_transaction(db):
+        _Summaries(db, "earliest").stories(stories, pin=False)
+    rows = db.execute("SELECT id, n_feeds, last_time FROM clusters").fetchall()
+    expected = [c for c, n, _ in sorted(rows, key=lambda r: (-r[2], -r[0])) if n >= min_outlets][offset : offset + 3]
+    old = clusters_store.FEW_STORIES
+    try:
+        clusters_store.FEW_STORIES = few
+        found = clusters_store.stories(db, StoryFilter(min_outlets=min_outlets), limit=3, offset=offset)
+        listed = clusters_store.listing(db, limit=3, offset=offset, min_outlets=min_outlets)
+    finally:
+        clusters_store.FEW_STORIES = old
+    assert [s.id for s in found] == expected == [s.id for s in listed]
+
+
+def test_stories_told_by_few_outlets_enough_are_read_through_the_coverage_index(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "t.db")
+    source = clusters_store._clusters_for(db, "latest", 20)
+    plan = db.execute(
+        f"EXPLAIN QUERY PLAN SELECT c.id FROM {source} WHERE c.n_feeds >= 20 ORDER BY c.last_time DESC LIMIT 5"
+    ).fetchall()
+    assert "clusters_coverage" in str(plan)
+    assert clusters_store._clusters_for(db, "latest", 1) == "clusters c"
 
 
 @settings(max_examples=60, deadline=None)

@@ -80,6 +80,27 @@ _ORDER = {
 }
 
 
+# Fewer stories than this told by at least N outlets are found through the coverage
+# index and sorted; more are read newest first (see _clusters_for).
+FEW_STORIES = 2000
+
+
+def _clusters_for(db: Database, sort: str, min_outlets: int) -> str:
+    """The ``clusters c`` of a listing of stories told by at least ``min_outlets``.
+
+    Newest first, SQLite reads stories by time and skips those told by fewer: at 1M
+    items, "at least 20 outlets" read all 355,779 stories for a page (135 ms), where
+    the coverage index finds its 163 at once.  When few stories qualify (a bounded
+    count on that index says so), they are read through it and sorted instead.
+    """
+    if sort == "coverage" or min_outlets <= 1:
+        return "clusters c"
+    few = db.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM clusters WHERE n_feeds >= ? LIMIT ?)", [min_outlets, FEW_STORIES]
+    ).fetchone()[0]
+    return "clusters c INDEXED BY clusters_coverage" if few < FEW_STORIES else "clusters c"
+
+
 def listing(
     db: Database, *, sort: str = "latest", limit: int = 20, offset: int = 0, min_outlets: int = 1
 ) -> list[ClusterSummary]:
@@ -87,7 +108,7 @@ def listing(
     order = _ORDER.get(sort, _ORDER["latest"])
     rows = db.execute(
         f"SELECT c.id, c.canonical_item_id, c.size, c.first_time, c.last_time, c.updated_at "
-        f"FROM clusters c WHERE c.n_feeds >= ? ORDER BY {order} LIMIT ? OFFSET ?",
+        f"FROM {_clusters_for(db, sort, min_outlets)} WHERE c.n_feeds >= ? ORDER BY {order} LIMIT ? OFFSET ?",
         [min_outlets, limit, offset],
     ).fetchall()
     return _summaries(db, rows)
@@ -196,9 +217,10 @@ def stories(
             "(SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid >= ?))"
         )
         params += [match, row[0] if row else 0]
+    source = _clusters_for(db, sort, params[0])
     rows = db.execute(
         f"SELECT c.id, c.canonical_item_id, c.size, c.first_time, c.last_time, c.updated_at, c.created_at "
-        f"FROM clusters c WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?",
+        f"FROM {source} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?",
         [*params, limit, offset],
     ).fetchall()
     return _with_created(db, rows)

@@ -269,6 +269,15 @@ def get_many(db: Database, ids: Sequence[int]) -> list[StoredItem]:
     return out
 
 
+def missing(db: Database, ids: Collection[int]) -> list[int]:
+    """Those of ``ids`` that are not stored (any more), ascending."""
+    rows = db.execute(
+        "SELECT value FROM json_each(?) WHERE NOT EXISTS (SELECT 1 FROM items WHERE id = value) ORDER BY value",
+        [json.dumps(sorted(ids))],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def ids_of_feed(db: Database, feed_id: int) -> set[int]:
     return {r[0] for r in db.execute("SELECT id FROM items WHERE feed_id = ?", [feed_id])}
 
