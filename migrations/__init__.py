@@ -381,3 +381,28 @@ def m0014_feed_url_form(db: Database) -> None:
         if form != url and form not in taken:
             db.execute("UPDATE feeds SET url = ? WHERE id = ?", [form, feed_id])
             taken.add(form)
+
+
+@migrations(name="0015_story_outlets")
+def m0015_story_outlets(db: Database) -> None:
+    # Each story keeps its outlets, [[feed id, first report time], ...] in order of first
+    # report (ties by feed id), beside its counts: a page of stories read every member
+    # of each (a story told 300 times read 300 items; 100 ms for the most covered page
+    # at 1M items).  Filled here for the stories already stored.
+    import json
+
+    db.execute("ALTER TABLE clusters ADD COLUMN outlets TEXT")
+    rows = db.execute(
+        "SELECT m.cluster_id, i.feed_id, min(i.sort_time) FROM items i JOIN memberships m ON m.item_id = i.id "
+        "GROUP BY m.cluster_id, i.feed_id ORDER BY m.cluster_id"
+    )
+    outlets: dict[int, list[list[object]]] = {}
+    for cluster_id, feed_id, first in rows:
+        outlets.setdefault(cluster_id, []).append([feed_id, first])
+    db.conn.executemany(
+        "UPDATE clusters SET outlets = ? WHERE id = ?",
+        (
+            (json.dumps(sorted(pairs, key=lambda p: (p[1], p[0])), separators=(",", ":")), cid)
+            for cid, pairs in outlets.items()
+        ),
+    )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -250,7 +251,7 @@ class _Summaries:
     """Outlets ``feed 0``..``feed 3`` and stories of (outlet, time, text length) members,
     for the tests that compare a cluster summary's shortcuts with a full refresh."""
 
-    QUERY = "SELECT id, canonical_item_id, size, n_feeds, first_time, last_time FROM clusters ORDER BY id"
+    QUERY = "SELECT id, canonical_item_id, size, n_feeds, first_time, last_time, outlets FROM clusters ORDER BY id"
 
     def __init__(self, db: Database, policy: str) -> None:
         self.db = db
@@ -307,7 +308,9 @@ def test_stories_by_coverage_read_either_way_are_the_same(
     with write_transaction(db):
         _Summaries(db, "earliest").stories(stories, pin=False)
     rows = db.execute("SELECT id, n_feeds, last_time FROM clusters").fetchall()
-    expected = [c for c, n, _ in sorted(rows, key=lambda r: (-r[2], -r[0])) if n >= min_outlets][offset : offset + 3]
+    expected = [c for c, n, _ in sorted(rows, key=lambda r: (-r[2], -r[0])) if n >= min_outlets][
+        offset : offset + 3
+    ]
     old = clusters_store.FEW_STORIES
     try:
         clusters_store.FEW_STORIES = few
@@ -316,6 +319,21 @@ def test_stories_by_coverage_read_either_way_are_the_same(
     finally:
         clusters_store.FEW_STORIES = old
     assert [s.id for s in found] == expected == [s.id for s in listed]
+
+
+def test_migration_0015_gives_stored_stories_the_outlets_a_refresh_gives(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    db = open_database(path)
+    with write_transaction(db):
+        _Summaries(db, "earliest").stories(
+            [[(0, 5, 1), (1, 3, 1), (0, 1, 1)], [(2, 4, 1)], [(3, 2, 1), (1, 2, 1), (2, 2, 1)]], pin=False
+        )
+    refreshed = db.execute(_Summaries.QUERY).fetchall()
+    assert json.loads(refreshed[0][-1]) == [[1, 1.0], [2, 3.0]]  # feed ids 1 and 2 are "feed 0" and "feed 1"
+    db.execute("ALTER TABLE clusters DROP COLUMN outlets")
+    db.execute("DELETE FROM _sqlite_migrations WHERE name = '0015_story_outlets'")
+    db.close()
+    assert open_database(path).execute(_Summaries.QUERY).fetchall() == refreshed
 
 
 def test_stories_told_by_few_outlets_enough_are_read_through_the_coverage_index(tmp_path: Path) -> None:

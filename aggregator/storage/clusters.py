@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -59,8 +60,25 @@ CanonicalPolicy = Callable[[Sequence[MemberInfo]], int]
 # One cluster's stored summary: (canonical item, size, outlets, first, last, updated_at, id).
 _SET_SUMMARY = (
     "UPDATE clusters SET canonical_item_id = ?, size = ?, n_feeds = ?, first_time = ?, last_time = ?, "
-    "updated_at = ? WHERE id = ?"
+    "updated_at = ?, outlets = ? WHERE id = ?"
 )
+
+
+def _outlet_list(reports: Iterable[tuple[int, float]]) -> list[list[Any]]:
+    """A story's outlets from its members' (feed id, time): [feed id, first report],
+    first report first (ties by feed id)."""
+    first: dict[int, float] = {}
+    for feed_id, t in reports:
+        if feed_id not in first or t < first[feed_id]:
+            first[feed_id] = t
+    return sorted(([f, t] for f, t in first.items()), key=lambda p: (p[1], p[0]))
+
+
+def _outlets_json(outlets: list[list[Any]]) -> str:
+    """``clusters.outlets`` (migration 0015): the list of :func:`_outlet_list` as JSON.
+    Kept with the story's other counts, so that a page of stories reads a row per story
+    rather than every member's item (a story told 300 times read 300 items)."""
+    return json.dumps(outlets, separators=(",", ":"))
 
 
 def clear_all(db: Database) -> None:
@@ -137,19 +155,16 @@ def _summaries(db: Database, rows: Sequence[Sequence[Any]]) -> list[ClusterSumma
 
 
 def _outlets(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = {}
-    if not cluster_ids:
-        return out
-    marks = ",".join("?" * len(cluster_ids))
-    rows = db.execute(
-        "SELECT m.cluster_id, coalesce(f.title, f.url), min(i.sort_time) FROM memberships m "
-        "JOIN items i ON i.id = m.item_id JOIN feeds f ON f.id = i.feed_id "
-        f"WHERE m.cluster_id IN ({marks}) GROUP BY m.cluster_id, f.id ORDER BY 3",
-        list(cluster_ids),
-    ).fetchall()
-    for cid, name, _ in rows:
-        out.setdefault(cid, []).append(name)
-    return out
+    """Cluster id -> the names of its outlets, first report first."""
+    stored = {
+        cid: json.loads(outlets) if outlets else []
+        for cid, outlets in _select_in(
+            db, "SELECT id, outlets FROM clusters WHERE id IN ({marks})", cluster_ids
+        )
+    }
+    feed_ids = sorted({feed_id for pairs in stored.values() for feed_id, _ in pairs})
+    names = dict(_select_in(db, "SELECT id, coalesce(title, url) FROM feeds WHERE id IN ({marks})", feed_ids))
+    return {cid: [names[f] for f, _ in pairs if f in names] for cid, pairs in stored.items()}
 
 
 def detail(db: Database, cluster_id: int) -> ClusterDetail | None:
@@ -418,14 +433,16 @@ def refresh_all(
         canonical = pin if pin in ids else choose(members)
         kept = current in keep_updated and keep_updated[current] == canonical
         stamp = previous.get(current, now) if kept else now
+        outlets = _outlet_list((m.feed_id, m.sort_time) for m in members)
         updates.append(
             (
                 canonical,
                 len(members),
-                len({m.feed_id for m in members}),
+                len(outlets),
                 members[0].sort_time,
                 members[-1].sort_time,
                 stamp,
+                _outlets_json(outlets),
                 current,
             )
         )
@@ -512,8 +529,18 @@ def refresh_many(db: Database, cluster_ids: Iterable[int], choose: CanonicalPoli
             continue
         pin = pinned.get(cid)
         canonical = pin if pin in {m.item_id for m in ms} else choose(ms)
+        outlets = _outlet_list((m.feed_id, m.sort_time) for m in ms)
         updates.append(
-            (canonical, len(ms), len({m.feed_id for m in ms}), ms[0].sort_time, ms[-1].sort_time, now, cid)
+            (
+                canonical,
+                len(ms),
+                len(outlets),
+                ms[0].sort_time,
+                ms[-1].sort_time,
+                now,
+                _outlets_json(outlets),
+                cid,
+            )
         )
     db.conn.executemany(
         _SET_SUMMARY,
@@ -535,17 +562,25 @@ def shrink(db: Database, cluster_ids: Iterable[int], choose: CanonicalPolicy, no
     canonical = dict(_select_in(db, "SELECT id, canonical_item_id FROM clusters WHERE id IN ({marks})", ids))
     refresh_many(db, [c for c in ids if canonical.get(c) is None], choose, now)
     kept = [c for c in ids if canonical.get(c) is not None]
-    stats = {
-        row[0]: row[1:]
-        for row in _select_in(
-            db,
-            "SELECT m.cluster_id, count(*), count(DISTINCT i.feed_id), min(i.sort_time), max(i.sort_time) "
-            "FROM memberships m JOIN items i ON i.id = m.item_id WHERE m.cluster_id IN ({marks}) "
-            "GROUP BY m.cluster_id",
-            kept,
-        )
-    }
-    db.conn.executemany(_SET_SUMMARY, [(canonical[c], *stats[c], now, c) for c in kept if c in stats])
+    by_feed: dict[int, list[tuple[int, int, float, float]]] = {}
+    for cid, feed_id, n, first, last in _select_in(
+        db,
+        "SELECT m.cluster_id, i.feed_id, count(*), min(i.sort_time), max(i.sort_time) "
+        "FROM memberships m JOIN items i ON i.id = m.item_id WHERE m.cluster_id IN ({marks}) "
+        "GROUP BY m.cluster_id, i.feed_id",
+        kept,
+    ):
+        by_feed.setdefault(cid, []).append((feed_id, n, first, last))
+    updates = []
+    for cid in kept:
+        rows = by_feed.get(cid)
+        if not rows:
+            continue
+        outlets = _outlet_list((feed_id, first) for feed_id, _, first, _ in rows)
+        size = sum(n for _, n, _, _ in rows)
+        first, last = min(r[2] for r in rows), max(r[3] for r in rows)
+        updates.append((canonical[cid], size, len(outlets), first, last, now, _outlets_json(outlets), cid))
+    db.conn.executemany(_SET_SUMMARY, updates)
 
 
 def _member_infos(db: Database, item_ids: Sequence[int]) -> dict[int, MemberInfo]:
@@ -571,7 +606,7 @@ def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPoli
     if not ids:
         return
     sql = (
-        "SELECT id, size, n_feeds, first_time, last_time, canonical_item_id, pinned_item_id "
+        "SELECT id, size, outlets, first_time, last_time, canonical_item_id, pinned_item_id "
         "FROM clusters WHERE id IN ({marks})"
     )
     state = {row[0]: row[1:] for row in _select_in(db, sql, ids)}
@@ -582,25 +617,16 @@ def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPoli
     for cid in ids:
         if cid not in state:
             continue
-        size, n_feeds, first, last, canonical, pinned = state[cid]
+        size, stored, first, last, canonical, pinned = state[cid]
         new_ids = sorted(set(added[cid]))
         new = [infos[i] for i in new_ids if i in infos]
         if not new:
             continue
-        if size and (canonical is None or canonical not in infos):
+        if size and (canonical is None or canonical not in infos or stored is None):
             full.append(cid)
             continue
-        feeds = {m.feed_id for m in new}
-        if size:
-            marks = ",".join("?" * len(new_ids))
-            for feed_id in sorted(feeds):
-                seen = db.execute(
-                    "SELECT 1 FROM memberships m JOIN items i ON i.id = m.item_id WHERE m.cluster_id = ? "
-                    f"AND +i.feed_id = ? AND m.item_id NOT IN ({marks}) LIMIT 1",
-                    [cid, feed_id, *new_ids],
-                ).fetchone()
-                if seen:
-                    n_feeds -= 1
+        before = [(f, t) for f, t in json.loads(stored)] if size else []
+        outlets = _outlet_list([*before, *((m.feed_id, m.sort_time) for m in new)])
         candidates = [infos[canonical], *new] if size else new  # an empty cluster has no canonical
         if pinned is not None and (pinned == canonical or pinned in new_ids):
             best = pinned
@@ -611,10 +637,11 @@ def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPoli
             (
                 best,
                 size + len(new),
-                n_feeds + len(feeds),
+                len(outlets),
                 min(times) if first is None else min(first, *times),
                 max(times) if last is None else max(last, *times),
                 now,
+                _outlets_json(outlets),
                 cid,
             )
         )
