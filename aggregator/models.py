@@ -3,6 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+
+def outlet_name(title: str | None, url: str) -> str:
+    """What an outlet is called where people see it: its feed's title, else the host
+    its feed comes from (never the whole address, whose user name, password or query
+    may be a subscriber's key), else a local file's name."""
+    if title:
+        return title
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "(unnamed outlet)"
+    if parts.scheme in ("http", "https") and host:
+        return host
+    return PurePosixPath(parts.path).name or "(unnamed outlet)"
+
+
+def public_feed_url(url: str) -> str | None:
+    """A feed's address if it may be shown to anyone: None when it carries a user name,
+    a password or a query (where subscriptions keep their keys)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or "@" in parts.netloc or parts.query:
+        return None
+    return url
 
 
 @dataclass(frozen=True)
@@ -111,7 +141,7 @@ class Feed:
 
     @property
     def display_name(self) -> str:
-        return self.title or self.url
+        return outlet_name(self.title, self.url)
 
     @property
     def avg_fetch_ms(self) -> float | None:
@@ -146,7 +176,7 @@ class StoredItem:
 
     @property
     def outlet(self) -> str:
-        return self.feed_title or self.feed_url
+        return outlet_name(self.feed_title, self.feed_url)
 
 
 @dataclass(frozen=True)

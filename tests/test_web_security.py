@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from aggregator import Aggregator
 from tests.conftest import FeedServer, Route
 from web import create_app
-from web.filters import safe_html, safe_url
+from web.filters import safe_html, safe_url, without_keys
 
 HOSTILE_TITLE = (
     '<script>window.__pwned="title"</script>Hostile harbour headline'
@@ -228,3 +228,64 @@ def test_safe_url_percent_encodes_what_a_url_cannot_hold(url: str, shown: str) -
 def test_feed_images_without_text_are_marked_decorative() -> None:
     html = str(safe_html('<img src="https://x.test/a.png"><img alt="A cat" src="https://x.test/b.png">'))
     assert html == '<img alt="" src="https://x.test/a.png"><img alt="A cat" src="https://x.test/b.png">'
+
+
+def test_a_private_feeds_address_is_not_shown_in_public(agg: Aggregator, feed_server: FeedServer) -> None:
+    """Paid and private feeds keep a subscriber's key in their address (a user name and
+    password, or a query): no public page or merged feed shows it, and an outlet without
+    a title is named after its host."""
+    from tests.conftest import rss
+
+    item = {
+        "title": "Harbour strike ends",
+        "guid": "p1",
+        "link": "https://p.example/1",
+        "description": "Dockers agreed.",
+    }
+    body = rss([item], title="")
+    feed_server.routes["/priv.xml?key=S3CRET"] = Route(body=body)
+    address = feed_server.url("/priv.xml?key=S3CRET").replace("http://", "http://alice:hunter2@")
+    feed, _ = agg.add_feed(address)
+    (report,) = agg.update()
+    assert report.status == "ok" and report.new_items == 1
+    (cluster,) = agg.clusters()
+    # A failing one, whose error quotes the address it was sent to.
+    moved = "gopher://bob:pw2@evil.example/f?key=S3CRET"
+    feed_server.routes["/moved.xml"] = Route(status=301, headers={"Location": moved})
+    failing, _ = agg.add_feed(feed_server.url("/moved.xml"))
+    (report,) = agg.update()
+    assert report.status == "error" and "S3CRET" in (agg.feed(failing.id).last_error or "")
+    client = create_app(agg.settings).test_client()
+    page = client.get(f"/outlets/{failing.id}").get_data(as_text=True)
+    assert "gopher://evil.example/f" in page and "S3CRET" not in page and "pw2" not in page
+    for url in [
+        "/",
+        "/outlets",
+        f"/outlets/{feed.id}",
+        f"/story/{cluster.id}",
+        "/feed.rss",
+        "/feed.atom",
+        "/feed.json",
+    ]:
+        page = client.get(url).get_data(as_text=True)
+        assert "S3CRET" not in page and "hunter2" not in page, url
+        assert "127.0.0.1" in page, url  # the outlet's name: its host
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "redirect to gopher://bob:pw@evil.example/f?key=S3CRET now",
+            "redirect to gopher://evil.example/f now",
+        ),
+        (
+            "HTTPS://a:b@x.org:8080/p?x=1#top and http://plain.example/",
+            "HTTPS://x.org:8080/p#top and http://plain.example/",
+        ),
+        ("HTTP 404 Not Found", "HTTP 404 Not Found"),
+        (None, ""),
+    ],
+)
+def test_without_keys_leaves_out_what_an_address_keeps_private(text: str | None, shown: str) -> None:
+    assert without_keys(text) == shown

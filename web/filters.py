@@ -153,6 +153,19 @@ def percent(x: float | None) -> str:
     return "" if x is None else f"{x * 100:.0f}%"
 
 
+# An address in free text (an error message): scheme, user name and password, the rest, query.
+_ADDRESS = re.compile(
+    r"\b([a-z][a-z0-9+.-]*://)(?:[^\s/@]*@)?([^\s?#'\"<>]*)(?:\?[^\s#'\"<>]*)?", re.IGNORECASE
+)
+
+
+def without_keys(text: str | None) -> str:
+    """``text`` with the user names, passwords and queries of the addresses in it left
+    out: where a private feed keeps its subscriber's key (a feed's last error is shown
+    on its public page, and may quote where it was redirected)."""
+    return _ADDRESS.sub(lambda m: m.group(1) + m.group(2), text or "")
+
+
 def register(app: Flask) -> None:
     app.jinja_env.filters.update(
         safe_html=safe_html,
@@ -163,6 +176,7 @@ def register(app: Flask) -> None:
         plural=plural,
         percent=percent,
         author_name=author_name,
+        without_keys=without_keys,
     )
 
     @app.context_processor

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from aggregator.models import ClusterSummary, Feed, StoredItem, StoryFilter
+from aggregator.models import ClusterSummary, Feed, StoredItem, StoryFilter, public_feed_url
 from web import get_reader, syndication, whole_number
 from web.caching import conditional
 from web.diff import TextDiff, WordOp, diff_texts, word_diff
@@ -282,7 +282,7 @@ def outlet(feed_id: int) -> str:
     return render_template(
         "outlet.html",
         feed=feed,
-        feed_link=safe_url(feed.url),
+        feed_link=safe_url(public_feed_url(feed.url)),
         site_link=safe_url(feed.site_url),
         items=items[:size],
         page=page,

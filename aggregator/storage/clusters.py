@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from aggregator.models import ClusterDetail, ClusterSummary, MemberInfo, StoredItem, StoryFilter
+from aggregator.models import ClusterDetail, ClusterSummary, MemberInfo, StoredItem, StoryFilter, outlet_name
 from aggregator.storage import items as items_store
 
 __all__ = [
@@ -163,7 +163,12 @@ def _outlets(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[str]]:
         )
     }
     feed_ids = sorted({feed_id for pairs in stored.values() for feed_id, _ in pairs})
-    names = dict(_select_in(db, "SELECT id, coalesce(title, url) FROM feeds WHERE id IN ({marks})", feed_ids))
+    names = {
+        feed_id: outlet_name(title, url)
+        for feed_id, title, url in _select_in(
+            db, "SELECT id, title, url FROM feeds WHERE id IN ({marks})", feed_ids
+        )
+    }
     return {cid: [names[f] for f, _ in pairs if f in names] for cid, pairs in stored.items()}
 
 
