@@ -979,6 +979,11 @@ class Aggregator:
     def cluster(self, cluster_id: int) -> ClusterDetail | None:
         return clusters_store.detail(self.db, cluster_id)
 
+    def merged_into(self, cluster_id: int) -> int | None:
+        """The story a story that no longer exists became part of (a merge, or a
+        re-clustering that joined it to another), if that one exists."""
+        return clusters_store.merged_into(self.db, cluster_id)
+
     def items_by_id(self, item_ids: Iterable[int]) -> dict[int, StoredItem]:
         """Stored items (with their current cluster) by id; missing ids are left out."""
         return {i.id: i for i in items_store.get_many(self.db, list(dict.fromkeys(item_ids)))}

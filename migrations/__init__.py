@@ -406,3 +406,18 @@ def m0015_story_outlets(db: Database) -> None:
             for cid, pairs in outlets.items()
         ),
     )
+
+
+@migrations(name="0016_merged_stories")
+def m0016_merged_stories(db: Database) -> None:
+    # Where a story merged into another one went (followed to the story it is part of
+    # now), so that links to it (readers' feed items, bookmarks) still lead to it.
+    db.execute(
+        """
+        CREATE TABLE merged_stories (
+            id INTEGER PRIMARY KEY,
+            into_id INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX merged_stories_into ON merged_stories(into_id)")

@@ -336,6 +336,32 @@ def test_migration_0015_gives_stored_stories_the_outlets_a_refresh_gives(tmp_pat
     assert open_database(path).execute(_Summaries.QUERY).fetchall() == refreshed
 
 
+def test_a_reclustering_remembers_where_the_stories_without_an_id_went(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "t.db")
+    with write_transaction(db):
+        one, two, three = _Summaries(db, "earliest").stories(
+            [[(0, 1, 1), (1, 1, 1)], [(2, 2, 1)], [(3, 3, 1)]], pin=False
+        )
+        a, b, c, d = sorted(clusters_store.partition(db))
+        # Stories one and two become one (it keeps the id of one); three stays as it was.
+        out = clusters_store.replace_all(
+            db,
+            [
+                [(a, 1.0, "new", None), (b, 1.0, "similar", None), (c, 1.0, "similar", None)],
+                [(d, 1.0, "new", None)],
+            ],
+            lambda ms: ms[0].item_id,
+            [],
+            1.0,
+        )
+    assert out == {a: one, b: one, c: one, d: three}
+    assert clusters_store.merged_into(db, two) == one
+    assert clusters_store.merged_into(db, one) is None and clusters_store.merged_into(db, three) is None
+    with write_transaction(db):
+        clusters_store.merge_into(db, three, [one])
+    assert clusters_store.merged_into(db, two) == three == clusters_store.merged_into(db, one)
+
+
 def test_stories_told_by_few_outlets_enough_are_read_through_the_coverage_index(tmp_path: Path) -> None:
     db = open_database(tmp_path / "t.db")
     source = clusters_store._clusters_for(db, "latest", 20)

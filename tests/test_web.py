@@ -294,6 +294,25 @@ def test_missing_story_is_a_404_page(client: Any) -> None:
     assert client.get("/story/999999", headers=future).status_code == 404  # never a 304
 
 
+def test_a_merged_storys_address_leads_to_the_story_it_became_part_of(
+    client: Any, demo_agg: Aggregator
+) -> None:
+    """Readers' feed items and bookmarks link to a story's page: after a merge (and a
+    merge of the merged story), the old address redirects to the story, ``?item=`` kept."""
+    a, b, c = (s.id for s in demo_agg.clusters(limit=3))
+    item = demo_agg.story_members([a])[a][0].id
+    demo_agg.merge_clusters(b, a, "admin")
+    demo_agg.merge_clusters(c, b, "admin")
+    for gone in (a, b):
+        r = client.get(f"/story/{gone}?item={item}")
+        assert r.status_code == 301 and r.headers["Location"] == f"/story/{c}?item={item}"
+    assert client.get(f"/story/{c}?item={item}").status_code == 200
+    # A story that went with its feed is gone: no redirect to what no longer exists.
+    for feed in demo_agg.feeds():
+        demo_agg.remove_feed(feed.id)
+    page(client, f"/story/{a}", 404)
+
+
 def test_a_repeated_parameter_is_read_as_the_view_reads_it(client: Any) -> None:
     """Views read a parameter's first value: so must the page cache's key."""
     coverage = client.get("/?sort=coverage&sort=latest")

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from aggregator.models import ClusterSummary, Feed, StoredItem, StoryFilter, public_feed_url
 from web import get_reader, syndication, whole_number
@@ -185,10 +186,14 @@ class VariantView:
 
 @bp.get("/story/<int:cluster_id>")
 @conditional()
-def story(cluster_id: int) -> str:
+def story(cluster_id: int) -> str | WerkzeugResponse:
     detail = get_reader().cluster(cluster_id)
     if detail is None:
-        abort(404, description="This story does not exist, or it was merged into another one.")
+        into = get_reader().merged_into(cluster_id)
+        if into is not None:  # links to a merged story (readers' feed items) lead to it
+            args: dict[str, Any] = {k: v for k, v in request.args.items() if k != "cluster_id"}
+            return redirect(url_for("public.story", cluster_id=into, **args), 301)
+        abort(404, description="This story does not exist.")
     summary = detail.summary
     canon = summary.canonical
     by_id = {m.id: m for m in detail.members}

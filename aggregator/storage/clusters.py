@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -338,6 +339,27 @@ def merge_into(db: Database, target: int, others: Iterable[int]) -> None:
     marks = ",".join("?" * len(ids))
     db.execute(f"UPDATE memberships SET cluster_id = ? WHERE cluster_id IN ({marks})", [target, *ids])
     db.execute(f"DELETE FROM clusters WHERE id IN ({marks})", ids)
+    _record_merged(db, {c: target for c in ids})
+
+
+def _record_merged(db: Database, moves: Mapping[int, int]) -> None:
+    """Remember that stories ``moves`` went into others (old id -> new id), and send the
+    stories merged into them before along (so a link is one look-up from its story)."""
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO merged_stories (id, into_id) VALUES (?, ?)", list(moves.items())
+    )
+    db.conn.executemany(
+        "UPDATE merged_stories SET into_id = ? WHERE into_id = ?", [(b, a) for a, b in moves.items()]
+    )
+
+
+def merged_into(db: Database, cluster_id: int) -> int | None:
+    """The story a story that no longer exists was merged into, if it still exists."""
+    row = db.execute(
+        "SELECT m.into_id FROM merged_stories m JOIN clusters c ON c.id = m.into_id WHERE m.id = ?",
+        [cluster_id],
+    ).fetchone()
+    return int(row[0]) if row else None
 
 
 def replace_all(
@@ -406,6 +428,14 @@ def replace_all(
     pins = [(item_id, out[item_id]) for item_id in pinned if item_id in out]
     db.conn.executemany("UPDATE clusters SET pinned_item_id = ? WHERE id = ?", pins)
     refresh_all(db, choose, now, keep_updated=unchanged)
+    # An old story that kept no id of its own went where most of its items went.
+    gone: dict[int, int] = {}
+    for cid, items in old_members.items():
+        if cid not in taken:
+            went = Counter(out[item_id] for item_id in items if item_id in out)
+            if went:
+                gone[cid] = max(went.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+    _record_merged(db, gone)
     return out
 
 
