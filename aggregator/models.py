@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 
 def outlet_name(title: str | None, url: str) -> str:
@@ -177,6 +177,18 @@ class StoredItem:
     @property
     def outlet(self) -> str:
         return outlet_name(self.feed_title, self.feed_url)
+
+    @property
+    def content_base(self) -> str:
+        """What relative links in the item's content are relative to: its own address,
+        else its feed's (without a user name, password or query: a subscriber's key)."""
+        if self.link:
+            return self.link
+        try:
+            parts = urlsplit(self.feed_url)
+            return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        except ValueError:
+            return ""
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,75 @@ def test_safe_html_never_lets_anything_run(html: str) -> None:
     assert audit(str(safe_html(html))) == []
 
 
+class Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [v for k, v in attrs if k in ("href", "src") and v is not None]
+
+
+def links(html: str) -> list[str]:
+    parser = Links()
+    parser.feed(html)
+    return parser.urls
+
+
+@given(
+    st.lists(
+        st.sampled_from(FRAGMENTS)
+        | st.sampled_from(['<a href="', '<img src="', '">'])
+        | st.text(max_size=10),
+        max_size=8,
+    ).map("".join),
+    st.sampled_from([None, "https://news.example/a/story.html?id=5", "javascript:alert(1)", "/relative"]),
+)
+def test_safe_html_leaves_no_relative_link(html: str, base: str | None) -> None:
+    """A relative link would lead to this site's own pages: it is resolved against the
+    item's address, or left out."""
+    out = str(safe_html(html, base))
+    assert audit(out) == []
+    for url in links(out):
+        assert urlsplit(url).scheme in ("http", "https", "mailto"), url
+
+
+def test_safe_html_resolves_relative_links_against_the_items_address() -> None:
+    html = '<a href="/2024/x.html">a</a><img src="img/b.jpg" alt="b"><a href="#n1">n</a><a href="//cdn.example/z">z</a>'
+    assert links(str(safe_html(html, "https://news.example/a/story.html?id=5"))) == [
+        "https://news.example/2024/x.html",
+        "https://news.example/a/img/b.jpg",
+        "https://news.example/a/story.html?id=5#n1",
+        "https://cdn.example/z",
+    ]
+    assert links(str(safe_html(html))) == []  # without a base, no relative address is kept
+
+
+def test_an_item_without_a_link_resolves_against_its_feed_without_its_key() -> None:
+    from aggregator.models import StoredItem
+
+    item = StoredItem(
+        id=1,
+        feed_id=1,
+        feed_title=None,
+        feed_url="https://a:b@p.example/f/rss.xml?key=S3CRET",
+        link=None,
+        title="t",
+        summary="",
+        text="",
+        content_html="",
+        author=None,
+        published=None,
+        first_seen=0.0,
+        sort_time=0.0,
+        cluster_id=None,
+        score=None,
+        signal=None,
+    )
+    assert item.content_base == "https://p.example/f/rss.xml"
+    assert links(str(safe_html('<a href="#n">n</a>', item.content_base))) == ["https://p.example/f/rss.xml#n"]
+
+
 def test_safe_html_keeps_ordinary_markup() -> None:
     out = str(safe_html('<p>A <a href="https://x.test/a">link</a> and <em>emphasis</em>.</p>'))
     assert (

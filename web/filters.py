@@ -62,15 +62,22 @@ ALLOWED_ATTRIBUTES = {
 }
 
 
-def safe_html(html: str | None) -> Markup:
-    """Feed HTML made safe: no scripts, handlers, styles or javascript:/data: URLs."""
+def safe_html(html: str | None, base: str | None = None) -> Markup:
+    """Feed HTML made safe: no scripts, handlers, styles or javascript:/data: URLs.
+
+    Relative links and images are resolved against ``base`` (the item's own address,
+    else its feed's): on this site they would point at its own pages.  Without a
+    usable base they are left out.
+    """
     if not html:
         return Markup("")
+    absolute = safe_url(base)
     clean = nh3.clean(
         html,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
+        url_relative=("rewrite_with_base", absolute) if absolute else "deny",
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
     )
