@@ -1032,9 +1032,11 @@ class Aggregator:
         limit, offset = _page(limit, offset)
         return clusters_store.stories(self.db, f, match, sort=sort, limit=limit, offset=offset)
 
-    def story_members(self, cluster_ids: Sequence[int]) -> dict[int, list[StoredItem]]:
-        """Every outlet's variant of each story, oldest first."""
-        return clusters_store.members_of(self.db, list(cluster_ids))
+    def story_members(
+        self, cluster_ids: Sequence[int], per_story: int | None = None
+    ) -> dict[int, list[StoredItem]]:
+        """Every outlet's variant of each story (the first ``per_story``), oldest first."""
+        return clusters_store.members_of(self.db, list(cluster_ids), per_story)
 
     def search(
         self,

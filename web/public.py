@@ -323,7 +323,7 @@ def _tag_authority(host: str | None) -> str:
 
 def _entries(stories: list[ClusterSummary]) -> list[syndication.FeedEntry]:
     agg = get_reader()
-    members = agg.story_members([s.id for s in stories])
+    members = agg.story_members([s.id for s in stories], syndication.MAX_VARIANTS)
     authority = _tag_authority(urlsplit(_absolute("public.index")).hostname)
     out = []
     for s in stories:
@@ -342,6 +342,7 @@ def _entries(stories: list[ClusterSummary]) -> list[syndication.FeedEntry]:
                 latest=s.last_seen,
                 outlets=s.outlets,
                 variants=variants,
+                versions=s.size,
                 external_url=safe_url(s.canonical.link),
             )
         )

@@ -44,6 +44,9 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 DCTERMS_NS = "http://purl.org/dc/terms/"
 DC_NS = "http://purl.org/dc/elements/1.1/"
 GENERATOR = "the aggregator"
+# Versions listed in a feed item (the oldest first); the story page lists them all.  A
+# story told 200 times made every item carry 200 links, and the feeds 5 MB.
+MAX_VARIANTS = 20
 
 _NOT_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -75,7 +78,8 @@ class FeedEntry:
     updated: float  # last change of the story (an outlet joined, an item was edited)
     latest: float  # latest report
     outlets: tuple[str, ...]
-    variants: Sequence[Variant] = field(default_factory=tuple)
+    variants: Sequence[Variant] = field(default_factory=tuple)  # the first MAX_VARIANTS
+    versions: int = 0  # how many versions the story has (0: as many as variants)
     external_url: str | None = None  # the canonical outlet's article
 
 
@@ -140,6 +144,9 @@ def entry_html(entry: FeedEntry) -> str:
         items.append(f"<li>{head} — {_h(v.outlet)}, {_human(v.time)}</li>")
     if items:
         parts.append("<ul>" + "".join(items) + "</ul>")
+    more = entry.versions - len(entry.variants)
+    if more > 0:
+        parts.append(f"<p>And {more} more {'version' if more == 1 else 'versions'}.</p>")
     parts.append(f'<p><a href="{_h(entry.url)}">Compare every version</a></p>')
     return xml_text("\n".join(parts))
 
@@ -246,6 +253,7 @@ def render_json(channel: Channel, entries: Sequence[FeedEntry]) -> bytes:
             "authors": [{"name": o} for o in e.outlets],
             "_aggregator": {
                 "outlets": len(e.outlets),
+                "versions": max(e.versions, len(e.variants)),
                 "latest": _rfc3339(e.latest),
                 "variants": [
                     {"title": v.title, "outlet": v.outlet, "url": v.url, "date": _rfc3339(v.time)}

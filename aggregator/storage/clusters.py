@@ -289,8 +289,10 @@ def _with_created(db: Database, rows: Sequence[Sequence[Any]]) -> list[ClusterSu
     return [dataclasses.replace(s, created_at=created[s.id]) for s in _summaries(db, [r[:6] for r in rows])]
 
 
-def members_of(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[StoredItem]]:
-    """Every member item of each cluster, oldest first."""
+def members_of(
+    db: Database, cluster_ids: Sequence[int], per_story: int | None = None
+) -> dict[int, list[StoredItem]]:
+    """Every member item of each cluster (the first ``per_story`` of each), oldest first."""
     out: dict[int, list[StoredItem]] = {cid: [] for cid in cluster_ids}
     if not cluster_ids:
         return out
@@ -298,9 +300,11 @@ def members_of(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[Store
     ids = [
         r[0]
         for r in db.execute(
-            "SELECT m.item_id FROM memberships m JOIN items i ON i.id = m.item_id "
-            f"WHERE m.cluster_id IN ({marks}) ORDER BY i.sort_time, i.id",
-            list(cluster_ids),
+            "SELECT item_id FROM (SELECT m.item_id, i.sort_time, "
+            "row_number() OVER (PARTITION BY m.cluster_id ORDER BY i.sort_time, i.id) AS k "
+            f"FROM memberships m JOIN items i ON i.id = m.item_id WHERE m.cluster_id IN ({marks})) "
+            "WHERE k <= ? ORDER BY sort_time, item_id",
+            [*cluster_ids, 2**62 if per_story is None else per_story],
         )
     ]
     for item in items_store.get_many(db, ids):
