@@ -80,12 +80,23 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def clean_text(text: str) -> str:
-    """Unicode NFKC, control characters removed, whitespace collapsed."""
+    """Unicode NFKC, control characters removed, whitespace collapsed; empty when
+    nothing in it can be seen (a headline of zero-width spaces is no headline)."""
     if not text:
         return ""
     text = unicodedata.normalize("NFKC", text)
     text = _JUNK.sub(" ", text)
-    return _WS.sub(" ", text).strip()
+    text = _WS.sub(" ", text).strip()
+    return text if any(map(_visible, text)) else ""
+
+
+# Characters that draw nothing although they are not spaces or format characters.
+_BLANKS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+
+
+def _visible(c: str) -> bool:
+    """Whether character ``c`` shows something by itself."""
+    return not (c.isspace() or c in _BLANKS or unicodedata.category(c) in ("Cf", "Cc", "Mn", "Me", "Zs"))
 
 
 def html_to_text(html: str) -> str:

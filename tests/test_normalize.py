@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,6 +27,17 @@ def test_html_to_text_drops_markup_scripts_and_styles() -> None:
 def test_html_to_text_plain_and_empty() -> None:
     assert html_to_text("") == ""
     assert html_to_text("  just   text\n here ") == "just text here"
+
+
+@pytest.mark.parametrize(
+    "blank", ["\u200b\u200c\u200d\u2060", "\xad\u2800", "\u3164 \uffa0", "\u0301", "\u202e\u200b"]
+)
+def test_text_that_shows_nothing_is_empty(blank: str) -> None:
+    """A headline or an outlet's name of zero-width or blank characters is none: the
+    story's link had no text to click, so the "(untitled)" fallback must apply."""
+    assert clean_text(blank) == "" and title_text(blank) == ""
+    between = clean_text(f"a{blank}b")  # between letters, they stay (NFKC may fold them)
+    assert between[-1] == "b" and unicodedata.normalize("NFD", between)[0] == "a"
 
 
 def test_clean_text_unicode() -> None:
@@ -91,6 +104,9 @@ def test_summarize() -> None:
 def test_clean_text_never_raises_and_is_idempotent(s: str) -> None:
     once = clean_text(s)
     assert clean_text(once) == once
+    assert once == "" or any(
+        unicodedata.category(c)[0] in "LNPS" or unicodedata.category(c) in ("Co", "Cn") for c in once
+    )
 
 
 @given(st.text())
