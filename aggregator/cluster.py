@@ -586,6 +586,10 @@ class ClusterEngine:
             touched.add(it.cluster)
         return touched
 
+    def cluster_sizes(self) -> dict[int, int]:
+        """Cluster id -> how many items its profile holds (those that left the window too)."""
+        return {cid: c.size for cid, c in self._clusters.items()}
+
     def item_ids(self) -> list[int]:
         """The ids of the items in the window."""
         return list(self._by_id)

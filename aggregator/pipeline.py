@@ -197,6 +197,11 @@ class Pipeline:
                 moved |= {b, c}
             elif kind == "remove":
                 moved |= engine.drop(items_store.missing(self.db, engine.item_ids()))
+                # A story's members that left the window are in its profile, not in the
+                # index: a story that lost such members holds more than it stores.
+                sizes = engine.cluster_sizes()
+                stored = clusters_store.member_counts(self.db, sizes, self._last_id)
+                moved |= {cid for cid, n in sizes.items() if stored.get(cid, 0) != n}
             else:
                 return False
         if not moved:
@@ -421,6 +426,8 @@ class Pipeline:
         computed ahead (by :func:`~aggregator.prepare.prepare`); else they are computed
         here for the new and edited items.  Call inside a transaction.
         """
+        if not items:  # (no index needed: building one here would hold the write lock)
+            return IngestResult([], [])
         engine = self.engine()
         known = items_store.existing(self.db, feed_id, [i.identity for i in items])
         fresh = [n for n, item in enumerate(items) if item.identity not in known]

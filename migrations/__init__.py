@@ -421,3 +421,23 @@ def m0016_merged_stories(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX merged_stories_into ON merged_stories(into_id)")
+
+
+@migrations(name="0017_item_ids_not_reused")
+def m0017_item_ids_not_reused(db: Database) -> None:
+    # New items took the highest id + 1: after a feed's removal deleted the highest ids,
+    # new items took them, and a process that had seen the deleted items (a cluster
+    # index, a re-clustering under way) took a new item for the old one.  As for
+    # stories (0012), the highest id ever used is kept and new items go past it.
+    db.execute(
+        "INSERT OR REPLACE INTO meta (key, value) SELECT 'item_id_high', CAST(coalesce(max(id), 0) AS TEXT) FROM items"
+    )
+    db.execute(
+        """
+        CREATE TRIGGER items_retire AFTER DELETE ON items
+        WHEN old.id > coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'item_id_high'), 0)
+        BEGIN
+            INSERT OR REPLACE INTO meta (key, value) VALUES ('item_id_high', CAST(old.id AS TEXT));
+        END
+        """
+    )

@@ -581,11 +581,13 @@ def test_story_summaries_kept_by_growth_equal_a_full_refresh(agg: Aggregator, de
     assert agg.db.execute(query).fetchall() == kept
 
 
+@pytest.mark.parametrize("entries", [2, 0])
 def test_the_index_is_rebuilt_before_the_write_lock_is_taken(
-    agg: Aggregator, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+    agg: Aggregator, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch, entries: int
 ) -> None:
     """A rebuild takes half a minute at a million stored items: holding the write lock
-    meanwhile would make the site's writes and the poller's heartbeat time out."""
+    meanwhile would make the site's writes and the poller's heartbeat time out.  A
+    document without entries needs no index at all."""
     import sqlite3
 
     from aggregator.pipeline import Pipeline
@@ -611,9 +613,9 @@ def test_the_index_is_rebuilt_before_the_write_lock_is_taken(
         catch_up(self, engine)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Pipeline, "_catch_up", spy)
-    feed_server.routes["/a.xml"] = Route(rss([story(1), story(2)]))
+    feed_server.routes["/a.xml"] = Route(rss([story(n) for n in range(1, entries + 1)]))
     (report,) = agg.update([a])
-    assert report.new_items == 1 and rebuilds == [False]
+    assert report.new_items == (1 if entries else 0) and rebuilds == ([False] if entries else [])
 
 
 def test_a_locked_database_fails_each_feed_not_the_update(agg: Aggregator, feed_server: FeedServer) -> None:
@@ -894,6 +896,45 @@ def test_corrections_applied_to_an_index_leave_it_as_a_rebuild_makes_it(
         elif len(stories) > 1:
             a, b = rng.sample(sorted(stories), 2)
             site.merge_clusters(a, b, "admin")
+    applied = _profiles(poller)
+    assert poller.pipeline.rebuilds == 1
+    with Aggregator(settings) as fresh:
+        assert applied == _profiles(fresh)
+    poller.close()
+    site.close()
+
+
+def test_a_removed_feeds_item_that_left_the_window_leaves_its_storys_profile(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """A story still live in the index holds the vector and time of a member that left
+    the window: when that member's feed is removed, the index must drop them too."""
+    settings = own_settings(tmp_path, "w", "[cluster]\ntime_window_hours = 1\nlate_arrival_hours = 0\n")
+    poller, site = Aggregator(settings), Aggregator(settings)
+    x = "Volcano erupts near Reykjavik forcing thousands of residents to evacuate their homes overnight as lava flows toward Grindavik"
+    docs = {
+        "f": ("Volcano erupts in Iceland", x, "10:00"),
+        "g": ("Iceland volcano erupts, thousands evacuate", x + " officials said", "10:30"),
+        "h": (
+            "Club appoints new manager",
+            "Football club appoints a manager after relegation from the top division",
+            "11:15",
+        ),
+    }
+    for name, (title, text, hhmm) in docs.items():
+        entry = {
+            "title": title,
+            "guid": name,
+            "link": f"https://{name}.example/1",
+            "description": text,
+            "pubDate": f"Tue, 24 Nov 2026 {hhmm}:00 GMT",
+        }
+        feed_server.routes[f"/{name}.xml"] = Route(rss([entry], title=name))
+        poller.add_feed(feed_server.url(f"/{name}.xml"))
+        poller.update()
+    assert len({r["cluster_id"] for r in poller.export_rows()}) == 2  # f and g are one story
+    poller.pipeline.engine()  # f's item has left the window by now; its story has not
+    site.remove_feed(feed_server.url("/f.xml"))
     applied = _profiles(poller)
     assert poller.pipeline.rebuilds == 1
     with Aggregator(settings) as fresh:

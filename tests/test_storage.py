@@ -102,6 +102,19 @@ def test_what_a_delete_looks_up_is_indexed(tmp_path: Path, lookup: str) -> None:
     assert "USING" in plan and "INDEX" in plan, plan
 
 
+def test_an_items_id_is_never_given_to_another_item(tmp_path: Path) -> None:
+    """A feed's removal deleted the highest ids and new items took them: a cluster index
+    or a re-clustering that had seen the old items took the new ones for them."""
+    db = open_database(tmp_path / "t.db")
+    feed = feeds_store.add(db, "https://f.example/", 1.0, title="f")[0].id
+    first = items_store.insert_many(db, feed, [_item(n, 10) for n in range(3)], 1.0, [1.0, 2.0, 3.0])
+    db.execute("DELETE FROM items WHERE id >= ?", [first[1]])
+    (again,) = items_store.insert_many(db, feed, [_item(9, 10)], 1.0, [4.0])
+    assert again == first[2] + 1
+    db.execute("DELETE FROM items")
+    assert items_store.insert_many(db, feed, [_item(10, 10)], 1.0, [5.0]) == [again + 1]
+
+
 def test_missing_names_the_ids_not_stored(tmp_path: Path) -> None:
     db = open_database(tmp_path / "t.db")
     feed = feeds_store.add(db, "https://f.example/", 1.0, title="f")[0].id

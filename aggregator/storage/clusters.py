@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlite_utils import Database
@@ -512,6 +512,17 @@ def clusters_of(db: Database, item_ids: Sequence[int]) -> dict[int, int]:
     return dict(
         _select_in(db, "SELECT item_id, cluster_id FROM memberships WHERE item_id IN ({marks})", item_ids)
     )
+
+
+def member_counts(db: Database, cluster_ids: Collection[int], upto_item: int) -> dict[int, int]:
+    """Cluster id -> how many of its members have an id up to ``upto_item`` (clusters
+    without such members left out)."""
+    rows = db.execute(
+        "SELECT cluster_id, count(*) FROM memberships WHERE cluster_id IN (SELECT value FROM json_each(?)) "
+        "AND item_id <= ? GROUP BY cluster_id",
+        [json.dumps(sorted(cluster_ids)), upto_item],
+    ).fetchall()
+    return dict(rows)
 
 
 def member_ids(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[int]]:

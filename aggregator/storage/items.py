@@ -44,13 +44,22 @@ def insert(db: Database, feed_id: int, item: Item, now: float, sort_time: float)
     return insert_many(db, feed_id, [item], now, [sort_time])[0]
 
 
+# An item's id is never given to another item (a process that saw the first would take
+# the second for it): past the highest id ever used, which a trigger keeps in ``meta``
+# as items are deleted (migration 0017).
+_NEXT_ID = (
+    "max(coalesce((SELECT max(id) FROM items), 0), "
+    "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'item_id_high'), 0)) + 1"
+)
+
+
 def insert_many(
     db: Database, feed_id: int, items: Sequence[Item], now: float, sort_times: Sequence[float]
 ) -> list[int]:
     """Insert new items in one statement; returns their ids.  Call inside a write transaction."""
     if not items:
         return []
-    first = max_id(db) + 1
+    first = int(db.execute(f"SELECT {_NEXT_ID}").fetchone()[0])
     ids = list(range(first, first + len(items)))
     db.conn.executemany(
         "INSERT INTO items (id, feed_id, identity, guid, link, canonical_link, title, summary, text, "
