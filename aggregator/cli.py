@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -84,7 +85,28 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group: a database or file problem is an error message, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except sqlite3.OperationalError as exc:
+            hint = (
+                " (another process holds it, or it is read-only)"
+                if "locked" in str(exc) or "readonly" in str(exc)
+                else ""
+            )
+            raise click.ClickException(f"database error: {exc}{hint}") from None
+        except sqlite3.Error as exc:
+            raise click.ClickException(f"database error: {exc}") from None
+        except OSError as exc:
+            raise click.ClickException(
+                f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+            ) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
 @db_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every poll.")
@@ -227,6 +249,9 @@ def update(everything: bool) -> None:
     click.echo(f"polled {len(reports)} feed(s): {new} new item(s), {len(failed)} error(s)")
     for r in failed:
         click.echo(f"  {r.feed_url}: {r.error}", err=True)
+    broken = [r for r in failed if (r.error or "").startswith("internal error")]
+    if broken:  # not the feeds' fault: ours, or the database's (locked, read-only, full)
+        raise click.ClickException(f"{len(broken)} feed(s) could not be stored")
 
 
 @cli.command()

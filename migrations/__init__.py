@@ -9,11 +9,27 @@ from sqlite_utils import Database, Migrations
 
 migrations = Migrations("aggregator")
 
-__all__ = ["apply", "migrations"]
+__all__ = ["NewerDatabaseError", "apply", "migrations"]
+
+
+class NewerDatabaseError(RuntimeError):
+    """The database has migrations this version does not know: a newer version wrote it."""
 
 
 def apply(db: Database) -> list[str]:
-    """Apply pending migrations; return the names applied."""
+    """Apply pending migrations; return the names applied.
+
+    Refuses a database that a newer version of the aggregator migrated: this version
+    would read and write its new tables and columns wrongly (stories listed without
+    their outlets, counts left stale).
+    """
+    known = {m.name for m in migrations._migrations}
+    unknown = sorted({m.name for m in migrations.applied(db)} - known)
+    if unknown:
+        raise NewerDatabaseError(
+            f"the database was changed by a newer version of the aggregator (migration {unknown[-1]}); "
+            "upgrade the aggregator to use it"
+        )
     pending = [m.name for m in migrations.pending(db)]
     migrations.apply(db)
     return pending

@@ -106,6 +106,35 @@ def test_clear_errors(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-d
     assert result.exit_code == 1 and "cannot open database" in result.output
 
 
+def test_a_database_or_file_problem_is_a_message_not_a_traceback(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from aggregator.core import Aggregator
+
+    run("feeds")  # creates cli.db
+    # A backup onto the live database would swap the file under running processes.
+    assert "is the database itself" in run("backup", str(tmp_path / "cli.db"), ok=False)
+    assert "is the database itself" in run("backup", str(tmp_path / "cli.db-wal"), ok=False)
+
+    def locked(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(Aggregator, "add_feed", locked)
+    result = CliRunner().invoke(
+        cli, ["add", "https://a.example/feed", "--config", str(tmp_path / "config.toml")]
+    )
+    assert result.exit_code == 1 and result.exception is not None and isinstance(result.exception, SystemExit)
+    assert "database error: database is locked (another process holds it" in result.output
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device", "/dev/full")
+
+    monkeypatch.setattr(Aggregator, "export_jsonl", full)
+    assert "No space left on device: /dev/full" in run("export", "-o", "/dev/full", ok=False)
+
+
 def test_settings_command(run) -> None:  # type: ignore[no-untyped-def]
     assert "cluster.num_perm = 128" in run("settings")
     assert "# Settings" in run("settings", "--markdown")

@@ -50,6 +50,17 @@ def test_migrations_on_an_existing_database_keep_its_data(tmp_path: Path) -> Non
     assert reopened.execute("SELECT title FROM items").fetchall() == [("Old story",)]
 
 
+def test_a_database_a_newer_version_migrated_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    db = open_database(path)
+    db.execute(
+        "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('aggregator', '9999_future', 'x')"
+    )
+    db.close()
+    with pytest.raises(migrations.NewerDatabaseError, match="newer version.*9999_future"):
+        open_database(path)
+
+
 def test_identities_made_from_links_are_made_again(tmp_path: Path) -> None:
     """Items stored under identities of the links as they were normalised before keep
     matching their feed's entries (else a feed without GUIDs would be stored twice)."""
