@@ -70,6 +70,26 @@ def test_gzip_is_decoded(fetcher: Fetcher, feed_server: FeedServer) -> None:
     assert r.status == "ok" and r.body == body
 
 
+def test_gzip_of_several_members_is_decoded_whole(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    """RFC 1952 allows members one after another (servers that compress in pieces send
+    them): only the first was read, and half the feed was lost."""
+    body = rss([{"title": f"x{n}", "guid": str(n)} for n in range(40)])
+    pieces = [body[k : k + 500] for k in range(0, len(body), 500)]
+    feed_server.routes["/gz"] = Route(
+        b"".join(map(gzip.compress, pieces)), headers={"Content-Encoding": "gzip"}
+    )
+    feed_server.routes["/padded"] = Route(
+        gzip.compress(body) + b"\x00" * 64, headers={"Content-Encoding": "gzip"}
+    )
+    for path in ("/gz", "/padded"):
+        r = fetcher.fetch(feed_server.url(path))
+        assert r.status == "ok" and r.body == body, path
+    many = b"".join(gzip.compress(b" " * 20_000) for _ in range(5))  # 100,000 bytes in all
+    feed_server.routes["/many"] = Route(many, headers={"Content-Encoding": "gzip"})
+    r = fetcher.fetch(feed_server.url("/many"))
+    assert r.status == "error" and "50,000 byte limit" in (r.error or "")
+
+
 def test_size_cap_applies_after_decompression(fetcher: Fetcher, feed_server: FeedServer) -> None:
     bomb = gzip.compress(b"<rss>" + b" " * 5_000_000)
     assert len(bomb) < LIMITS.max_bytes

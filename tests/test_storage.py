@@ -57,7 +57,7 @@ def test_a_database_a_newer_version_migrated_is_refused(tmp_path: Path) -> None:
         "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('aggregator', '9999_future', 'x')"
     )
     db.close()
-    with pytest.raises(migrations.NewerDatabaseError, match="newer version.*9999_future"):
+    with pytest.raises(migrations.NewerDatabaseError, match=r"newer version.*9999_future"):
         open_database(path)
 
 
