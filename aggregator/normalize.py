@@ -119,7 +119,37 @@ def html_to_text(html: str) -> str:
 # <script> tags block rendering" or "If a<b then c" would lose all that follows the "<".
 # So only markup is removed: script and style elements with their content, other tags
 # that are closed somewhere in the headline (their words stay), and void tags.
-_SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b[^<>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_SCRIPT_OR_STYLE_OPEN = re.compile(r"<(script|style)\b[^<>]*>", re.IGNORECASE)
+_SCRIPT_OR_STYLE_CLOSE = {
+    "script": re.compile(r"</script\s*>", re.IGNORECASE),
+    "style": re.compile(r"</style\s*>", re.IGNORECASE),
+}
+
+
+def _drop_script_and_style(html: str) -> str:
+    """``html`` without its closed script and style elements (each becomes a space).
+
+    In one pass: an open tag whose kind is never closed after it is left as text, and
+    no later tag of that kind is looked at again (a regex looking for the close from
+    every open tag took minutes on a headline of a few thousand ``<script>``s).
+    """
+    out: list[str] = []
+    pos = 0
+    unclosed: set[str] = set()
+    for m in _SCRIPT_OR_STYLE_OPEN.finditer(html):
+        kind = m[1].lower()
+        if m.start() < pos or kind in unclosed:
+            continue
+        close = _SCRIPT_OR_STYLE_CLOSE[kind].search(html, m.end())
+        if close is None:
+            unclosed.add(kind)
+            continue
+        out += [html[pos : m.start()], " "]
+        pos = close.end()
+    out.append(html[pos:])
+    return "".join(out)
+
+
 _TITLE_CLOSE = re.compile(r"</([a-zA-Z][a-zA-Z0-9]*)\s*>")
 _TITLE_VOID = re.compile(r"<(?:br|img|hr|wbr)\b[^<>]*>", re.IGNORECASE)
 
@@ -129,7 +159,7 @@ def title_text(title: str) -> str:
     if not title:
         return ""
     if "<" in title:
-        title = _SCRIPT_OR_STYLE.sub(" ", title)
+        title = _drop_script_and_style(title)
         names = {m[1].lower() for m in _TITLE_CLOSE.finditer(title)}
         if names:
             pattern = "|".join(sorted(map(re.escape, names)))
@@ -245,11 +275,18 @@ def _too_deep(html: str) -> bool:
     return False
 
 
+# A tag this long is a hostile feed's (one tag with 100,000 attributes took lexbor 220 s).
+_GIANT_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9]*)[^<>]{8192,}>")
+
+
 def _tame(html: str) -> str:
-    """``html``, or, when nested too deep to parse in reasonable time, its text."""
+    """``html``, its giant tags without their attributes; or, when nested too deep to
+    parse in reasonable time, its text."""
+    if len(html) > 8192 and "<" in html:
+        html = _GIANT_TAG.sub(lambda m: f"<{m[1]}>", html)
     if len(html) < _DEEP_CHECK_FROM or not _too_deep(html):
         return html
-    text = clean_text(unescape(re.sub(r"<[^>]*>", " ", _SCRIPT_OR_STYLE.sub(" ", html))))
+    text = clean_text(unescape(re.sub(r"<[^>]*>", " ", _drop_script_and_style(html))))
     return f"<p>{escape(text)}</p>" if text else ""
 
 
