@@ -522,34 +522,40 @@ class Aggregator:
                 workers.shutdown(wait=False, cancel_futures=True)
                 workers = None
 
+        stopped: list[Future[Prepared]] = []  # the futures of a pool this update stopped itself
+
         def stop_workers() -> None:
+            stopped.extend(f for _, _, f in pending if f is not None)
             for process in list(getattr(workers, "_processes", {}).values()):
                 process.terminate()
 
         def process_oldest() -> None:
             feed, result, prepared = pending.popleft()
             done: Prepared | None = None
+            # A document that was with workers stopped for another feed's is parsed here.
+            innocent = prepared is not None and prepared in stopped
             if prepared is not None:
                 try:
-                    done = prepared.result(timeout=PARSE_TIMEOUT_SECONDS)
-                except TimeoutError as exc:
-                    # A document the parser does not finish with would hold the poller
-                    # for good: its worker is stopped (the pool with it) and the feed fails.
-                    stop_workers()
-                    lose_workers(BrokenProcessPool(str(exc)))
-                    why = (
-                        f"parsing took longer than {PARSE_TIMEOUT_SECONDS:g} s; the parse worker was stopped"
-                    )
-                    result = dataclasses.replace(result, status="error", error=why, body=b"")
+                    done = prepared.result(timeout=30.0 if innocent else PARSE_TIMEOUT_SECONDS)
                 except Exception as exc:
-                    # Never parsed again here: the document may be what killed the worker.
-                    # The feed's error, with the usual back-off; the next poll tries again.
-                    lose_workers(exc)
-                    if isinstance(exc, BrokenExecutor):
-                        why = "the parse worker process died while this feed was being read"
+                    if innocent:
+                        pass
+                    elif isinstance(exc, TimeoutError):
+                        # A document the parser does not finish with would hold the poller
+                        # for good: its worker is stopped (the pool with it), the feed fails.
+                        stop_workers()
+                        lose_workers(BrokenProcessPool(str(exc)))
+                        why = f"parsing took longer than {PARSE_TIMEOUT_SECONDS:g} s; the parse worker was stopped"
+                        result = dataclasses.replace(result, status="error", error=why, body=b"")
                     else:
-                        why = f"internal error while parsing: {type(exc).__name__}: {exc}"
-                    result = dataclasses.replace(result, status="error", error=why, body=b"")
+                        # Never parsed again here: the document may be what killed the
+                        # worker.  The feed's error, with the usual back-off.
+                        lose_workers(exc)
+                        if isinstance(exc, BrokenExecutor):
+                            why = "the parse worker process died while this feed was being read"
+                        else:
+                            why = f"internal error while parsing: {type(exc).__name__}: {exc}"
+                        result = dataclasses.replace(result, status="error", error=why, body=b"")
             with self._lock:
                 report = self.pipeline.process(feed, result, done)
             reports.append(report)
