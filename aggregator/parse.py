@@ -114,7 +114,7 @@ def _parse_xml_feed(body: bytes, url: str, headers: Mapping[str, str]) -> Parsed
     )
     feed = d.get("feed", {}) or {}
     base = feed.get("link") if isinstance(feed.get("link"), str) else None
-    base = urljoin(url, base) if base else url
+    base = (_join(url, base) or url) if base else url
     entries = [_entry_from_feedparser(e, url) for e in d.get("entries", [])]
     version = d.get("version", "")
     problem = None
@@ -147,7 +147,7 @@ def _describe_bozo(exc: object) -> str:
 
 def _entry_from_feedparser(e: dict[str, Any], url: str) -> Entry:
     link = e.get("link")
-    link = urljoin(url, link.strip()) if isinstance(link, str) and link.strip() else None
+    link = _join(url, link.strip()) if isinstance(link, str) and link.strip() else None
     contents = [c.get("value", "") for c in e.get("content", []) or [] if isinstance(c, Mapping)]
     content_html = max(contents, key=len) if contents else ""
     summary = _text(e.get("summary"))
@@ -202,12 +202,35 @@ def _without_surrogates(value: Any) -> Any:
     return value
 
 
+def _join(base: str, link: str) -> str | None:
+    """``link`` resolved against ``base``; None when it is no address (``https://[x]/``
+    made ``urljoin`` raise, and one such item lost its whole feed)."""
+    try:
+        return urljoin(base, link)
+    except ValueError:
+        return None
+
+
+def _int_or_text(digits: str) -> int | str:
+    """A JSON integer, kept as text when too long for ``int`` (Python refuses over 4,300 digits)."""
+    return int(digits) if len(digits) <= 1000 else digits
+
+
 def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:
+    bad_bytes = None
     try:
         text = body.decode("utf-8-sig")
-        data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError as exc:  # one bad byte does not lose the feed
+        text = body.decode("utf-8-sig", errors="replace")
+        bad_bytes = (
+            f"the JSON Feed is not valid UTF-8 ({exc.reason} at byte {exc.start}); read with replacements"
+        )
+    try:
+        data = json.loads(text, parse_int=_int_or_text)
+    except json.JSONDecodeError as exc:
         return ParsedFeed(None, None, [], error=f"JSON Feed is not valid JSON: {exc}")
+    except RecursionError:
+        return ParsedFeed(None, None, [], error="JSON Feed is nested too deeply to read")
     if _SURROGATE_ESCAPE.search(text):
         data = _without_surrogates(data)
     if not isinstance(data, dict):
@@ -228,10 +251,11 @@ def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:
         entries.append(_entry_from_json(raw, url))
     if skipped:
         warning = f"{skipped} JSON Feed item(s) were not objects and were skipped"
+    warning = bad_bytes or warning
     home = data.get("home_page_url")
     return ParsedFeed(
         title=title_text(_text(data.get("title")))[:300] or None,
-        link=urljoin(url, home) if isinstance(home, str) else None,
+        link=_join(url, home) if isinstance(home, str) else None,
         entries=entries,
         warning=warning,
     )
@@ -239,7 +263,7 @@ def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:
 
 def _entry_from_json(raw: Mapping[str, Any], url: str) -> Entry:
     link = raw.get("url") or raw.get("external_url")
-    link = urljoin(url, link) if isinstance(link, str) and link.strip() else None
+    link = _join(url, link) if isinstance(link, str) and link.strip() else None
     content = raw.get("content_html")
     if not isinstance(content, str) or not content:
         text = raw.get("content_text")

@@ -251,3 +251,33 @@ def test_a_giant_attribute_list_is_dropped_before_parsing() -> None:
         b"<guid/></item><item><title>two</title></item></channel></rss>"
     )
     assert [e.title for e in parse_feed(body, "http://x.example/", {}).entries] == ["hi", "two"]
+
+
+def test_one_bad_value_does_not_lose_a_json_feed() -> None:
+    """A malformed address in one item, a stray Latin-1 byte or a 5,000-digit id failed
+    the whole feed (RSS and Atom are read leniently in each case)."""
+    import json
+
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "J",
+        "home_page_url": "https://[news.example]/",
+        "items": [
+            {"id": "1", "url": "https://[news.example]/20", "title": "Bad address", "content_text": "a"},
+            {"id": "2", "url": "https://news.example/21", "title": "Caf\u00e9 opens", "content_text": "b"},
+        ],
+    }
+    body = json.dumps(doc, ensure_ascii=False).replace('"id": "1"', '"id": ' + "7" * 5000).encode()
+    body = body.replace("Caf\u00e9".encode(), b"Caf\xe9")  # Latin-1, not UTF-8
+    parsed = parse_feed(body, "https://news.example/feed.json", {"content-type": "application/feed+json"})
+    assert parsed.error is None and "not valid UTF-8" in (parsed.warning or "")
+    assert [(e.guid, e.link, e.title) for e in parsed.entries] == [
+        ("7" * 5000, None, "Bad address"),
+        ("2", "https://news.example/21", "Caf\ufffd opens"),
+    ]
+    deep = (
+        b'{"version": "https://jsonfeed.org/version/1.1", "items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    )
+    assert "nested too deeply" in (
+        parse_feed(deep, "https://x.example/f.json", {"content-type": "application/feed+json"}).error or ""
+    )
