@@ -279,9 +279,14 @@ def _too_deep(html: str) -> bool:
 _GIANT_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9]*)[^<>]{8192,}>")
 
 
+# Characters no page may carry (XML 1.0 refuses them; browsers show boxes).
+_HTML_JUNK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+
+
 def _tame(html: str) -> str:
-    """``html``, its giant tags without their attributes; or, when nested too deep to
-    parse in reasonable time, its text."""
+    """``html`` without control characters and with its giant tags stripped of their
+    attributes; or, when nested too deep to parse in reasonable time, its text."""
+    html = _HTML_JUNK.sub("", html)
     if len(html) > 8192 and "<" in html:
         html = _GIANT_TAG.sub(lambda m: f"<{m[1]}>", html)
     if len(html) < _DEEP_CHECK_FROM or not _too_deep(html):

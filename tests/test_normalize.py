@@ -193,3 +193,15 @@ def test_a_tag_with_a_giant_attribute_list_keeps_only_its_name() -> None:
     giant = "<p " + " ".join(f"a{i}=x" for i in range(10_000)) + ">hello</p><p class=x>next</p>"
     item = normalize_entry(Entry(guid="g", link=None, title="t", summary_html="", content_html=giant))
     assert item.content_html == "<p>hello</p><p class=x>next</p>" and item.text == "hello next"
+
+
+def test_stored_html_carries_no_control_characters() -> None:
+    entry = Entry(
+        guid="g",
+        link=None,
+        title="t",
+        summary_html="<p>a\x01b</p>",
+        content_html="<p>ctl \x07body\x1f \ufffe</p>",
+    )
+    item = normalize_entry(entry)
+    assert item.content_html == "<p>ctl body </p>" and item.text == "ctl body"

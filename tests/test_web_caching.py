@@ -271,3 +271,20 @@ def test_shared_pages_stay_within_their_size() -> None:
         )  # 7,000 bytes
         page = shared.get(f"k{kept[-1]}")
         assert page is not None and page.headers == (("Content-Type", "text/html"),)
+
+
+def test_if_none_match_any_is_not_a_304_for_what_does_not_exist(client: Any) -> None:
+    """``If-None-Match: *`` was taken as a match before the view ran: pages that do not
+    exist (404) and bad requests answered 304."""
+    star = {"If-None-Match": "*"}
+    assert client.get("/story/999999", headers=star).status_code == 404
+    assert client.get("/outlets/4242", headers=star).status_code == 404
+    assert client.get("/", headers=star).status_code == 200
+    etag = client.get("/").headers["ETag"]
+    assert client.get("/", headers={"If-None-Match": f'"x", {etag}'}).status_code == 304
+
+
+def test_a_method_not_allowed_says_which_are(client: Any) -> None:
+    r = client.post("/feed.rss")
+    assert r.status_code == 405 and {"GET", "HEAD"} <= set(r.headers["Allow"].split(", "))
+    assert r.mimetype == "text/html"

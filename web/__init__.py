@@ -134,11 +134,13 @@ def create_app(
         return resp
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> tuple[str, int] | HTTPException:
+    def http_error(exc: HTTPException) -> tuple[str, int, dict[str, str]] | HTTPException:
         code = exc.code or 500
         if code < 400:
             return exc
-        return render_template("error.html", code=code, name=exc.name, description=exc.description), code
+        # Its own headers too: a 405 must say which methods are allowed (Allow).
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return render_template("error.html", code=code, name=exc.name, description=exc.description), code, headers
 
     @app.errorhandler(InternalServerError)
     def server_error(exc: InternalServerError) -> tuple[str, int]:

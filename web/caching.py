@@ -228,7 +228,8 @@ def _not_modified(etag: str) -> bool:
     """
     if request.method not in ("GET", "HEAD") or not request.if_none_match:
         return False
-    return request.if_none_match.contains_weak(etag)
+    # "*" (any version) is not taken: it answered 304 for pages that do not exist.
+    return etag in request.if_none_match.as_set(include_weak=True)
 
 
 def _cache_headers(resp: Response, etag: str, last_modified: datetime) -> Response:

@@ -129,7 +129,10 @@ def backup(db: Database, dest: str | Path) -> None:
     live = db.execute("PRAGMA database_list").fetchone()[2]  # the main database's file ("" in memory)
     if live:
         here = Path(live).resolve()
-        if dest.resolve() in {here, *(here.with_name(here.name + end) for end in ("-wal", "-shm", "-journal"))}:
+        if dest.resolve() in {
+            here,
+            *(here.with_name(here.name + end) for end in ("-wal", "-shm", "-journal")),
+        }:
             raise ValueError(f"{dest} is the database itself: a backup must go to another file")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".partial")
