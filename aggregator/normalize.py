@@ -236,13 +236,20 @@ def content_hash(title: str, text: str) -> str:
     return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def item_identity(guid: str | None, link: str | None, title: str, published: float | None) -> str:
-    """Unique key of an item within its feed: GUID, else canonical link, else title + date."""
+def item_identity(
+    guid: str | None, link: str | None, title: str, published: float | None, content: str = ""
+) -> str:
+    """Unique key of an item within its feed: GUID, else canonical link, else title +
+    date, else title + ``content`` (its :func:`content_hash`): a "Daily briefing" without
+    GUID, link or date replaced yesterday's text with today's."""
     if guid:
         return "guid:" + clean_text(guid)[:1000]
     if link:
         return "link:" + link
-    stamp = "" if published is None else repr(published)
+    if published is not None:
+        stamp = repr(published)
+    else:
+        stamp = f"content:{content}" if content else ""
     digest = hashlib.blake2b(f"{title}\n{stamp}".encode("utf-8", "surrogatepass"), digest_size=16)
     return "title:" + digest.hexdigest()
 
@@ -308,7 +315,9 @@ def normalize_entry(entry: Entry) -> Item:
     if not title:
         title = summarize(text, 12) or "(untitled)"
     return Item(
-        identity=item_identity(entry.guid, link_key(entry.link), title, entry.published),
+        identity=item_identity(
+            entry.guid, link_key(entry.link), title, entry.published, content_hash(title, text)
+        ),
         guid=entry.guid,
         link=entry.link if link else None,
         canonical_link=link,

@@ -457,3 +457,21 @@ def m0017_item_ids_not_reused(db: Database) -> None:
         END
         """
     )
+
+
+@migrations(name="0018_undated_identity")
+def m0018_undated_identity(db: Database) -> None:
+    # An item without GUID, link or date was known by its title alone: a feed that
+    # repeats a title ("Daily briefing") replaced yesterday's text with today's.  Its
+    # words are part of its identity now; stored ones get the identity they would get.
+    from aggregator.normalize import item_identity
+
+    db.conn.executemany(
+        "UPDATE OR IGNORE items SET identity = ? WHERE id = ?",
+        [
+            (item_identity(None, None, title, None, content_hash), item_id)
+            for item_id, title, content_hash in db.execute(
+                "SELECT id, title, content_hash FROM items WHERE identity LIKE 'title:%' AND published IS NULL"
+            ).fetchall()
+        ],
+    )

@@ -68,6 +68,10 @@ def test_identity_prefers_guid_then_link_then_title_and_date() -> None:
     assert a.startswith("title:")
     assert a == item_identity(None, None, "T", 5.0)
     assert a != item_identity(None, None, "T", 6.0)
+    assert item_identity(None, None, "T", 5.0, "h1") == a  # a date is enough
+    # Without a date, the words tell a "Daily briefing" from yesterday's.
+    assert item_identity(None, None, "T", None, "h1") != item_identity(None, None, "T", None, "h2")
+    assert item_identity(None, None, "T", None, "h1") == item_identity(None, None, "T", None, "h1")
 
 
 def test_normalize_entry() -> None:

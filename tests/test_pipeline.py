@@ -904,6 +904,22 @@ def test_corrections_applied_to_an_index_leave_it_as_a_rebuild_makes_it(
     site.close()
 
 
+def test_items_without_guid_link_or_date_are_told_apart_by_their_words(
+    agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """A "Daily briefing" with no GUID, link or date: today's replaced yesterday's text."""
+    feed, _ = agg.add_feed(feed_server.url("/brief.xml"))
+    for day in ("Rain on Monday in the harbour town", "Sun on Tuesday over the harbour town"):
+        feed_server.routes["/brief.xml"] = Route(rss([{"title": "Daily briefing", "description": day}]))
+        (report,) = agg.update([agg.feed(feed.id)])  # type: ignore[list-item]
+        assert report.new_items == 1 and report.updated_items == 0
+    stored = agg.items_by_id(r["item_id"] for r in agg.export_rows())
+    assert sorted(i.text for i in stored.values()) == [
+        "Rain on Monday in the harbour town",
+        "Sun on Tuesday over the harbour town",
+    ]
+
+
 def test_a_removed_feeds_item_that_left_the_window_leaves_its_storys_profile(
     tmp_path: Path, feed_server: FeedServer
 ) -> None:

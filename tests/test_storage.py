@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -48,6 +49,23 @@ def test_migrations_on_an_existing_database_keep_its_data(tmp_path: Path) -> Non
     assert [m.name for m in migrations.migrations.applied(reopened)] == names
     assert [f.url for f in feeds_store.all_feeds(reopened)] == ["https://old.example/feed"]
     assert reopened.execute("SELECT title FROM items").fetchall() == [("Old story",)]
+
+
+def test_migration_0018_gives_undated_items_the_identity_normalize_gives(tmp_path: Path) -> None:
+    from aggregator.normalize import item_identity
+
+    path = tmp_path / "t.db"
+    db = open_database(path)
+    feed = feeds_store.add(db, "https://f.example/", 1.0, title="f")[0].id
+    item = dataclasses.replace(_item(1, 10), identity=item_identity(None, None, "item 1", None))  # as before
+    (item_id,) = items_store.insert_many(db, feed, [item], 1.0, [1.0])
+    db.execute("DELETE FROM _sqlite_migrations WHERE name = '0018_undated_identity'")
+    db.close()
+    db = open_database(path)
+    (identity,) = db.execute("SELECT identity FROM items WHERE id = ?", [item_id]).fetchone()
+    assert (
+        identity == item_identity(None, None, "item 1", None, "h1") != item.identity
+    )  # h1: its content hash
 
 
 def test_a_database_a_newer_version_migrated_is_refused(tmp_path: Path) -> None:
