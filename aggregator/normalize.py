@@ -246,10 +246,9 @@ def item_identity(
         return "guid:" + clean_text(guid)[:1000]
     if link:
         return "link:" + link
-    if published is not None:
-        stamp = repr(published)
-    else:
-        stamp = f"content:{content}" if content else ""
+    stamp = "" if published is None else repr(published)
+    if published is None and content:
+        stamp = f"content:{content}"
     digest = hashlib.blake2b(f"{title}\n{stamp}".encode("utf-8", "surrogatepass"), digest_size=16)
     return "title:" + digest.hexdigest()
 
