@@ -140,7 +140,11 @@ def create_app(
             return exc
         # Its own headers too: a 405 must say which methods are allowed (Allow).
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-        return render_template("error.html", code=code, name=exc.name, description=exc.description), code, headers
+        return (
+            render_template("error.html", code=code, name=exc.name, description=exc.description),
+            code,
+            headers,
+        )
 
     @app.errorhandler(InternalServerError)
     def server_error(exc: InternalServerError) -> tuple[str, int]:
