@@ -314,6 +314,10 @@ class Pipeline:
             self.engine()
         try:
             with write_transaction(self.db):
+                if feeds_store.get(self.db, feed.id) is None:  # removed while it was fetched
+                    report.status, report.error = "error", "the feed was removed during its update"
+                    report.new_items = report.updated_items = 0
+                    return report
                 if prepared is not None and parsed is not None and not parsed.error:
                     ingest = self.ingest_items(
                         feed.id, prepared.items, now, prepared.features, prepared.signatures

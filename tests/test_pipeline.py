@@ -904,6 +904,34 @@ def test_corrections_applied_to_an_index_leave_it_as_a_rebuild_makes_it(
     site.close()
 
 
+def test_a_feed_removed_during_its_update_is_not_an_internal_error(
+    agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """The site removed a feed while the poller fetched it: storing failed on a foreign
+    key (an ERROR with a traceback) and the poller threw its index away."""
+    feed_server.routes["/a.xml"] = Route(rss([story(1)]))
+    agg.add_feed(feed_server.url("/a.xml"))
+    agg.update()
+    agg.pipeline.engine()
+    site = Aggregator(agg.base_settings, db_path=agg.db_path)
+
+    def removed_meanwhile(h: BaseHTTPRequestHandler) -> None:
+        assert site.remove_feed(feed_server.url("/b.xml"))
+        body = rss([story(2)])
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    feed_server.routes["/b.xml"] = Route(handler=removed_meanwhile)
+    b, _ = agg.add_feed(feed_server.url("/b.xml"))
+    (report,) = agg.update([b])
+    assert report.status == "error" and report.error == "the feed was removed during its update"
+    assert agg.pipeline.engine() is not None and agg.pipeline.rebuilds == 1
+    assert [f.url for f in agg.feeds()] == [feed_server.url("/a.xml")]
+    site.close()
+
+
 def test_items_without_guid_link_or_date_are_told_apart_by_their_words(
     agg: Aggregator, feed_server: FeedServer
 ) -> None:
