@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from aggregator import settings as settings_mod
-from aggregator.core import Aggregator, FeedError
+from aggregator.core import Aggregator, CorrectionError, FeedError
 from aggregator.opml import OpmlError
 from aggregator.settings import Settings, SettingsError, load_settings
 
@@ -143,7 +143,11 @@ def add(url: str, title: str | None) -> None:
 def remove(url: str) -> None:
     """Unsubscribe from a feed and delete its items."""
     with _open() as agg:
-        if not agg.remove_feed(url):
+        try:
+            removed = agg.remove_feed(url)
+        except CorrectionError as exc:
+            raise click.ClickException(f"not now: {exc}") from None
+        if not removed:
             raise click.ClickException(f"no such feed: {url}")
     click.echo(f"removed: {url}")
 

@@ -302,15 +302,24 @@ class Aggregator:
         return key
 
     def account_stamp(self, name: str) -> str | None:
-        """A keyed digest of an admin account's password hash; None if there is no such account.
+        """A keyed digest of an admin account's password hash and session count; None if
+        there is no such account.
 
-        Sessions keep it, so changing a password ends every session of that account.
+        Sessions keep it, so changing a password or logging out (:meth:`end_sessions`)
+        ends every session of that account.
         """
-        stored = admin_store.get_hash(self.db, name)
+        stored = admin_store.session_key(self.db, name)
         if stored is None:
             return None
+        password_hash, ended = stored
         key = self.secret_key().encode("ascii")[:64]
-        return hashlib.blake2b(stored.encode("utf-8"), key=key, digest_size=16).hexdigest()
+        text = password_hash if not ended else f"{password_hash}\n{ended}"  # (stamps made before 0019 hold)
+        return hashlib.blake2b(text.encode("utf-8"), key=key, digest_size=16).hexdigest()
+
+    def end_sessions(self, name: str) -> None:
+        """End every session of an admin account (logging out does)."""
+        with self._writing():
+            admin_store.end_sessions(self.db, name)
 
     # -- feeds -------------------------------------------------------------------------
 
@@ -371,6 +380,7 @@ class Aggregator:
         if feed is None:
             return False
         with self._writing():
+            self._no_reclustering()  # its swap would put the feed's items back, or fail on them
             merges = rules_store.must_groups(self.db)
             self._keep_merges(
                 merges, items_store.ids_of_feed(self.db, feed.id), "(kept when a feed was removed)"

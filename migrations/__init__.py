@@ -475,3 +475,10 @@ def m0018_undated_identity(db: Database) -> None:
             ).fetchall()
         ],
     )
+
+
+@migrations(name="0019_account_sessions")
+def m0019_account_sessions(db: Database) -> None:
+    # Logging out ends every session of the account (a copied cookie stayed valid for
+    # its 8 hours): sessions carry a stamp made from the password hash and this count.
+    db.execute("ALTER TABLE admin_users ADD COLUMN sessions INTEGER NOT NULL DEFAULT 0")

@@ -285,6 +285,20 @@ def test_login_makes_a_new_session_and_logout_ends_it(client: Any, account: str)
     assert client.get("/admin/").status_code == 303
 
 
+def test_logging_out_ends_a_copied_session_too(client: Any, web_app: Any, account: str) -> None:
+    """A session cookie copied before the logout (a shared computer, a stolen cookie)
+    stayed valid for its 8 hours."""
+    login(client)
+    token = token_of(client.get("/admin/").get_data(as_text=True))
+    copied = web_app.test_client()
+    cookie = client.get_cookie("aggregator_admin", path="/admin")
+    copied.set_cookie("aggregator_admin", cookie.value, path="/admin")
+    assert copied.get("/admin/settings").status_code == 200
+    client.post("/admin/logout", data={"csrf_token": token})
+    assert copied.get("/admin/settings").status_code == 303
+    assert login(client).status_code == 303 and client.get("/admin/settings").status_code == 200
+
+
 def test_login_returns_to_the_page_asked_for_but_only_inside_the_admin(client: Any, account: str) -> None:
     r = client.get("/admin/rules?x=1")
     assert r.headers["Location"] == "/admin/login?next=/admin/rules?x%3D1"
@@ -537,6 +551,10 @@ def test_deleting_a_rule(admin: Admin, demo_agg: Aggregator) -> None:
     (rule,) = demo_agg.correction_rules()
     page = admin.get("/admin/rules")
     assert f'action="/admin/rules/{rule.id}/delete"' in page
+    running = jobs_store.create(demo_agg.db, "recluster", {}, "bob", time.time())
+    r = admin.post(f"/admin/rules/{rule.id}/delete")  # (was a 500)
+    assert "Cannot delete it: a re-clustering is running" in admin.follow(r)
+    jobs_store.update(demo_agg.db, running, time.time(), state="done")
     r = admin.post(f"/admin/rules/{rule.id}/delete")
     assert f"Rule #{rule.id} deleted" in admin.follow(r)
     assert demo_agg.correction_rules() == []
@@ -639,6 +657,11 @@ def test_feed_management(admin: Admin, demo_agg: Aggregator, feed_server: FeedSe
     name = demo_agg.feed(good.id).display_name  # type: ignore[union-attr]
     confirm = admin.get(f"/admin/feeds/{good.id}/remove")
     assert f"Remove {name}?" in confirm and "1 item" in text_of(confirm)
+    # not while a re-clustering runs: its swap would fail on the removed items' rules
+    running = jobs_store.create(demo_agg.db, "recluster", {}, "bob", time.time())
+    r = admin.post(f"/admin/feeds/{good.id}/remove")
+    assert "Cannot remove it now: a re-clustering is running" in admin.follow(r)
+    jobs_store.update(demo_agg.db, running, time.time(), state="done")
     r = admin.post(f"/admin/feeds/{good.id}/remove")
     assert f"Removed {name} and its items." in admin.follow(r)
     assert demo_agg.feed(good.id) is None

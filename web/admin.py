@@ -166,8 +166,8 @@ def _form_int(name: str, low: int = 0, high: int = 2**62) -> int:
     return whole_number(request.form.get(name, "").strip().lstrip("#"), name, low, high)
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_TITLE_IN_MESSAGE else text[: MAX_TITLE_IN_MESSAGE - 1] + "…"
+def _short(text: str, limit: int = MAX_TITLE_IN_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -- logging in and out --------------------------------------------------------------------
@@ -198,7 +198,10 @@ def login() -> ResponseReturnValue:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
+    name = _session_admin()
     session.clear()
+    if name is not None:  # every session of the account ends: a copied cookie too
+        get_aggregator().end_sessions(name)
     flash("You are logged out.", "notice")
     return _see_other("admin.login")
 
@@ -651,7 +654,11 @@ def delete_rule(rule_id: int) -> ResponseReturnValue:
     agg = get_aggregator()
     if not any(r.id == rule_id for r in agg.correction_rules()):
         abort(404, description="There is no such rule.")
-    agg.delete_rule(rule_id)
+    try:
+        agg.delete_rule(rule_id)
+    except CorrectionError as exc:
+        flash(f"Cannot delete it: {exc}.", "error")
+        return _see_other("admin.rules")
     flash(f"Rule #{rule_id} deleted. Stories change at the next re-clustering.", "notice")
     return _see_other("admin.rules")
 
@@ -782,8 +789,8 @@ def poll_feed(feed_id: int) -> ResponseReturnValue:
         flash(
             f"{name} will be polled when the poller ends its current round; its state shows here.", "notice"
         )
-    elif report.error:
-        flash(f"Polled {name}: {report.status}, {report.error}", "error")
+    elif report.error:  # (a session cookie holds the message: browsers drop those over 4 KB)
+        flash(f"Polled {name}: {report.status}, {_short(report.error, 300)}", "error")
     else:
         status = {"not_modified": "unchanged since the last poll"}.get(report.status, report.status)
         warning = f" Warning: {report.warning}" if report.warning else ""
@@ -799,6 +806,10 @@ def remove_feed(feed_id: int) -> ResponseReturnValue:
     feed = _feed_or_404(feed_id)
     if request.method == "GET":
         return render_template("admin/remove_feed.html", feed=feed)
-    get_aggregator().remove_feed(feed_id)
+    try:
+        get_aggregator().remove_feed(feed_id)
+    except CorrectionError as exc:
+        flash(f"Cannot remove it now: {exc}.", "error")
+        return _back_to_feed(feed_id)
     flash(f"Removed {_short(feed.display_name)} and its items.", "notice")
     return _see_other("admin.feeds")

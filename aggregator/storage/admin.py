@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-__all__ = ["failures_since", "get_hash", "names", "record_attempt", "set_hash"]
+__all__ = ["end_sessions", "failures_since", "get_hash", "names", "record_attempt", "session_key", "set_hash"]
 
 
 def set_hash(db: Database, name: str, password_hash: str, now: float) -> None:
@@ -18,6 +18,17 @@ def set_hash(db: Database, name: str, password_hash: str, now: float) -> None:
 def get_hash(db: Database, name: str) -> str | None:
     row = db.execute("SELECT password_hash FROM admin_users WHERE name = ?", [name]).fetchone()
     return row[0] if row else None
+
+
+def session_key(db: Database, name: str) -> tuple[str, int] | None:
+    """What an account's sessions are stamped with: its password hash and how many times
+    its sessions were ended."""
+    row = db.execute("SELECT password_hash, sessions FROM admin_users WHERE name = ?", [name]).fetchone()
+    return (row[0], int(row[1])) if row else None
+
+
+def end_sessions(db: Database, name: str) -> None:
+    db.execute("UPDATE admin_users SET sessions = sessions + 1 WHERE name = ?", [name])
 
 
 def names(db: Database) -> list[str]:
