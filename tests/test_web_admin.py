@@ -404,6 +404,29 @@ def preview(admin: Admin, agg: Aggregator, changes: dict[str, str], hours: str =
     return job_id, admin.get(f"/admin/jobs/{job_id}")
 
 
+def test_a_settings_form_from_before_another_change_does_not_undo_it(
+    admin: Admin, demo_agg: Aggregator
+) -> None:
+    """The form posts every setting as it was shown: Alice's old form, submitted after
+    Bob applied a change, proposed Bob's setting back to what it was."""
+    form = admin.get("/admin/settings")
+    assert 'name="form_version" value="0"' in form
+    demo_agg.apply_settings({"cluster.join_threshold_long": "0.3"}, "bob")  # version 1, meanwhile
+    values = {
+        "cluster.join_threshold_long": "0.4",
+        "cluster.join_threshold_short": "0.05",
+    }  # as shown, one edit
+    r = admin.post("/admin/preview", {**values, "hours": MONTH, "form_version": "0"}, status=409)
+    page = r.get_data(as_text=True)
+    assert "The settings changed while you edited them (version 1 is in force now)" in text_of(page)
+    assert 'name="form_version" value="1"' in page and 'value="0.3"' in page
+    assert all(j.kind != "preview" for j in demo_agg.jobs(limit=10))  # nothing was started
+    job_id, _ = preview(
+        admin, demo_agg, {**values, "cluster.join_threshold_long": "0.3", "form_version": "1"}
+    )
+    assert demo_agg.job(job_id).params["changes"] == {"cluster.join_threshold_short": "0.05"}  # type: ignore[union-attr]
+
+
 def test_preview_shows_a_merge_when_the_threshold_is_lowered(admin: Admin, demo_agg: Aggregator) -> None:
     before = state(demo_agg)
     job_id, page = preview(admin, demo_agg, LOWER)

@@ -336,6 +336,20 @@ def preview() -> ResponseReturnValue:
     agg = get_aggregator()
     raw = {d.key: request.form[d.key] for d in _admin_defs() if d.key in request.form}
     hours_raw = request.form.get("hours", str(DEFAULT_PERIOD)).strip()
+    version = agg.settings_version()
+    now = version.id if version else 0
+    shown_with = request.form.get("form_version", "").strip()
+    if shown_with and shown_with != str(now):
+        # The form carries every setting as it was: previewing it would put back what
+        # another admin changed meanwhile.  The form again, with the settings now.
+        return _settings_form(
+            None,
+            {},
+            hours_raw,
+            notice=f"The settings changed while you edited them (version {now} is in force now): "
+            "here they are as they are now. Make your change again.",
+            status=409,
+        )
     clean, errors = agg.check_changes(raw)
     hours = _hours(hours_raw)
     if hours is None:
@@ -350,8 +364,7 @@ def preview() -> ResponseReturnValue:
             hours_raw,
             notice="Nothing to preview: these are the settings in force. Change one first.",
         )
-    version = agg.settings_version()
-    params = {"changes": changes, "hours": hours, "base_version": version.id if version else 0}
+    params = {"changes": changes, "hours": hours, "base_version": now}
     return _see_other("admin.job", job_id=agg.start_job("preview", params, _author()))
 
 
