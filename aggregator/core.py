@@ -776,8 +776,10 @@ class Aggregator:
     ) -> tuning.PreviewReport:
         """What ``changes`` would do to the stories of the last ``hours``, without doing it.
 
-        The items of the period are re-clustered twice in memory, with the current and
-        with the proposed settings, and the two partitions compared; the admins'
+        The items of the period are re-clustered in memory with the proposed settings, as
+        applying them re-clusters every item, and the result is compared with the stories
+        stored now (what the site shows: comparing with a re-clustering under the current
+        settings hid what applying changes besides the settings); the admins'
         corrections serve as labeled pairs for precision and recall.
         """
         clean, errors = self.check_changes(changes)
@@ -788,27 +790,21 @@ class Aggregator:
         latest = items_store.latest_time(self.db) or self.clock()
         since = latest - hours * 3600
         rows = list(items_store.index_rows(self.db, since, self.settings.cluster.num_perm))
-        total = 2 * len(rows)
-        partitions = []
-        for n, settings in enumerate((self.settings, proposed)):
-            if settings.cluster.num_perm != self.settings.cluster.num_perm:
-                rows = [dataclasses.replace(r, signature=None) for r in rows]
-            replayer = Replayer(settings, rules)
-            offset = n * len(rows)
-
-            def step(done: int, offset: int = offset) -> None:
-                if progress:
-                    progress(offset + done, total)
-
-            replayer.feed(rows, step)
-            partitions.append(replayer.partition())
+        if proposed.cluster.num_perm != self.settings.cluster.num_perm:
+            rows = [dataclasses.replace(r, signature=None) for r in rows]
+        replayer = Replayer(proposed, rules)
+        replayer.feed(rows, (lambda done: progress(done, len(rows))) if progress else None)
+        stored = clusters_store.clusters_of(self.db, [r.item_id for r in rows])
+        replayed = replayer.partition()
+        current = {i: c for i, c in stored.items() if i in replayed}
+        then = {i: replayed[i] for i in current}
         must, cannot = rules.pairs("must"), rules.pairs("cannot")
         labeled = {
-            "current": tuning.labeled_scores(partitions[0], must, cannot),
-            "proposed": tuning.labeled_scores(partitions[1], must, cannot),
+            "current": tuning.labeled_scores(current, must, cannot),
+            "proposed": tuning.labeled_scores(then, must, cannot),
         }
         titles = {r.item_id: r.title for r in rows}
-        return tuning.compare(partitions[0], partitions[1], titles, labeled)
+        return tuning.compare(current, then, titles, labeled)
 
     def apply_settings(
         self,
