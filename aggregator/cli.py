@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from aggregator import settings as settings_mod
-from aggregator.core import Aggregator, CorrectionError, FeedError
+from aggregator.core import Aggregator, CorrectionError, FeedError, RulesChanged
 from aggregator.opml import OpmlError
 from aggregator.settings import Settings, SettingsError, load_settings
 
@@ -271,7 +271,10 @@ def recluster() -> None:
                 bar.update(done - state["done"])
                 state["done"] = done
 
-            n = agg.recluster(step)
+            try:
+                n = agg.recluster(step)
+            except RulesChanged as exc:
+                raise click.ClickException(str(exc)) from None
         click.echo(f"reclustered {n} item(s) into {agg.counts()['clusters']} cluster(s)")
 
 

@@ -43,7 +43,7 @@ from aggregator.models import (
     UpdateReport,
 )
 from aggregator.normalize import clean_text
-from aggregator.pipeline import Pipeline
+from aggregator.pipeline import Pipeline, RulesChanged
 from aggregator.prepare import Prepared, prepare, worker_started
 from aggregator.replay import Replayer
 from aggregator.settings import Settings, SettingsError, load_settings
@@ -63,7 +63,7 @@ from aggregator.storage.jobs import Job
 from aggregator.storage.rules import Rule
 from aggregator.storage.versions import SettingsVersion
 
-__all__ = ["Aggregator", "CorrectionError", "FeedError", "JobError"]
+__all__ = ["Aggregator", "CorrectionError", "FeedError", "JobError", "RulesChanged"]
 
 log = logging.getLogger("aggregator")
 

@@ -33,6 +33,7 @@ from aggregator.storage import items as items_store
 from aggregator.storage import meta as meta_store
 from aggregator.storage import read_snapshot, write_transaction
 from aggregator.storage import rules as rules_store
+from aggregator.storage import versions as versions_store
 
 __all__ = ["IngestResult", "Pipeline", "RulesChanged"]
 
@@ -592,6 +593,7 @@ class Pipeline:
         """
         settings = settings or self.settings
         rules = rules_store.load(self.db)
+        in_force = versions_store.latest(self.db)
         replayer = Replayer(settings, rules)
         num_perm = settings.cluster.num_perm
         ids = items_store.all_item_ids(self.db)
@@ -608,6 +610,9 @@ class Pipeline:
                 raise RulesChanged(
                     "corrections were made while re-clustering: nothing was changed, run it again"
                 )
+            if versions_store.latest(self.db) != in_force:
+                # Another settings change was applied meanwhile: its stories stay.
+                raise RulesChanged("the settings changed while re-clustering: nothing was changed")
             if before_swap is not None:
                 before_swap()
             # Items stored while the replay ran, then the swap.

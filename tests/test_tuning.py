@@ -94,6 +94,26 @@ def test_preview_shows_a_merge_when_the_threshold_is_lowered(demo: Aggregator) -
         demo.preview({"cluster.join_threshold_long": "lots"}, hours=24)
 
 
+def test_a_recluster_does_not_replace_the_stories_of_settings_applied_meanwhile(demo: Aggregator) -> None:
+    """``aggregator recluster`` (old settings) finishing after an admin applied new ones
+    swapped its stories in over theirs."""
+    from aggregator.pipeline import RulesChanged
+
+    applied: list[set[frozenset[int]]] = []
+
+    def meanwhile(done: int, total: int) -> None:
+        if not applied:
+            with Aggregator(demo.base_settings, db_path=demo.db_path) as admin:
+                admin.apply_settings(
+                    {"cluster.join_threshold_long": "0.02", "cluster.join_threshold_short": "0.01"}, "alice"
+                )
+                applied.append(groups(admin))
+
+    with pytest.raises(RulesChanged, match="the settings changed while re-clustering"):
+        demo.recluster(meanwhile)
+    assert groups(demo) == applied[0]
+
+
 def test_apply_and_revert(demo: Aggregator) -> None:
     demo.recluster()  # the baseline: the whole archive clustered in time order
     original = groups(demo)
