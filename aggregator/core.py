@@ -68,6 +68,7 @@ __all__ = ["Aggregator", "CorrectionError", "FeedError", "JobError", "RulesChang
 log = logging.getLogger("aggregator")
 
 JOB_KINDS = ("preview", "apply", "revert", "recluster")
+MAX_PREVIEWS = 2  # previews running at once
 STALE_JOB_SECONDS = 600.0
 _URL_BLANKS = str.maketrans({"\t": None, "\n": None, "\r": None, " ": "%20"})
 
@@ -872,6 +873,15 @@ class Aggregator:
             jobs_store.interrupt_stale(self.db, now - STALE_JOB_SECONDS, now)
             if kind != "preview" and jobs_store.changing_running(self.db):
                 raise JobError("another settings change or recluster is still running")
+            if kind == "preview":
+                # Each preview re-clusters its period in memory: the same one again (a
+                # double submit) is the one running; more at once could exhaust memory.
+                previews = jobs_store.running_previews(self.db)
+                same = [j for j in previews if j.params == params]
+                if same:
+                    return same[0].id
+                if len(previews) >= MAX_PREVIEWS:
+                    raise JobError(f"{len(previews)} previews are running: wait for one to end")
             job_id = jobs_store.create(self.db, kind, params, author, now)
         thread = threading.Thread(
             target=_run_job,

@@ -406,6 +406,23 @@ def preview(admin: Admin, agg: Aggregator, changes: dict[str, str], hours: str =
     return job_id, admin.get(f"/admin/jobs/{job_id}")
 
 
+def test_previews_at_once_are_few_and_a_double_submit_is_the_same_one(
+    admin: Admin, demo_agg: Aggregator
+) -> None:
+    """Each preview re-clusters its period in memory: twelve submits ran twelve at once."""
+    for n in range(2):  # two running elsewhere
+        jobs_store.create(demo_agg.db, "preview", {"changes": {"x": n}}, "bob", time.time())
+    r = admin.post("/admin/preview", {**LOWER, "hours": MONTH}, status=409)
+    assert "Not now: 2 previews are running: wait for one to end." in text_of(r.get_data(as_text=True))
+    for job in demo_agg.jobs():
+        jobs_store.update(demo_agg.db, job.id, time.time(), state="done")
+    params = {"changes": {"cluster.join_threshold_long": "0.3"}, "hours": 24.0, "base_version": 0}
+    first = demo_agg.start_job("preview", params, "alice")
+    wait_job(demo_agg, first)
+    queued = jobs_store.create(demo_agg.db, "preview", params, "alice", time.time())  # as if still running
+    assert demo_agg.start_job("preview", params, "alice") == queued
+
+
 def test_a_preview_compares_with_the_stories_stored_now(admin: Admin, demo_agg: Aggregator) -> None:
     """Applying re-clusters every item: where the stored stories differ from what a
     re-clustering makes, applying changes them whatever the settings.  The preview

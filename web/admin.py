@@ -365,7 +365,11 @@ def preview() -> ResponseReturnValue:
             notice="Nothing to preview: these are the settings in force. Change one first.",
         )
     params = {"changes": changes, "hours": hours, "base_version": now}
-    return _see_other("admin.job", job_id=agg.start_job("preview", params, _author()))
+    try:
+        job_id = agg.start_job("preview", params, _author())
+    except JobError as exc:
+        return _settings_form(raw, {}, hours_raw, notice=f"Not now: {exc}.", status=409)
+    return _see_other("admin.job", job_id=job_id)
 
 
 @bp.post("/apply")

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-__all__ = ["Job", "changing_running", "create", "get", "interrupt_stale", "latest", "update"]
+__all__ = ["Job", "changing_running", "create", "get", "interrupt_stale", "latest", "running_previews", "update"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,14 @@ def changing_running(db: Database) -> bool:
         "SELECT 1 FROM jobs WHERE kind != 'preview' AND state IN ('queued', 'running') LIMIT 1"
     ).fetchone()
     return row is not None
+
+
+def running_previews(db: Database) -> list[Job]:
+    """Previews queued or running, oldest first."""
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM jobs WHERE kind = 'preview' AND state IN ('queued', 'running') ORDER BY id"
+    ).fetchall()
+    return [_job(r) for r in rows]
 
 
 def interrupt_stale(db: Database, older_than: float, now: float) -> int:
