@@ -11,6 +11,7 @@ import math
 import multiprocessing
 import os
 import secrets
+import socket
 import threading
 import time
 from collections import deque
@@ -107,6 +108,21 @@ class JobError(RuntimeError):
 def _page(limit: int, offset: int) -> tuple[int, int]:
     """A page's bounds as SQLite takes them: a negative limit means none to SQLite."""
     return max(0, limit), max(0, offset)
+
+
+def _job_owner() -> str:
+    """This process, as a job's owner: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: alive
+        return True
+    return True
 
 
 def _run_job(base: Settings, db_path: Path, job_id: int) -> None:
@@ -870,7 +886,7 @@ class Aggregator:
             raise ValueError(f"unknown job kind {kind!r}")
         now = self.clock()
         with self._writing():
-            jobs_store.interrupt_stale(self.db, now - STALE_JOB_SECONDS, now)
+            self._interrupt_dead_jobs(now)
             if kind != "preview" and jobs_store.changing_running(self.db):
                 raise JobError("another settings change or recluster is still running")
             if kind == "preview":
@@ -882,7 +898,7 @@ class Aggregator:
                     return same[0].id
                 if len(previews) >= MAX_PREVIEWS:
                     raise JobError(f"{len(previews)} previews are running: wait for one to end")
-            job_id = jobs_store.create(self.db, kind, params, author, now)
+            job_id = jobs_store.create(self.db, kind, params, author, now, _job_owner())
         thread = threading.Thread(
             target=_run_job,
             args=(self.base_settings, self.db_path, job_id),
@@ -893,7 +909,28 @@ class Aggregator:
         return job_id
 
     def job(self, job_id: int) -> Job | None:
-        return jobs_store.get(self.db, job_id)
+        job = jobs_store.get(self.db, job_id)
+        if job is not None and not job.finished and self._dead_jobs():
+            with self._writing():
+                self._interrupt_dead_jobs(self.clock())
+            job = jobs_store.get(self.db, job_id)
+        return job
+
+    def _dead_jobs(self) -> list[int]:
+        """Unfinished jobs whose process, on this host, is gone (a restart, a crash)."""
+        host = socket.gethostname()
+        dead = []
+        for job_id, owner in jobs_store.unfinished_owners(self.db):
+            where, _, pid = owner.rpartition(":")
+            if where == host and pid.isdigit() and not _process_alive(int(pid)):
+                dead.append(job_id)
+        return dead
+
+    def _interrupt_dead_jobs(self, now: float) -> None:
+        """Mark interrupted the jobs whose process is gone, and those silent too long
+        (another host's, or from before jobs knew their process)."""
+        jobs_store.interrupt(self.db, self._dead_jobs(), now, "the process running it stopped")
+        jobs_store.interrupt_stale(self.db, now - STALE_JOB_SECONDS, now)
 
     def jobs(self, limit: int = 20) -> list[Job]:
         return jobs_store.latest(self.db, limit=limit)
@@ -902,7 +939,7 @@ class Aggregator:
         """Corrections wait for a running settings change or recluster: its swap would
         undo them (it re-clusters with the rules it started with)."""
         now = self.clock()
-        jobs_store.interrupt_stale(self.db, now - STALE_JOB_SECONDS, now)
+        self._interrupt_dead_jobs(now)
         if jobs_store.changing_running(self.db):
             raise CorrectionError("a re-clustering is running: corrections can be made when it is done")
 

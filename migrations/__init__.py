@@ -482,3 +482,11 @@ def m0019_account_sessions(db: Database) -> None:
     # Logging out ends every session of the account (a copied cookie stayed valid for
     # its 8 hours): sessions carry a stamp made from the password hash and this count.
     db.execute("ALTER TABLE admin_users ADD COLUMN sessions INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations(name="0020_job_owner")
+def m0020_job_owner(db: Database) -> None:
+    # The process a job runs in (host:pid): a job whose process is gone is marked
+    # interrupted at once, instead of blocking corrections and settings changes for
+    # ten minutes after a restart.
+    db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")

@@ -406,6 +406,29 @@ def preview(admin: Admin, agg: Aggregator, changes: dict[str, str], hours: str =
     return job_id, admin.get(f"/admin/jobs/{job_id}")
 
 
+def test_a_job_whose_process_is_gone_blocks_nothing(admin: Admin, demo_agg: Aggregator) -> None:
+    """A restart left a re-clustering "running": corrections and settings changes were
+    refused, and its page refreshed itself, for ten minutes."""
+    import socket
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid is no process now
+    job = jobs_store.create(
+        demo_agg.db, "recluster", {}, "bob", time.time(), owner=f"{socket.gethostname()}:{gone.pid}"
+    )
+    elsewhere = jobs_store.create(demo_agg.db, "recluster", {}, "bob", time.time(), owner="other-host:1")
+    assert demo_agg.job(job).state == "interrupted"  # type: ignore[union-attr]
+    page = admin.get(f"/admin/jobs/{job}")
+    assert "http-equiv" not in page and "the process running it stopped" in page
+    assert demo_agg.job(elsewhere).state == "queued"  # type: ignore[union-attr]  # another host's: its own
+    jobs_store.update(demo_agg.db, elsewhere, time.time(), state="done")
+    seed = demo_agg.cluster(seed_story(demo_agg))
+    assert seed is not None
+    r = admin.post(f"/admin/items/{seed.members[-1].id}/pin")
+    assert "is now the canonical item of its story" in admin.follow(r)
+
+
 def test_previews_at_once_are_few_and_a_double_submit_is_the_same_one(
     admin: Admin, demo_agg: Aggregator
 ) -> None:

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlite_utils import Database
 
-__all__ = ["Job", "changing_running", "create", "get", "interrupt_stale", "latest", "running_previews", "update"]
+__all__ = [
+    "Job",
+    "changing_running",
+    "create",
+    "get",
+    "interrupt",
+    "interrupt_stale",
+    "latest",
+    "running_previews",
+    "unfinished_owners",
+    "update",
+]
 
 
 @dataclass(frozen=True)
@@ -53,12 +65,29 @@ def _job(r: Any) -> Job:
     )
 
 
-def create(db: Database, kind: str, params: dict[str, Any], author: str, now: float) -> int:
+def create(db: Database, kind: str, params: dict[str, Any], author: str, now: float, owner: str = "") -> int:
+    """A queued job; ``owner``: the process that runs it (``host:pid``)."""
     cur = db.execute(
-        "INSERT INTO jobs (kind, state, params, author, created_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?)",
-        [kind, json.dumps(params), author, now, now],
+        "INSERT INTO jobs (kind, state, params, author, created_at, updated_at, owner) "
+        "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+        [kind, json.dumps(params), author, now, now, owner or None],
     )
     return int(cur.lastrowid or 0)
+
+
+def unfinished_owners(db: Database) -> list[tuple[int, str]]:
+    """(job id, owner) of the queued and running jobs whose process is known."""
+    rows = db.execute(
+        "SELECT id, owner FROM jobs WHERE state IN ('queued', 'running') AND owner IS NOT NULL"
+    ).fetchall()
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def interrupt(db: Database, job_ids: Sequence[int], now: float, message: str) -> None:
+    db.conn.executemany(
+        "UPDATE jobs SET state = 'interrupted', message = ?, updated_at = ? WHERE id = ? AND state IN ('queued', 'running')",
+        [(message, now, job_id) for job_id in job_ids],
+    )
 
 
 def update(db: Database, job_id: int, now: float, **fields: Any) -> None:
