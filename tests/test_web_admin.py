@@ -274,6 +274,26 @@ def test_wrong_passwords_and_the_rate_limit(client: Any, account: str) -> None:
     assert client.get("/admin/").status_code == 303
 
 
+def test_guesses_sent_at_once_count_against_the_limit(demo_agg: Aggregator, account: str) -> None:
+    """Each guess checked the limit before the others were recorded: 40 parallel guesses
+    made 38 tries against a limit of 5 per account."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aggregator.accounts import MAX_FAILURES_PER_NAME, check_login
+    from aggregator.storage import open_database
+
+    def guess(n: int) -> bool:
+        db = open_database(demo_agg.db_path, migrate=False)
+        try:
+            return check_login(db, "alice", f"wrong guess {n}", f"198.51.100.{n}", time.time()).limited
+        finally:
+            db.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        limited = list(pool.map(guess, range(40)))
+    assert limited.count(False) == MAX_FAILURES_PER_NAME
+
+
 def test_login_makes_a_new_session_and_logout_ends_it(client: Any, account: str) -> None:
     before = token_of(client.get("/admin/login").get_data(as_text=True))
     assert login(client).status_code == 303

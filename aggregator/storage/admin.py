@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-__all__ = ["end_sessions", "failures_since", "get_hash", "names", "record_attempt", "session_key", "set_hash"]
+__all__ = [
+    "attempt_succeeded",
+    "end_sessions",
+    "failures_since",
+    "get_hash",
+    "names",
+    "record_attempt",
+    "session_key",
+    "set_hash",
+]
 
 
 def set_hash(db: Database, name: str, password_hash: str, now: float) -> None:
@@ -35,12 +44,18 @@ def names(db: Database) -> list[str]:
     return [r[0] for r in db.execute("SELECT name FROM admin_users ORDER BY name")]
 
 
-def record_attempt(db: Database, name: str, remote: str, now: float, ok: bool) -> None:
-    db.execute(
+def record_attempt(db: Database, name: str, remote: str, now: float, ok: bool) -> int:
+    """Record a login attempt; returns its id."""
+    cur = db.execute(
         "INSERT INTO login_attempts (name, remote, at, ok) VALUES (?, ?, ?, ?)",
         [name[:200], remote[:100], now, int(ok)],
     )
     db.execute("DELETE FROM login_attempts WHERE at < ?", [now - 86400])
+    return int(cur.lastrowid or 0)
+
+
+def attempt_succeeded(db: Database, attempt_id: int) -> None:
+    db.execute("UPDATE login_attempts SET ok = 1 WHERE id = ?", [attempt_id])
 
 
 def failures_since(db: Database, *, name: str, remote: str, since: float) -> tuple[int, int]:
