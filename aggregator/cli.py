@@ -253,8 +253,8 @@ def update(everything: bool) -> None:
     click.echo(f"polled {len(reports)} feed(s): {new} new item(s), {len(failed)} error(s)")
     for r in failed:
         click.echo(f"  {r.feed_url}: {r.error}", err=True)
-    broken = [r for r in failed if (r.error or "").startswith("internal error")]
-    if broken:  # not the feeds' fault: ours, or the database's (locked, read-only, full)
+    broken = [r for r in failed if (r.error or "").startswith("internal error while storing")]
+    if broken:  # not the feeds' fault: the database's (locked, read-only, full), or ours
         raise click.ClickException(f"{len(broken)} feed(s) could not be stored")
 
 

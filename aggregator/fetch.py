@@ -425,17 +425,20 @@ class _Decoder:
                     raise ValueError(f"broken {name} content") from None
             self.started[k] = True
             # gzip may hold several members one after another (RFC 1952): each is read.
-            while name != "deflate" and d.eof and d.unused_data and len(out) <= self.limit:
+            pieces, size = [out], len(out)
+            while name != "deflate" and d.eof and d.unused_data and size <= self.limit:
                 rest = d.unused_data
                 d = self._new(name)
                 self.steps[k] = (name, d)
                 try:
-                    out += d.decompress(rest, self.limit + 1 - len(out))
+                    pieces.append(d.decompress(rest, self.limit + 1 - size))
+                    size += len(pieces[-1])
                 except zlib.error:  # padding or junk after the last member: what came is kept
                     d = zlib.decompressobj()
                     d.decompress(b"x\x9c\x03\x00\x00\x00\x00\x01")  # an empty zlib stream: at its end
                     self.steps[k] = (name, d)
                     break
+            out = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             if d.unconsumed_tail or len(out) > self.limit:
                 raise ValueError(_too_big(self.limit))
             data = out

@@ -19,6 +19,8 @@ def outlet_name(title: str | None, url: str) -> str:
     except ValueError:
         return "(unnamed outlet)"
     if parts.scheme in ("http", "https") and host:
+        if public_feed_url(url) is not None and parts.path not in ("", "/"):
+            return f"{host}{parts.path}"  # two untitled feeds of one site stay apart
         return host
     return PurePosixPath(parts.path).name or "(unnamed outlet)"
 
@@ -141,6 +143,12 @@ class Feed:
 
     @property
     def display_name(self) -> str:
+        """Its name for admins: its title, else its address."""
+        return self.title or self.url
+
+    @property
+    def public_name(self) -> str:
+        """Its name where anyone sees it (never a private feed's key): :func:`outlet_name`."""
         return outlet_name(self.title, self.url)
 
     @property

@@ -282,7 +282,8 @@ def _too_deep(html: str) -> bool:
 
 
 # A tag this long is a hostile feed's (one tag with 100,000 attributes took lexbor 220 s).
-_GIANT_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9]*)[^<>]{8192,}>")
+# (Possessive: a name the attribute run could also take made it retry every split.)
+_GIANT_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9]*+)[^<>]{8192,}+>")
 
 
 # Characters no page may carry (XML 1.0 refuses them; browsers show boxes).
@@ -292,7 +293,7 @@ _HTML_JUNK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0
 def _tame(html: str) -> str:
     """``html`` without control characters and with its giant tags stripped of their
     attributes; or, when nested too deep to parse in reasonable time, its text."""
-    html = _HTML_JUNK.sub("", html)
+    html = _HTML_JUNK.sub(" ", html)  # (feeds use \x0c and \x85 between words)
     if len(html) > 8192 and "<" in html:
         html = _GIANT_TAG.sub(lambda m: f"<{m[1]}>", html)
     if len(html) < _DEEP_CHECK_FROM or not _too_deep(html):

@@ -449,6 +449,21 @@ def test_grow_matches_a_full_refresh(
         assert after_grow == db.execute(_Summaries.QUERY).fetchall()
 
 
+def test_grow_refreshes_a_story_whose_outlet_list_an_older_version_left_behind(tmp_path: Path) -> None:
+    """A process of the version before 0015, still running, kept the count and not the
+    list: growing from the stale list undercounted the outlets for good."""
+    db = open_database(tmp_path / "t.db")
+    with write_transaction(db):
+        built = _Summaries(db, "earliest")
+        (story,) = built.stories([[(0, 1, 1), (1, 2, 1), (2, 3, 1)]], pin=False)
+        db.execute("UPDATE clusters SET outlets = '[[1,1.0]]' WHERE id = ?", [story])  # 3 outlets counted
+        clusters_store.grow(db, {story: built.store(story, [(3, 4, 1)])}, built.choose, 2.0)
+    grown = db.execute(_Summaries.QUERY).fetchall()
+    with write_transaction(db):
+        clusters_store.refresh_many(db, [story], built.choose, 2.0)
+    assert grown == db.execute(_Summaries.QUERY).fetchall() and grown[0][3] == 4
+
+
 def _stories(db: Database, sizes: list[int]) -> tuple[list[int], list[list[int]]]:
     """Stories of ``sizes`` items of one outlet each (items 1 ms apart), refreshed at t=1."""
     feed = feeds_store.add(db, "https://f.example/", 1.0, title="f")[0].id

@@ -225,6 +225,10 @@ def test_safe_html_resolves_relative_links_against_the_items_address() -> None:
         "https://cdn.example/z",
     ]
     assert links(str(safe_html(html))) == []  # without a base, no relative address is kept
+    # A base nh3 does not take for an address (the item's link came from a feed): made
+    # the story page a 500.
+    for odd in ("https://xn--/story", "https://exa%mple.com/", "https://a%20b.example/x"):
+        assert links(str(safe_html(html, odd))) == [], odd
 
 
 def test_an_item_without_a_link_resolves_against_its_feed_without_its_key() -> None:
@@ -353,8 +357,25 @@ def test_a_private_feeds_address_is_not_shown_in_public(agg: Aggregator, feed_se
             "HTTPS://x.org:8080/p#top and http://plain.example/",
         ),
         ("HTTP 404 Not Found", "HTTP 404 Not Found"),
+        ("at https://alice:p@ss@host.example/f?key=S3CRET", "at https://host.example/f"),
         (None, ""),
     ],
 )
 def test_without_keys_leaves_out_what_an_address_keeps_private(text: str | None, shown: str) -> None:
     assert without_keys(text) == shown
+
+
+def test_outlet_names_in_public_and_for_admins() -> None:
+    from aggregator.models import Feed, outlet_name
+
+    assert outlet_name("Daily Ledger", "https://a:b@x.example/f?k=1") == "Daily Ledger"
+    # Untitled: the address without its scheme, unless it holds a key (then the host).
+    assert outlet_name(None, "https://news.example.com/world.xml") == "news.example.com/world.xml"
+    assert outlet_name(None, "https://news.example.com/sport.xml") == "news.example.com/sport.xml"
+    assert outlet_name("", "https://news.example.com/feed.xml?key=S3CRET") == "news.example.com"
+    assert outlet_name(None, "https://bob:pw@news.example.com/feed.xml") == "news.example.com"
+    assert outlet_name(None, "file:///srv/feeds/local.xml") == "local.xml"
+    feed = Feed.__new__(Feed)
+    object.__setattr__(feed, "title", None)
+    object.__setattr__(feed, "url", "https://news.example.com/feed.xml?key=S3CRET")
+    assert feed.display_name == feed.url and feed.public_name == "news.example.com"  # admins see it whole

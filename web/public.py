@@ -48,7 +48,7 @@ class Filters:
         if f.min_outlets > 1:
             parts.append(f"covered by at least {f.min_outlets} outlets")
         if self.outlet is not None:
-            parts.append(f"from {self.outlet.display_name}")
+            parts.append(f"from {self.outlet.public_name}")
         if f.category:
             parts.append(f"in “{f.category}”")
         if f.query:
@@ -191,8 +191,8 @@ def story(cluster_id: int) -> str | WerkzeugResponse:
     if detail is None:
         into = get_reader().merged_into(cluster_id)
         if into is not None:  # links to a merged story (readers' feed items) lead to it
-            args: dict[str, Any] = {k: v for k, v in request.args.items() if k != "cluster_id"}
-            return redirect(url_for("public.story", cluster_id=into, **args), 301)
+            query = request.query_string.decode("latin-1")  # as sent (url_for took "_anchor" for its own)
+            return redirect(url_for("public.story", cluster_id=into) + (f"?{query}" if query else ""), 301)
         abort(404, description="This story does not exist.")
     summary = detail.summary
     canon = summary.canonical

@@ -656,7 +656,7 @@ def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPoli
     if not ids:
         return
     sql = (
-        "SELECT id, size, outlets, first_time, last_time, canonical_item_id, pinned_item_id "
+        "SELECT id, size, outlets, first_time, last_time, canonical_item_id, pinned_item_id, n_feeds "
         "FROM clusters WHERE id IN ({marks})"
     )
     state = {row[0]: row[1:] for row in _select_in(db, sql, ids)}
@@ -667,15 +667,16 @@ def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPoli
     for cid in ids:
         if cid not in state:
             continue
-        size, stored, first, last, canonical, pinned = state[cid]
+        size, stored, first, last, canonical, pinned, n_feeds = state[cid]
         new_ids = sorted(set(added[cid]))
         new = [infos[i] for i in new_ids if i in infos]
         if not new:
             continue
-        if size and (canonical is None or canonical not in infos or stored is None):
+        before = [(f, t) for f, t in json.loads(stored)] if size and stored else []
+        # (an outlet list that disagrees with the count was kept by an older version)
+        if size and (canonical is None or canonical not in infos or len(before) != n_feeds):
             full.append(cid)
             continue
-        before = [(f, t) for f, t in json.loads(stored)] if size else []
         outlets = _outlet_list([*before, *((m.feed_id, m.sort_time) for m in new)])
         candidates = [infos[canonical], *new] if size else new  # an empty cluster has no canonical
         if pinned is not None and (pinned == canonical or pinned in new_ids):
