@@ -101,6 +101,8 @@ class Replayer:
         self._by_link: dict[str, list[tuple[int, int]]] = {}  # link -> [(item, feed)]
         self._by_hash: dict[str, tuple[int, float]] = {}  # content hash -> (item, time)
         self._next = 1
+        self._groups: dict[int, frozenset[int]] = {}  # item -> its must-linked group (see _must_group)
+        self._blocks: dict[int, frozenset[int]] = {}  # item -> the items it may never be with
 
     def _new_cluster(self) -> int:
         n = self._next
@@ -140,9 +142,43 @@ class Replayer:
             if progress:
                 progress(done)
 
+    def _must_group(self, item_id: int) -> frozenset[int]:
+        """The items an item must share a story with, through any chain of must-links (itself included)."""
+        group = self._groups.get(item_id)
+        if group is None:
+            seen, todo = {item_id}, [item_id]
+            while todo:
+                for other in self.rules.must.get(todo.pop(), ()):
+                    if other not in seen:
+                        seen.add(other)
+                        todo.append(other)
+            group = frozenset(seen)
+            for member in group:
+                self._groups[member] = group
+        return group
+
+    def _blocked(self, item_id: int) -> frozenset[int]:
+        """The items ``item_id`` may never share a story with: a cannot-link runs between
+        an item it must be with and an item that must be with them (its own and its
+        partners' must-linked groups included, placed yet or not)."""
+        blocked = self._blocks.get(item_id)
+        if blocked is None:
+            cannot = self.rules.cannot
+            found: set[int] = set()
+            for m in self._must_group(item_id):
+                for o in cannot.get(m, ()):
+                    found |= self._must_group(o)
+            blocked = frozenset(found)
+            for member in self._must_group(item_id):
+                self._blocks[member] = blocked
+        return blocked
+
     def _evidence(self, row: IndexRow, feats: Features) -> Evidence:
         placed = self.assignments
-        forbid = frozenset(self.cluster_of(o) for o in self.rules.cannot.get(row.item_id, ()) if o in placed)
+        # Not the stories of items it may never be with, through must-links on either
+        # side: item 14, tied to 42 which an admin moved away from item 4, joined 4's
+        # story before 42 came, and the tie was lost.
+        forbid = frozenset(self.cluster_of(o) for o in self._blocked(row.item_id) if o in placed)
         must = tuple(
             (o, self.cluster_of(o))
             for o in sorted(self.rules.must.get(row.item_id, ()))
@@ -201,10 +237,9 @@ class Replayer:
         """Whether a cannot-link runs between cluster ``b`` and the clusters of ``group``
         (with ``item``, the one being placed, not yet among their members)."""
         other = self.members.get(b, set())
-        cannot = self.rules.cannot
-        if item is not None and cannot.get(item, set()) & other:
+        if item is not None and self._blocked(item) & other:
             return True
-        return any(cannot.get(x, set()) & other for c in group for x in self.members.get(c, ()))
+        return any(self._blocked(x) & other for c in group for x in self.members.get(c, ()))
 
 
 def _chunks(rows: Iterable[IndexRow], size: int) -> Iterator[list[IndexRow]]:
