@@ -841,7 +841,10 @@ class Aggregator:
         clean, errors = self.check_changes(changes, replace=replace)
         if errors:
             raise SettingsError("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        overrides = {} if replace else self.admin_overrides()
+        # Added to the overrides in force: one left out since config.toml changed (listed in
+        # settings_problems) is not turned back on by a change it was never previewed with.
+        in_force = tuning.json_ready({k: self.settings.get(k) for k in self.admin_overrides()})
+        overrides = {} if replace else {k: v for k, v in self.admin_overrides().items() if in_force[k] == v}
         overrides.update(tuning.json_ready(clean))
         # An override equal to the config value is no override.
         overrides = {

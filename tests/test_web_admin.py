@@ -128,6 +128,14 @@ def test_stored_settings_that_no_longer_fit_are_shown(demo_agg: Aggregator, acco
             "/admin/settings"
         )
     )
+    # A change applied on the smaller config does not turn the one left out back on
+    # (8 bands x 8 rows would fit 64, but rows 8 was never previewed with it).
+    with Aggregator(smaller, db_path=demo_agg.db_path) as other:
+        assert other.settings.cluster.lsh_rows == smaller.cluster.lsh_rows
+        other.apply_settings({"cluster.lsh_bands": "8"}, "bob")
+        assert other.settings.cluster.lsh_bands == 8
+        assert other.settings.cluster.lsh_rows == smaller.cluster.lsh_rows
+        assert "cluster.lsh_rows" not in other.admin_overrides()
 
 
 def wait_job(agg: Aggregator, job_id: int, timeout: float = 90) -> Any:
