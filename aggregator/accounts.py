@@ -52,6 +52,13 @@ def set_password(db: Database, name: str, password: str, now: float) -> None:
         admin_store.set_hash(db, name, _HASHER.hash(password), now)
 
 
+def remove_account(db: Database, name: str) -> bool:
+    """Remove an admin account; False if there is none of that name.  Its sessions end:
+    their stamp no longer matches any account."""
+    with write_transaction(db):
+        return admin_store.remove(db, name)
+
+
 def check_login(db: Database, name: str, password: str, remote: str, now: float) -> LoginResult:
     """Verify a login, at most a few failures per account and per address per 15 minutes."""
     name = name.strip()[:200]

@@ -357,6 +357,19 @@ def admin_list() -> None:
             click.echo(name)
 
 
+@admin.command("remove")
+@click.argument("name")
+@common_options
+def admin_remove(name: str) -> None:
+    """Remove the admin account NAME (its sessions end with it)."""
+    from aggregator.accounts import remove_account
+
+    with _open() as agg:
+        if not remove_account(agg.db, name):
+            raise click.ClickException(f"no such account: {name}")
+    click.echo(f"removed {name}")
+
+
 @cli.command("eval")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

@@ -50,6 +50,12 @@ def test_admin_accounts(run) -> None:  # type: ignore[no-untyped-def]
         "admin", "set-password", "alice", "--password", "a long enough password"
     )
     assert run("admin", "list").strip() == "alice"
+    assert "no such account: bob" in run("admin", "remove", "bob", ok=False)
+    assert "removed alice" in run("admin", "remove", "alice")
+    assert run("admin", "list").strip() == ""
+    assert "password set for alice" in run(
+        "admin", "set-password", "alice", "--password", "a long enough password"
+    )
     assert "at least 10 characters" in run("admin", "set-password", "bob", "--password", "short", ok=False)
     for bad in ("bad name!", "dave\n"):  # (a trailing newline passed, and could never log in)
         assert "account names" in run(

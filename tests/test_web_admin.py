@@ -329,6 +329,15 @@ def test_logging_out_ends_a_copied_session_too(client: Any, web_app: Any, accoun
     assert login(client).status_code == 303 and client.get("/admin/settings").status_code == 200
 
 
+def test_removing_an_account_ends_its_sessions(client: Any, demo_agg: Aggregator, account: str) -> None:
+    from aggregator.accounts import remove_account
+
+    login(client)
+    assert client.get("/admin/settings").status_code == 200
+    assert remove_account(demo_agg.db, "alice") and not remove_account(demo_agg.db, "alice")
+    assert client.get("/admin/settings").status_code == 303
+
+
 def test_login_returns_to_the_page_asked_for_but_only_inside_the_admin(client: Any, account: str) -> None:
     r = client.get("/admin/rules?x=1")
     assert r.headers["Location"] == "/admin/login?next=/admin/rules?x%3D1"

@@ -36,6 +36,10 @@ def session_key(db: Database, name: str) -> tuple[str, int] | None:
     return (row[0], int(row[1])) if row else None
 
 
+def remove(db: Database, name: str) -> bool:
+    return db.execute("DELETE FROM admin_users WHERE name = ?", [name]).rowcount > 0
+
+
 def end_sessions(db: Database, name: str) -> None:
     db.execute("UPDATE admin_users SET sessions = sessions + 1 WHERE name = ?", [name])
 
