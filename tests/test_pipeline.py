@@ -856,6 +856,17 @@ def _profiles(agg: Aggregator) -> dict[object, object]:
     return {"clusters": clusters, "items": engine.assignments(), "df": engine._df, "docs": engine._n_docs}
 
 
+def _assert_as_rebuilt(poller: Aggregator, site: Aggregator, settings: Settings) -> None:
+    """The poller took the site's changes without a rebuild, and its index is as a
+    process that rebuilt it has it; then both are closed."""
+    applied = _profiles(poller)
+    assert poller.pipeline.rebuilds == 1
+    with Aggregator(settings) as fresh:
+        assert applied == _profiles(fresh)
+    poller.close()
+    site.close()
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_corrections_applied_to_an_index_leave_it_as_a_rebuild_makes_it(
     tmp_path, feed_server: FeedServer, seed: int
@@ -896,12 +907,7 @@ def test_corrections_applied_to_an_index_leave_it_as_a_rebuild_makes_it(
         elif len(stories) > 1:
             a, b = rng.sample(sorted(stories), 2)
             site.merge_clusters(a, b, "admin")
-    applied = _profiles(poller)
-    assert poller.pipeline.rebuilds == 1
-    with Aggregator(settings) as fresh:
-        assert applied == _profiles(fresh)
-    poller.close()
-    site.close()
+    _assert_as_rebuilt(poller, site, settings)
 
 
 def test_a_feed_removed_during_its_update_is_not_an_internal_error(
@@ -979,12 +985,7 @@ def test_a_removed_feeds_item_that_left_the_window_leaves_its_storys_profile(
     assert len({r["cluster_id"] for r in poller.export_rows()}) == 2  # f and g are one story
     poller.pipeline.engine()  # f's item has left the window by now; its story has not
     site.remove_feed(feed_server.url("/f.xml"))
-    applied = _profiles(poller)
-    assert poller.pipeline.rebuilds == 1
-    with Aggregator(settings) as fresh:
-        assert applied == _profiles(fresh)
-    poller.close()
-    site.close()
+    _assert_as_rebuilt(poller, site, settings)
 
 
 def test_an_index_that_fails_to_take_a_change_is_rebuilt(

@@ -25,6 +25,16 @@ __all__ = ["Database", "open_database", "read_snapshot", "write_transaction"]
 BUSY_TIMEOUT_MS = 30_000
 
 
+def next_id_sql(table: str, high_key: str) -> str:
+    """An SQL expression for ``table``'s next id that never gives an id used before:
+    past both the highest id there and the highest ever deleted, which a trigger keeps
+    in ``meta`` under ``high_key`` (migrations 0012 for stories, 0017 for items)."""
+    return (
+        f"max(coalesce((SELECT max(id) FROM {table}), 0), "
+        f"coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{high_key}'), 0)) + 1"
+    )
+
+
 _INT64 = (-(2**63), 2**63 - 1)
 
 

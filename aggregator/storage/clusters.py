@@ -12,6 +12,7 @@ from sqlite_utils import Database
 
 from aggregator.models import ClusterDetail, ClusterSummary, MemberInfo, StoredItem, StoryFilter, outlet_name
 from aggregator.storage import items as items_store
+from aggregator.storage import next_id_sql
 
 __all__ = [
     "add_member",
@@ -27,10 +28,7 @@ __all__ = [
 # A story's number is never given to another story (a reader's old link or feed
 # item would show an unrelated one): past the highest number ever used, which a
 # trigger keeps in ``meta`` as clusters are deleted (migration 0012).
-_NEXT_ID = (
-    "max(coalesce((SELECT max(id) FROM clusters), 0), "
-    "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'cluster_id_high'), 0)) + 1"
-)
+_NEXT_ID = next_id_sql("clusters", "cluster_id_high")
 
 
 def create(db: Database, now: float) -> int:

@@ -11,6 +11,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from aggregator.models import Item, StoredItem
+from aggregator.storage import next_id_sql
 
 __all__ = [
     "IndexRow",
@@ -47,10 +48,7 @@ def insert(db: Database, feed_id: int, item: Item, now: float, sort_time: float)
 # An item's id is never given to another item (a process that saw the first would take
 # the second for it): past the highest id ever used, which a trigger keeps in ``meta``
 # as items are deleted (migration 0017).
-_NEXT_ID = (
-    "max(coalesce((SELECT max(id) FROM items), 0), "
-    "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'item_id_high'), 0)) + 1"
-)
+_NEXT_ID = next_id_sql("items", "item_id_high")
 
 
 def insert_many(
