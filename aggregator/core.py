@@ -843,8 +843,9 @@ class Aggregator:
             raise SettingsError("; ".join(f"{k}: {v}" for k, v in errors.items()))
         # Added to the overrides in force: one left out since config.toml changed (listed in
         # settings_problems) is not turned back on by a change it was never previewed with.
-        in_force = tuning.json_ready({k: self.settings.get(k) for k in self.admin_overrides()})
-        overrides = {} if replace else {k: v for k, v in self.admin_overrides().items() if in_force[k] == v}
+        stored = {} if replace else self.admin_overrides()
+        in_force = tuning.json_ready({k: self.settings.get(k) for k in stored})
+        overrides = {k: v for k, v in stored.items() if in_force[k] == v}
         overrides.update(tuning.json_ready(clean))
         # An override equal to the config value is no override.
         overrides = {
