@@ -21,8 +21,14 @@ _NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 _DUMMY = _HASHER.hash("not a real password")
 
 WINDOW_SECONDS = 15 * 60
-MAX_FAILURES_PER_NAME = 5
+# Failed logins allowed per 15 minutes: to one account from one address (a guesser)...
+MAX_FAILURES_PER_NAME_AND_ADDRESS = 5
+# ...from one address to any account...
 MAX_FAILURES_PER_ADDRESS = 20
+# ...and to one account from everywhere (guessers spread over many addresses), which
+# does not hold a browser the account has logged in from before: five wrong guesses
+# from anywhere used to lock the admins themselves out for 15 minutes.
+MAX_FAILURES_PER_NAME = 100
 
 
 class AccountError(ValueError):
@@ -59,17 +65,27 @@ def remove_account(db: Database, name: str) -> bool:
         return admin_store.remove(db, name)
 
 
-def check_login(db: Database, name: str, password: str, remote: str, now: float) -> LoginResult:
-    """Verify a login, at most a few failures per account and per address per 15 minutes."""
+def check_login(
+    db: Database, name: str, password: str, remote: str, now: float, *, known_browser: bool = False
+) -> LoginResult:
+    """Verify a login, at most a few failures per account and address per 15 minutes.
+
+    ``known_browser``: the request comes from a browser that has logged into this
+    account before (the web app's signed cookie says so); the limit on failures to the
+    account from all addresses does not apply to it, so guessers elsewhere cannot lock
+    the account's admins out.
+    """
     name = name.strip()[:200]
     # The attempt counts as a failure from before it is checked, in the transaction that
     # checks the limits: guesses sent in parallel each saw the others uncounted (40 at
     # once made 38 tries against a limit of 5).
     with write_transaction(db):
-        by_name, by_remote = admin_store.failures_since(
-            db, name=name, remote=remote, since=now - WINDOW_SECONDS
-        )
-        if by_name >= MAX_FAILURES_PER_NAME or by_remote >= MAX_FAILURES_PER_ADDRESS:
+        failed = admin_store.failures_since(db, name=name, remote=remote, since=now - WINDOW_SECONDS)
+        if (
+            failed.by_name_and_remote >= MAX_FAILURES_PER_NAME_AND_ADDRESS
+            or failed.by_remote >= MAX_FAILURES_PER_ADDRESS
+            or (failed.by_name >= MAX_FAILURES_PER_NAME and not known_browser)
+        ):
             return LoginResult(False, "Too many failed logins. Try again in 15 minutes.", limited=True)
         attempt = admin_store.record_attempt(db, name, remote, now, False)
     stored = admin_store.get_hash(db, name) if valid_name(name) else None

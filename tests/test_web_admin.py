@@ -48,6 +48,11 @@ def login(client: Any, name: str = "alice", password: str = PASSWORD, next: str 
     return client.post("/admin/login", data=data)
 
 
+def logout(client: Any) -> None:
+    token = token_of(client.get("/admin/").get_data(as_text=True))
+    assert client.post("/admin/logout", data={"csrf_token": token}).status_code == 303
+
+
 class Admin:
     """A logged-in test client that posts forms with the session's CSRF token."""
 
@@ -287,19 +292,71 @@ def test_guesses_sent_at_once_count_against_the_limit(demo_agg: Aggregator, acco
     made 38 tries against a limit of 5 per account."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from aggregator.accounts import MAX_FAILURES_PER_NAME, check_login
+    from aggregator.accounts import MAX_FAILURES_PER_NAME_AND_ADDRESS, check_login
     from aggregator.storage import open_database
 
     def guess(n: int) -> bool:
         db = open_database(demo_agg.db_path, migrate=False)
         try:
-            return check_login(db, "alice", f"wrong guess {n}", f"198.51.100.{n}", time.time()).limited
+            return check_login(db, "alice", f"wrong guess {n}", "198.51.100.7", time.time()).limited
         finally:
             db.close()
 
     with ThreadPoolExecutor(8) as pool:
         limited = list(pool.map(guess, range(40)))
-    assert limited.count(False) == MAX_FAILURES_PER_NAME
+    assert limited.count(False) == MAX_FAILURES_PER_NAME_AND_ADDRESS
+
+
+def test_guessers_elsewhere_cannot_lock_the_admins_out(
+    demo_agg: Aggregator, account: str, client: Any
+) -> None:
+    """Five wrong guesses from anywhere locked the account for 15 minutes, its admins
+    included.  Now a guesser is limited per address; guesses spread over many
+    addresses lock the account only for browsers that never logged into it."""
+    from aggregator.accounts import check_login
+
+    now = time.time()
+    for n in range(5):  # one guesser: its own address is limited, nobody else
+        check_login(demo_agg.db, "alice", f"guess {n}", "198.51.100.7", now)
+    assert check_login(demo_agg.db, "alice", PASSWORD, "198.51.100.7", now).limited
+    assert login(client).status_code == 303  # the admin, from 127.0.0.1
+
+    logout(client)
+    failed_guesses_from_everywhere(demo_agg, "alice", now)
+    stranger = create_app(demo_agg.settings, db_path=demo_agg.db_path).test_client()
+    r = login(stranger)
+    assert r.status_code == 429 and "Too many failed logins" in r.get_data(as_text=True)
+    assert login(client).status_code == 303  # the browser that logged in before
+
+    # the cookie names its account, is signed, and says nothing about another account
+    cookie = client.get_cookie("aggregator_known_browser", path="/admin")
+    assert cookie is not None and cookie.http_only
+    stranger.set_cookie("aggregator_known_browser", cookie.value[:-2] + "xx", path="/admin")
+    assert login(stranger).status_code == 429
+    logout(client)
+    set_password(demo_agg.db, "bob", PASSWORD, now)
+    failed_guesses_from_everywhere(demo_agg, "bob", now)
+    assert login(client, name="bob").status_code == 429
+
+
+def failed_guesses_from_everywhere(agg: Aggregator, name: str, now: float) -> None:
+    from aggregator.accounts import MAX_FAILURES_PER_NAME
+    from aggregator.storage import admin as admin_store
+
+    with write_transaction(agg.db):  # as check_login records them, without 100 argon2 hashes
+        for n in range(MAX_FAILURES_PER_NAME):
+            admin_store.record_attempt(agg.db, name, f"203.0.{n // 250}.{n % 250}", now, False)
+
+
+def test_the_login_limit_counts_a_long_address(demo_agg: Aggregator, account: str) -> None:
+    """Addresses were stored cut to 100 characters but counted uncut, so a longer one
+    (a forwarded address is what the client says) was never limited."""
+    from aggregator.accounts import MAX_FAILURES_PER_ADDRESS, check_login
+
+    remote = "2001:db8::" + "f" * 120
+    names = [f"user{n}" for n in range(MAX_FAILURES_PER_ADDRESS + 2)]  # one guess each
+    results = [check_login(demo_agg.db, name, "wrong", remote, time.time()) for name in names]
+    assert [r.limited for r in results] == [False] * MAX_FAILURES_PER_ADDRESS + [True] * 2
 
 
 def test_login_makes_a_new_session_and_logout_ends_it(client: Any, account: str) -> None:
@@ -915,7 +972,11 @@ def test_the_login_rate_limit_counts_the_client_behind_a_trusted_proxy(
         headers=forwarded,
     )
     assert r.status_code == 401
-    _, from_client = admin_store.failures_since(demo_agg.db, name="mallory", remote="203.0.113.9", since=0)
-    _, from_proxy = admin_store.failures_since(demo_agg.db, name="mallory", remote="127.0.0.1", since=0)
+    from_client = admin_store.failures_since(
+        demo_agg.db, name="mallory", remote="203.0.113.9", since=0
+    ).by_remote
+    from_proxy = admin_store.failures_since(
+        demo_agg.db, name="mallory", remote="127.0.0.1", since=0
+    ).by_remote
     # Believed only when the configuration says a proxy is there; else anyone could pick an address.
     assert (from_client, from_proxy) == ((1, 0) if proxies else (0, 1))

@@ -39,6 +39,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from markupsafe import Markup
 
 from aggregator.accounts import check_login
@@ -183,7 +184,9 @@ def login() -> ResponseReturnValue:
     agg = get_aggregator()
     name = request.form.get("name", "").strip()[:200]
     password = request.form.get("password", "")[:1025]  # longer than any password one may set
-    result = check_login(agg.db, name, password, request.remote_addr or "", time.time())
+    result = check_login(
+        agg.db, name, password, request.remote_addr or "", time.time(), known_browser=_known_browser(name)
+    )
     if not result.ok:
         status = 429 if result.limited else 401
         return render_template("admin/login.html", next=target, name=name, error=result.message), status
@@ -193,7 +196,38 @@ def login() -> ResponseReturnValue:
     session.update(
         admin=name, login_at=time.time(), stamp=agg.account_stamp(name), csrf=secrets.token_urlsafe(32)
     )
-    return redirect(target or url_for("admin.index"), 303)
+    response = redirect(target or url_for("admin.index"), 303)
+    response.set_cookie(
+        KNOWN_BROWSER_COOKIE,
+        _browsers().dumps(name),
+        max_age=KNOWN_BROWSER_SECONDS,
+        path="/admin",
+        secure=bool(current_app.config["SESSION_COOKIE_SECURE"]),
+        httponly=True,
+        samesite="Lax",
+    )
+    return response
+
+
+# A browser that has logged into an account keeps a signed cookie naming it, so that
+# guesses from elsewhere cannot lock the account's admins out (see check_login).  It
+# outlives the session and logging out: it grants nothing but that.
+KNOWN_BROWSER_COOKIE = "aggregator_known_browser"
+KNOWN_BROWSER_SECONDS = 180 * 86400
+
+
+def _browsers() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(str(current_app.secret_key), salt="admin known browser")
+
+
+def _known_browser(name: str) -> bool:
+    cookie = request.cookies.get(KNOWN_BROWSER_COOKIE, "")
+    if not cookie or not name:
+        return False
+    try:
+        return bool(_browsers().loads(cookie, max_age=KNOWN_BROWSER_SECONDS) == name)
+    except BadSignature:  # forged, from another database's key, or expired
+        return False
 
 
 @bp.post("/logout")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from sqlite_utils import Database
 
 __all__ = [
+    "Failures",
     "attempt_succeeded",
     "end_sessions",
     "failures_since",
@@ -62,12 +65,23 @@ def attempt_succeeded(db: Database, attempt_id: int) -> None:
     db.execute("UPDATE login_attempts SET ok = 1 WHERE id = ?", [attempt_id])
 
 
-def failures_since(db: Database, *, name: str, remote: str, since: float) -> tuple[int, int]:
-    """Failed logins since ``since``: (for this account name, from this address)."""
-    by_name = db.execute(
-        "SELECT count(*) FROM login_attempts WHERE name = ? AND at >= ? AND ok = 0", [name, since]
-    ).fetchone()[0]
+class Failures(NamedTuple):
+    """Failed logins in a period: to an account, from an address, and both."""
+
+    by_name: int
+    by_remote: int
+    by_name_and_remote: int
+
+
+def failures_since(db: Database, *, name: str, remote: str, since: float) -> Failures:
+    """Failed logins since ``since`` to this account name and from this address."""
+    by_name, by_pair = db.execute(
+        "SELECT count(*), coalesce(sum(remote = ?), 0) FROM login_attempts "
+        "WHERE name = ? AND at >= ? AND ok = 0",
+        [remote[:100], name[:200], since],
+    ).fetchone()
     by_remote = db.execute(
-        "SELECT count(*) FROM login_attempts WHERE remote = ? AND at >= ? AND ok = 0", [remote, since]
+        "SELECT count(*) FROM login_attempts WHERE remote = ? AND at >= ? AND ok = 0",
+        [remote[:100], since],
     ).fetchone()[0]
-    return int(by_name), int(by_remote)
+    return Failures(int(by_name), int(by_remote), int(by_pair))
