@@ -30,7 +30,15 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from aggregator import opml, tuning
-from aggregator.fetch import Fetcher, FetchLimits, address_problem, feed_url_form, is_local, local_path
+from aggregator.fetch import (
+    Fetcher,
+    FetchLimits,
+    address_problem,
+    address_problems,
+    feed_url_form,
+    is_local,
+    local_path,
+)
 from aggregator.models import (
     ClusterDetail,
     ClusterSummary,
@@ -345,12 +353,14 @@ class Aggregator:
 
         ``via_site``: the URL comes from a web form, so only http(s) URLs are accepted.
         """
-        url = self._check_url(url, via_site=via_site)
+        return self._subscribe(self._check_url(url, via_site=via_site), title)
+
+    def _subscribe(self, url: str, title: str | None) -> tuple[Feed, bool]:
         title = clean_text(title or "")[:300] or None  # (control characters broke the OPML export)
         with self._lock:
             return feeds_store.add(self.db, url, self.clock(), title)
 
-    def _check_url(self, url: str, *, via_site: bool = False) -> str:
+    def _check_url(self, url: str, *, via_site: bool = False, resolve: bool = True) -> str:
         """``url`` checked, in the one form that is stored for it (scheme and host in
         lower case, no default port, no fragment: the same feed is not subscribed twice).
         Errors show at most 200 characters of it (a flash message lives in a cookie)."""
@@ -386,7 +396,7 @@ class Aggregator:
         if "%" in host:
             raise FeedError(f"not a valid URL (a space or % in the host name): {shown}")
         url = feed_url_form(url)
-        if not self.settings.feeds.allow_private_addresses:
+        if resolve and not self.settings.feeds.allow_private_addresses:
             problem = address_problem(url)
             if problem:
                 raise FeedError(problem)
@@ -472,15 +482,23 @@ class Aggregator:
             data = source
         added: list[Feed] = []
         problems: list[str] = []
+        checked: list[tuple[str, str | None]] = []
         for entry in opml.read(data):
             url = entry.url
             if base is not None and is_local(url) and not local_path(url).is_absolute():
                 url = str(base / local_path(url))
             try:
-                feed, new = self.add_feed(url, entry.title, via_site=via_site)
+                checked.append((self._check_url(url, via_site=via_site, resolve=False), entry.title))
             except FeedError as exc:
                 problems.append(str(exc))
+        unsafe: dict[str, str] = {}
+        if not self.settings.feeds.allow_private_addresses:  # the names resolved at once
+            unsafe = address_problems(url for url, _ in checked if not is_local(url))
+        for url, title in checked:
+            if url in unsafe:
+                problems.append(unsafe[url])
                 continue
+            feed, new = self._subscribe(url, title)
             if new:
                 added.append(feed)
         return added, problems

@@ -513,3 +513,66 @@ def test_a_document_the_parser_does_not_finish_fails_its_feed_not_the_poller(
     monkeypatch.setattr(aggregator.core, "PARSE_TIMEOUT_SECONDS", 300.0)
     (report,) = agg.update([agg.feed(feed.id)])  # type: ignore[list-item]
     assert report.new_items == 800 and agg._pool is not None  # new workers
+
+
+class SlowResolver:
+    """``socket.getaddrinfo`` of a slow DNS: every answer takes ``delay`` seconds,
+    ``stuck.example`` never answers until released, ``*.private.example`` is 10.0.0.1."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+
+    def __call__(self, host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        import socket
+
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            if host == "stuck.example":
+                self.release.wait(60)
+            time.sleep(self.delay)
+            ip = "10.0.0.1" if host.endswith(".private.example") else "93.184.216.34"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, 0))]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_an_opml_import_resolves_its_hosts_at_once_and_does_not_wait_for_a_stuck_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each feed's host was resolved in turn, inside the request: 500 feeds behind a
+    slow resolver took minutes, and one name that never answered held the import."""
+    import socket
+
+    from aggregator import fetch
+
+    resolver = SlowResolver(delay=0.05)
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setattr(fetch, "RESOLVE_BUDGET_SECONDS", 1.0)
+    hosts = [f"news{n}.example" for n in range(60)] + ["stuck.example", "intranet.private.example"]
+    outlines = "".join(f'<outline text="{h}" xmlUrl="https://{h}/feed.xml"/>' for h in hosts)
+    opml = f'<opml version="2.0"><body>{outlines}</body></opml>'.encode()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[storage]\ndb_path = "o.db"\n[feeds]\nopml = ""\n')
+    result: list[Any] = []
+    with Aggregator(load_settings(cfg)) as agg:
+        importing = threading.Thread(target=lambda: result.append(agg.import_opml(opml, via_site=True)))
+        importing.start()
+        importing.join(30)  # one after another, it would wait for the stuck name
+        try:
+            assert not importing.is_alive()
+        finally:
+            resolver.release.set()
+            importing.join()
+        added, problems = result[0]
+        assert problems == [
+            "intranet.private.example resolves to a non-public address (10.0.0.1); not allowed by the configuration"
+        ]
+        # the stuck name is let through: every fetch checks the address it reaches
+        assert {f.url for f in added} == {f"https://{h}/feed.xml" for h in hosts[:-1]}
+        assert resolver.most > 1
