@@ -11,7 +11,15 @@ Public facade::
 """
 
 from aggregator.core import Aggregator, FeedError
-from aggregator.models import ClusterDetail, ClusterSummary, Feed, StoredItem, UpdateReport
+from aggregator.models import (
+    ClusterDetail,
+    ClusterSummary,
+    Feed,
+    StoredItem,
+    StoryCursor,
+    StoryFilter,
+    UpdateReport,
+)
 from aggregator.settings import Settings, SettingsError, load_settings
 
 __all__ = [
@@ -23,6 +31,8 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StoredItem",
+    "StoryCursor",
+    "StoryFilter",
     "UpdateReport",
     "load_settings",
 ]

@@ -47,6 +47,7 @@ from aggregator.models import (
     Freshness,
     SearchHit,
     StoredItem,
+    StoryCursor,
     StoryFilter,
     StoryHits,
     UpdateReport,
@@ -1102,8 +1103,13 @@ class Aggregator:
         sort: str = "latest",
         limit: int = 20,
         offset: int = 0,
+        cursor: StoryCursor | None = None,
     ) -> list[ClusterSummary]:
-        """Stories passing a filter (outlets, feed, category, search words), newest or most covered first."""
+        """Stories passing a filter (outlets, feed, category, search words), newest or most covered first.
+
+        ``cursor`` (:meth:`StoryCursor.of` a story listed before): the stories past it,
+        or the nearest before it, in its order; pages that do not move as stories arrive.
+        """
         f = story_filter or StoryFilter()
         match = None
         if f.query:
@@ -1111,7 +1117,7 @@ class Aggregator:
             if match is None:  # no word to look for: nothing matches
                 return []
         limit, offset = _page(limit, offset)
-        return clusters_store.stories(self.db, f, match, sort=sort, limit=limit, offset=offset)
+        return clusters_store.stories(self.db, f, match, sort=sort, limit=limit, offset=offset, cursor=cursor)
 
     def story_members(
         self, cluster_ids: Sequence[int], per_story: int | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
@@ -210,7 +211,8 @@ class ClusterSummary:
     first_seen: float
     last_seen: float
     updated_at: float
-    created_at: float | None = None  # when the cluster was made (None: not loaded by this query)
+    created_at: float | None = None  # when the cluster was made
+    n_feeds: int = 0  # how many outlets told it
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,52 @@ class StoryFilter:
     @property
     def is_default(self) -> bool:
         return self == StoryFilter()
+
+
+# The columns of a story each order of stories sorts by, last to first: the key of a
+# story in that order (the same columns as storage's ORDER BY, all descending).
+STORY_SORT_KEYS = {"latest": ("last_time", "id"), "coverage": ("n_feeds", "size", "last_time", "id")}
+
+
+@dataclass(frozen=True)
+class StoryCursor:
+    """Where a page of stories begins (keyset paging): next to the story of sort key
+    ``key`` in order ``sort``, on its ``older`` side (further down the list) or the other.
+
+    A page counted by its offset repeated stories as new ones arrived above it (and
+    skipped stories when some left); a cursor's page starts where the reader left off.
+    """
+
+    sort: str
+    key: tuple[float, ...]
+    older: bool = True
+
+    @classmethod
+    def of(cls, story: ClusterSummary, sort: str, *, older: bool = True) -> StoryCursor:
+        values = {"last_time": story.last_seen, "id": story.id, "n_feeds": story.n_feeds, "size": story.size}
+        return cls(sort, tuple(values[k] for k in STORY_SORT_KEYS[sort]), older)
+
+    def token(self) -> str:
+        """The cursor as it goes in a URL (``sort`` and the side are the URL's to say)."""
+        return "_".join(repr(float(v)) if k == "last_time" else str(int(v)) for k, v in self._named())
+
+    @classmethod
+    def parse(cls, token: str, sort: str, *, older: bool = True) -> StoryCursor:
+        """The cursor of a :meth:`token`; ValueError if it is not one."""
+        names = STORY_SORT_KEYS.get(sort)
+        parts = token.split("_")
+        if names is None or len(parts) != len(names) or len(token) > 200:
+            raise ValueError("not a page of this list")
+        key: list[float] = []
+        for name, part in zip(names, parts, strict=True):
+            value = float(part) if name == "last_time" else int(part)
+            if not math.isfinite(value) or abs(value) > 2**62:
+                raise ValueError("not a page of this list")
+            key.append(value)
+        return cls(sort, tuple(key), older)
+
+    def _named(self) -> list[tuple[str, float]]:
+        return list(zip(STORY_SORT_KEYS[self.sort], self.key, strict=True))
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,63 @@ def test_front_page_paginates(settings: Any, demo_feeds: Path) -> None:
     page(client, "/?page=zero", 400)
 
 
+def _pager_link(html: str, rel: str) -> str | None:
+    m = re.search(rf'<a rel="{rel}" href="([^"]+)"', html)
+    return m.group(1).replace("&amp;", "&") if m else None
+
+
+def test_front_page_pages_go_on_where_the_last_one_ended(
+    settings: Any, demo_db_template: Path, tmp_path: Path
+) -> None:
+    """Pages were counted by offset: when stories arrived while a reader read page 1,
+    page 2 began with stories already shown (and stories that left were skipped)."""
+    import shutil
+
+    small = settings.replace({"web.page_size": 4})
+    shutil.copyfile(demo_db_template, small.db_path)
+    client = create_app(small).test_client()
+    with Aggregator(small) as agg:
+        before = [s.id for s in agg.stories(limit=12)]
+        first = page(client, "/")
+        assert [int(i) for i in re.findall(r'<h2 id="s(\d+)">', first)] == before[:4]
+        assert 'rel="prev"' not in first
+        # three new stories arrive, newer than any
+        news = tmp_path / "news.xml"
+        titles = ["Volcano erupts on remote island", "Orchestra names chief conductor", "Bakery opens shop"]
+        news.write_bytes(rss([{"title": t, "guid": f"n{k}", "description": t} for k, t in enumerate(titles)]))
+        feed, _ = agg.add_feed(str(news))
+        (report,) = agg.update([feed])
+        assert report.new_items == 3 and len(set(s.id for s in agg.stories(limit=3)) - set(before)) == 3
+
+    second_url = _pager_link(first, "next")
+    assert second_url is not None and "after=" in second_url
+    second = page(client, second_url)
+    assert [int(i) for i in re.findall(r'<h2 id="s(\d+)">', second)] == before[4:8]
+    assert "Page 2" in text_of(second)
+    page(client, "/?page=2")  # an offset still works (it shows stories of page 1 again now)
+
+    back_url = _pager_link(second, "prev")
+    assert back_url is not None and "before=" in back_url
+    back = page(client, back_url)  # the page read before, not the new stories above it
+    assert [int(i) for i in re.findall(r'<h2 id="s(\d+)">', back)] == before[:4]
+    assert _pager_link(back, "prev") is not None  # ...which are one more step back
+    top = page(client, _pager_link(back, "prev") or "")
+    assert 'rel="prev"' not in top and "Page 1" in text_of(top)
+
+    # the most covered, to the end: every story once
+    seen: list[str] = []
+    url: str | None = "/?sort=coverage"
+    while url:
+        html = page(client, url)
+        seen += re.findall(r'<h2 id="s(\d+)">', html)
+        url = _pager_link(html, "next")
+    with Aggregator(small) as agg:
+        assert len(seen) == len(set(seen)) == agg.counts()["clusters"]
+        assert [int(i) for i in seen] == [s.id for s in agg.stories(sort="coverage", limit=10_000)]
+    for bad in ("after=x", "after=1_2_3", "before=nan_5", "after=1e400_3", "after="):
+        page(client, f"/?{bad}", 400)
+
+
 def test_front_page_filters(client: Any, demo_agg: Aggregator) -> None:
     html = page(client, "/?min_outlets=2")
     ids = [int(i) for i in re.findall(r'<h2 id="s(\d+)">', html)]

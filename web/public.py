@@ -17,7 +17,7 @@ from flask import Blueprint, Response, abort, current_app, redirect, render_temp
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from aggregator.models import ClusterSummary, Feed, StoredItem, StoryFilter, public_feed_url
+from aggregator.models import ClusterSummary, Feed, StoredItem, StoryCursor, StoryFilter, public_feed_url
 from web import get_reader, syndication, whole_number
 from web.caching import conditional
 from web.diff import TextDiff, WordOp, diff_texts, word_diff
@@ -116,20 +116,53 @@ def index() -> str:
     if sort not in SORTS:
         sort = "latest"
     size = agg.settings.web.page_size
-    stories = agg.stories(filters.story_filter, sort=sort, limit=size + 1, offset=(page - 1) * size)
-    if page > 1 and not stories:
+    # Pages are linked by cursors (the story each starts next to), so that the next
+    # page goes on where this one ended when stories arrive meanwhile; ?page=N alone
+    # (an offset) still works, and the number is shown.
+    cursor = _story_cursor(sort)
+    f = filters.story_filter
+    if cursor is None:
+        stories = agg.stories(f, sort=sort, limit=size + 1, offset=(page - 1) * size)
+        has_prev, has_next = page > 1, len(stories) > size
+    elif cursor.older:
+        stories = agg.stories(f, sort=sort, limit=size + 1, cursor=cursor)
+        page, has_prev, has_next = max(page, 2), True, len(stories) > size
+    else:
+        stories = agg.stories(f, sort=sort, limit=size + 1, cursor=cursor)
+        if len(stories) > size:  # a page of newer ones and more above it (the farthest is first)
+            stories, page, has_prev, has_next = stories[1:], max(page, 2), True, True
+        else:  # back at the top: the first page, as it is now
+            stories = agg.stories(f, sort=sort, limit=size + 1)
+            page, has_prev, has_next = 1, False, len(stories) > size
+    stories = stories[:size]
+    if (page > 1 or cursor is not None) and not stories:
         abort(404, description="There are no stories on this page.")
     return render_template(
         "index.html",
-        stories=stories[:size],
+        stories=stories,
         page=page,
         sort=sort,
         sorts=SORTS,
-        has_next=len(stories) > size,
+        has_prev=has_prev,
+        has_next=has_next,
+        prev_args={"before": StoryCursor.of(stories[0], sort, older=False).token()} if stories else {},
+        next_args={"after": StoryCursor.of(stories[-1], sort).token()} if stories else {},
         filters=filters,
         feed_args=filters.args,
         outlets=agg.feeds(),
     )
+
+
+def _story_cursor(sort: str) -> StoryCursor | None:
+    """The page's cursor: ``after`` (older than) or ``before`` (newer than) a story."""
+    for arg, older in (("after", True), ("before", False)):
+        token = request.args.get(arg)
+        if token is not None:
+            try:
+                return StoryCursor.parse(token.strip(), sort, older=older)
+            except ValueError:
+                abort(400, description=f"“{arg}” is not a page of this list.")
+    return None
 
 
 def _why(member: StoredItem, by_id: Mapping[int, StoredItem], first_id: int | None) -> str:

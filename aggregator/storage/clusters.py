@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -10,7 +9,16 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from aggregator.models import ClusterDetail, ClusterSummary, MemberInfo, StoredItem, StoryFilter, outlet_name
+from aggregator.models import (
+    STORY_SORT_KEYS,
+    ClusterDetail,
+    ClusterSummary,
+    MemberInfo,
+    StoredItem,
+    StoryCursor,
+    StoryFilter,
+    outlet_name,
+)
 from aggregator.storage import items as items_store
 from aggregator.storage import next_id_sql
 
@@ -91,10 +99,7 @@ def count(db: Database) -> int:
     return int(db.execute("SELECT count(*) FROM clusters").fetchone()[0])
 
 
-_ORDER = {
-    "latest": "c.last_time DESC, c.id DESC",
-    "coverage": "c.n_feeds DESC, c.size DESC, c.last_time DESC, c.id DESC",
-}
+_ORDER = {sort: ", ".join(f"c.{k} DESC" for k in keys) for sort, keys in STORY_SORT_KEYS.items()}
 
 
 # Fewer stories than this told by at least N outlets are found through the coverage
@@ -124,18 +129,25 @@ def listing(
     """Stories, newest (or most covered) first."""
     order = _ORDER.get(sort, _ORDER["latest"])
     rows = db.execute(
-        f"SELECT c.id, c.canonical_item_id, c.size, c.first_time, c.last_time, c.updated_at "
+        f"SELECT {_SUMMARY} "
         f"FROM {_clusters_for(db, sort, min_outlets)} WHERE c.n_feeds >= ? ORDER BY {order} LIMIT ? OFFSET ?",
         [min_outlets, limit, offset],
     ).fetchall()
     return _summaries(db, rows)
 
 
+# The columns _summaries reads.
+_SUMMARY = (
+    "c.id, c.canonical_item_id, c.size, c.first_time, c.last_time, c.updated_at, c.created_at, c.n_feeds"
+)
+
+
 def _summaries(db: Database, rows: Sequence[Sequence[Any]]) -> list[ClusterSummary]:
+    """Summaries of rows of :data:`_SUMMARY` columns, in their order (no canonical item: skipped)."""
     canon = {s.id: s for s in items_store.get_many(db, [r[1] for r in rows if r[1] is not None])}
     outlets = _outlets(db, [r[0] for r in rows])
     out = []
-    for cid, canonical_id, size, first, last, updated in rows:
+    for cid, canonical_id, size, first, last, updated, created, n_feeds in rows:
         item = canon.get(canonical_id)
         if item is None:
             continue
@@ -148,6 +160,8 @@ def _summaries(db: Database, rows: Sequence[Sequence[Any]]) -> list[ClusterSumma
                 first_seen=first,
                 last_seen=last,
                 updated_at=updated,
+                created_at=created,
+                n_feeds=n_feeds,
             )
         )
     return out
@@ -172,11 +186,7 @@ def _outlets(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[str]]:
 
 
 def detail(db: Database, cluster_id: int) -> ClusterDetail | None:
-    row = db.execute(
-        "SELECT c.id, c.canonical_item_id, c.size, c.first_time, c.last_time, c.updated_at "
-        "FROM clusters c WHERE c.id = ?",
-        [cluster_id],
-    ).fetchone()
+    row = db.execute(f"SELECT {_SUMMARY} FROM clusters c WHERE c.id = ?", [cluster_id]).fetchone()
     if row is None:
         return None
     summaries = _summaries(db, [row])
@@ -205,8 +215,12 @@ def stories(
     sort: str = "latest",
     limit: int = 20,
     offset: int = 0,
+    cursor: StoryCursor | None = None,
 ) -> list[ClusterSummary]:
-    """Stories passing ``story_filter``, newest (or most covered) first, with ``created_at``.
+    """Stories passing ``story_filter``, newest (or most covered) first.
+
+    With a ``cursor``, those on its side of its story in the order (``offset`` counts
+    from there); on its newer side, the ``limit`` nearest it, still newest first.
 
     ``match`` is an FTS5 query (see :func:`aggregator.storage.search.fts_query`) that
     one of a story's items must match, among the latest :data:`FEW_MEMBERS` items
@@ -236,13 +250,22 @@ def stories(
             "(SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid >= ?))"
         )
         params += [match, row[0] if row else 0]
+    if cursor is not None and cursor.sort in STORY_SORT_KEYS:
+        sort = cursor.sort
+        order = _ORDER[sort]
+        columns = ", ".join(f"c.{k}" for k in STORY_SORT_KEYS[sort])
+        where.append(f"({columns}) {'<' if cursor.older else '>'} ({', '.join('?' * len(cursor.key))})")
+        params += cursor.key
+        if not cursor.older:  # the nearest newer ones: read upwards, shown downwards
+            order = order.replace(" DESC", " ASC")
     source = _clusters_for(db, sort, params[0])
     rows = db.execute(
-        f"SELECT c.id, c.canonical_item_id, c.size, c.first_time, c.last_time, c.updated_at, c.created_at "
-        f"FROM {source} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?",
+        f"SELECT {_SUMMARY} FROM {source} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?",
         [*params, limit, offset],
     ).fetchall()
-    return _with_created(db, rows)
+    if cursor is not None and not cursor.older:
+        rows.reverse()
+    return _summaries(db, rows)
 
 
 # Below this many matching items, a filter collects their stories first; above,
@@ -269,22 +292,15 @@ def _with_member(db: Database, table: str, item_column: str, key_column: str, va
 
 
 def summaries(db: Database, cluster_ids: Sequence[int]) -> list[ClusterSummary]:
-    """Summaries (with ``created_at``) of the given clusters, in the order given; missing ones skipped."""
+    """Summaries of the given clusters, in the order given; missing ones skipped."""
     if not cluster_ids:
         return []
     marks = ",".join("?" * len(cluster_ids))
     rows = db.execute(
-        "SELECT c.id, c.canonical_item_id, c.size, c.first_time, c.last_time, c.updated_at, c.created_at "
-        f"FROM clusters c WHERE c.id IN ({marks})",
-        list(cluster_ids),
+        f"SELECT {_SUMMARY} FROM clusters c WHERE c.id IN ({marks})", list(cluster_ids)
     ).fetchall()
-    by_id = {s.id: s for s in _with_created(db, rows)}
+    by_id = {s.id: s for s in _summaries(db, rows)}
     return [by_id[i] for i in cluster_ids if i in by_id]
-
-
-def _with_created(db: Database, rows: Sequence[Sequence[Any]]) -> list[ClusterSummary]:
-    created = {r[0]: r[6] for r in rows}
-    return [dataclasses.replace(s, created_at=created[s.id]) for s in _summaries(db, [r[:6] for r in rows])]
 
 
 def members_of(
