@@ -101,9 +101,9 @@ wasnt werent hasnt havent hadnt shouldnt wouldnt couldnt thats whats theres
 heres hes shes itll youll theyll
 
 advertisement advertising ad ads sponsored related read click watch video
-videos photo photos image images pictured picture gallery update updated
-updating breaking news latest live reuters ap afp copyright reserved rights
-subscribe newsletter share shares comment comments follow
+videos photo photos image images pictured picture pictures gallery galleries
+update updates updated updating breaking news latest live reuters ap afp copyright
+reserved rights subscribe newsletter share shares comment comments follow untitled
 """
 STOPWORDS: frozenset[str] = frozenset(_STOPWORDS_TEXT.split())
 

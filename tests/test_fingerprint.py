@@ -81,3 +81,10 @@ def test_identical_text_gives_identical_signature(title: str, text: str) -> None
     b = features(title, text)
     assert a == b
     assert np.array_equal(signature(a.tokens), signature(b.tokens))
+
+
+def test_page_furniture_in_headlines_is_no_term() -> None:
+    """ "Live updates:" kept the term "updat" ("updated" was a stop word, "updates" was
+    not), so any two live blogs shared it; "(untitled)" made one story of wordless items."""
+    assert tokenize("Live updates: pictures and galleries (untitled)") == []
+    assert tokenize("Live updates: Ukraine war") == tokenize("Ukraine war")

@@ -1044,3 +1044,28 @@ def test_a_change_committed_while_an_index_applies_changes_is_applied_once(
     assert poller.pipeline.rebuilds == 1
     poller.close()
     site.close()
+
+
+def test_items_with_no_words_are_not_one_story(agg: Aggregator, feed_server: FeedServer) -> None:
+    """Items with only an image or only a link were all shown as "(untitled)", and that
+    placeholder was fingerprinted as a word: every such item joined one story."""
+    now = time.time()
+    posts = {
+        "/photos.xml": {
+            "link": "https://photos.example/flood",
+            "description": '<img src="https://photos.example/f.jpg">',
+        },
+        "/pics.xml": {
+            "link": "https://pics.example/wedding",
+            "description": '<img src="https://pics.example/w.jpg">',
+        },
+        "/links.xml": {"link": "https://links.example/budget-vote"},
+    }
+    for k, (path, post) in enumerate(posts.items()):
+        when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(now - 3600 * (3 - k)))
+        feed_server.routes[path] = Route(rss([{**post, "guid": path, "pubDate": when}]))
+        agg.add_feed(feed_server.url(path))
+    assert all(r.new_items == 1 for r in agg.update())
+    stories = agg.clusters()
+    assert len(stories) == 3 and {s.canonical.title for s in stories} == {"(untitled)"}
+    assert {m.signal for s in stories for m in agg.cluster(s.id).members} == {"empty"}  # type: ignore[union-attr]
