@@ -153,16 +153,43 @@ _NOT_ENTITIES: frozenset[str] = frozenset(
     )
 )
 
+
+def _mark_class() -> str:
+    """The combining marks (Unicode category M) of the first two planes, as the body of
+    a character class.  They are parts of words (Devanagari and Thai vowel signs, Arabic
+    vowels) but not ``\\w``: without them "भारत" was cut into "भ" and "रत", and the
+    fragments linked unrelated Hindi headlines.  (18 ms, once.)"""
+    cat = unicodedata.category
+    ranges: list[tuple[int, int]] = []
+    for cp in range(0x20000):
+        if cat(chr(cp))[0] == "M":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+    return "".join(f"\\u{a:04x}-\\u{b:04x}" if b < 0x10000 else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
 # A word: a dotted acronym ("U.S.", "C.I.A."), digits with . or , groups
-# ("37,000", "6.1"), or a run of letters and digits ("6th", "mp3") with inner
-# apostrophes ("mcdonald's").
-_WORD_RE = re.compile(r"(?:[^\W\d_]\.){2,}|\d+(?:[.,]\d+)+|[^\W_]+(?:'[^\W_]+)*")
+# ("37,000", "6.1"), or a run of letters and digits ("6th", "mp3") with the combining
+# marks within it ("भारत") and inner apostrophes ("mcdonald's").  ASCII text has no
+# marks and is read by the same pattern without them (_words), 1.4 times faster.
+_ACRONYM_OR_NUMBER = r"(?:[^\W\d_]\.){2,}|\d+(?:[.,]\d+)+|"
+_RUN = r"[^\W_]+(?:[" + _mark_class() + r"]+[^\W_]*)*"
+_WORD_RE = re.compile(_ACRONYM_OR_NUMBER + _RUN + "(?:'" + _RUN + ")*")
+_ASCII_WORD_RE = re.compile(_ACRONYM_OR_NUMBER + r"[^\W_]+(?:'[^\W_]+)*")
 # Combining marks (accents) left by NFKD decomposition.
 _COMBINING_RE = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 # A word preceded (group 1) by the end of a sentence, if it starts one.
-_BODY_RE = re.compile(
-    r"([.!?\n][\s\"'()\[\]\u201c\u201d\u00ab\u00bb*\-\u2013\u2014]*)?(" + _WORD_RE.pattern + ")"
-)
+_SENTENCE_GAP = r"([.!?\n][\s\"'()\[\]\u201c\u201d\u00ab\u00bb*\-\u2013\u2014]*)?("
+_BODY_RE = re.compile(_SENTENCE_GAP + _WORD_RE.pattern + ")")
+_ASCII_BODY_RE = re.compile(_SENTENCE_GAP + _ASCII_WORD_RE.pattern + ")")
+
+
+def _words(text: str) -> re.Pattern[str]:
+    return _ASCII_WORD_RE if text.isascii() else _WORD_RE
+
+
 # Typographic punctuation -> ASCII, so most English text stays ASCII and skips
 # the (slower) accent-stripping path.
 _APOSTROPHES = str.maketrans(
@@ -233,7 +260,7 @@ def _looks_like_entity(word: str) -> bool:
 def _scan(text: str) -> list[tuple[str, bool]]:
     """(term, capitalised-mid-sentence) pairs of ``text`` in order."""
     out: list[tuple[str, bool]] = []
-    for m in _WORD_RE.finditer(text):
+    for m in _words(text).finditer(text):
         term = _term(m.group())
         if term is None:
             continue
@@ -255,7 +282,8 @@ def _cased_title(words: list[str]) -> bool:
 def tokenize(text: str) -> list[str]:
     """Content terms of ``text`` in order (normalised, stopwords dropped, stemmed)."""
     out: list[str] = []
-    for m in _WORD_RE.finditer(normalize(text)):
+    text = normalize(text)
+    for m in _words(text).finditer(text):
         term = _term(m.group())
         if term is not None:
             out.append(term)
@@ -297,7 +325,7 @@ def features(
     fp: set[str] = set()
 
     title_scan = _scan(title_n)
-    title_cased = _cased_title(_WORD_RE.findall(title_n))
+    title_cased = _cased_title(_words(title_n).findall(title_n))
     tw = title_weight
     for term, cap in title_scan:
         counts[term] = counts.get(term, 0.0) + tw
@@ -311,7 +339,8 @@ def features(
     decay = _decay_table(lead_words, max_body_words)
     fp_words = fingerprint_body_words
     n_decay = len(decay)
-    for pos, (sentence_end, word) in enumerate(_BODY_RE.findall(body_n)):
+    body_re = _ASCII_BODY_RE if body_n.isascii() else _BODY_RE
+    for pos, (sentence_end, word) in enumerate(body_re.findall(body_n)):
         body_term = _term(word)
         if body_term is None:
             continue

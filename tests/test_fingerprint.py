@@ -88,3 +88,22 @@ def test_page_furniture_in_headlines_is_no_term() -> None:
     not), so any two live blogs shared it; "(untitled)" made one story of wordless items."""
     assert tokenize("Live updates: pictures and galleries (untitled)") == []
     assert tokenize("Live updates: Ukraine war") == tokenize("Ukraine war")
+
+
+def test_words_keep_their_combining_marks() -> None:
+    """Vowel signs are combining marks, not word characters: "भारत" ("India") was cut
+    into "भ" and "रत", and such fragments joined unrelated Hindi headlines."""
+    assert tokenize("भारत ने चुनाव के नतीजे घोषित किए") == ["भारत", "ने", "चुनाव", "के", "नतीजे", "घोषित", "किए"]
+    assert tokenize("दिल्ली में भारी बारिश") == ["दिल्ली", "में", "भारी", "बारिश"]
+    assert tokenize("ประเทศไทยเลือกตั้ง") == ["ประเทศไทยเลือกตั้ง"]  # Thai: one run (no spaces)
+    assert tokenize("مَدْرَسَة الدَّرْس") == ["مَدْرَسَة", "الدَّرْس"]  # vowelled Arabic
+    assert tokenize("Café naïve Zürich") == ["cafe", "naiv", "zurich"]  # accents still go
+
+
+@given(st.text(alphabet=st.characters(codec="ascii"), max_size=200))
+def test_ascii_text_reads_the_same_with_or_without_the_marks(text: str) -> None:
+    """ASCII text is read by a pattern without the marks (faster): the same words."""
+    from aggregator import fingerprint
+
+    assert fingerprint._WORD_RE.findall(text) == fingerprint._ASCII_WORD_RE.findall(text)
+    assert fingerprint._BODY_RE.findall(text) == fingerprint._ASCII_BODY_RE.findall(text)
