@@ -789,6 +789,13 @@ class ClusterEngine:
         gap = max(0.0, first_b - last_a, first_a - last_b) - self.settings.recency_grace_hours * 3600.0
         return 0.5 ** (gap / (half_life * 3600.0)) if gap > 0 else 1.0
 
+    def accepts(self, cluster_id: int, t: float) -> bool:
+        """Whether an item of time ``t`` may be put in the cluster without a score (same
+        link, same words): it is in the index and its span with ``t`` stays within the
+        time window.  (An admin's must-link is forced all the same.)"""
+        c = self._clusters.get(cluster_id)
+        return c is not None and self._time_ok(c, t)
+
     def _time_ok(self, c: _Cluster, t: float) -> bool:
         """Whether ``t`` is within the time window of every member: a story spans at
         most ``time_window_hours``, so a frequent name cannot grow one cluster for weeks."""

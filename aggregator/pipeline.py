@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from aggregator.fetch import Fetcher, feed_url_form
 from aggregator.fingerprint import Features, signatures
 from aggregator.models import Entry, Feed, FetchResult, Item, MemberInfo, ParsedFeed, UpdateReport
 from aggregator.prepare import Prepared, normalize_entries, prepare
-from aggregator.replay import Evidence, Replayer, decide, exact_copy_counts
+from aggregator.replay import Evidence, Replayer, article_link, decide, exact_copy_counts
 from aggregator.schedule import PollOutcome, next_poll
 from aggregator.settings import Settings
 from aggregator.storage import clusters as clusters_store
@@ -77,6 +78,11 @@ def restart_rows(
     start = min(recent, slow[0] - horizon) if slow else recent
     live = {r.cluster_id for r in rows if r.sort_time >= recent and r.cluster_id is not None}
     return [r for r in rows if r.sort_time >= start or r.cluster_id in live], live
+
+
+def _by_time(found: tuple[int, float, int]) -> tuple[float, int]:
+    """(item id, sort time, cluster id): earliest first, as a replay meets them."""
+    return found[1], found[0]
 
 
 def _canonical_policy(settings: Settings) -> Callable[[Sequence[MemberInfo]], int]:
@@ -495,12 +501,13 @@ class Pipeline:
         memberships are written together at the end.  Returns the clusters that only
         gained members (cluster -> new item ids) and the clusters that merges changed.
         """
-        window = engine.window_seconds
-        links = items_store.clustered_by_link(
-            self.db,
-            sorted({it.canonical_link for _, it, _ in new if it.canonical_link}),
-            exclude_feed=feed_id,
-        )
+        in_batch = Counter(it.canonical_link for _, it, _ in new if it.canonical_link)
+        carriers = items_store.clustered_by_link(self.db, sorted(in_batch))
+        links_of = {
+            link: [(item_id, t, cluster) for item_id, t, cluster, _ in found]
+            for link, found in carriers.items()
+            if in_batch[link] == 1 and article_link(link, [f for *_, f in found], feed_id)
+        }
         copies = items_store.clustered_by_hash(self.db, sorted({it.content_hash for _, it, _ in new}))
         alias: dict[int, int] = {}  # cluster merged away in this batch -> where it went
 
@@ -521,22 +528,25 @@ class Pipeline:
         order = sorted(range(len(new)), key=lambda n: (new[n][2], new[n][0]))
         for n in order:
             item_id, item, time = new[n]
-            link: tuple[int, int, str] | None = None
-            if item.canonical_link and item.canonical_link in links:
-                other, cluster = links[item.canonical_link]
-                link = (other, final(cluster), "same-link")
-            if link is None and exact_copy_counts(self.settings.cluster, feats[n]):
-                for other, when, cluster in copies.get(item.content_hash, ()):
-                    if when >= time - window and other != item_id:
-                        link = (other, final(cluster), "exact-copy")
-                        break
+            # every item with the link or the words, earliest first: decide takes the
+            # first whose story the item may join (within the time window)
+            links = [
+                (other, final(cluster), "same-link")
+                for other, _, cluster in sorted(links_of.get(item.canonical_link or "", ()), key=_by_time)
+            ]
+            if exact_copy_counts(self.settings.cluster, feats[n]):
+                links += [
+                    (other, final(cluster), "exact-copy")
+                    for other, when, cluster in sorted(copies.get(item.content_hash, ()), key=_by_time)
+                    if other != item_id
+                ]
             a = decide(
                 engine,
                 item_id,
                 time,
                 feats[n],
                 sigs[n],
-                Evidence(link=link),
+                Evidence(links=tuple(links)),
                 lambda: clusters_store.create(self.db, now),
                 may_merge,
             )

@@ -6,15 +6,22 @@ and for the admins' previews) without touching the database:
 
 1. an admin's must-link to an item already placed: join its cluster (``manual``);
 2. the same canonical link as another feed's item: join it (``same-link``);
-3. exactly the same words as an item of the time window: join it (``exact-copy``);
+3. exactly the same words as another item: join it (``exact-copy``);
 4. otherwise the engine decides (``similar``, ``near-copy`` or ``new``),
    never into a cluster an admin's cannot-link forbids.
+
+Links and copies are evidence only for a story the item can join within the time
+window (:meth:`ClusterEngine.accepts`): a front-page link every item of a feed
+carries, or a daily headline repeated word for word, joined stories days and a
+year apart, beyond the span a story may have.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -24,7 +31,7 @@ from aggregator.settings import ClusterSettings, Settings
 from aggregator.storage.items import IndexRow
 from aggregator.storage.rules import RuleSet
 
-__all__ = ["Assignment", "Evidence", "Replayer", "decide", "exact_copy_counts"]
+__all__ = ["Assignment", "Evidence", "Replayer", "article_link", "decide", "exact_copy_counts"]
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,22 @@ class Evidence:
     """What the caller knows beyond the text: links, copies, corrections."""
 
     must: tuple[tuple[int, int], ...] = ()  # (partner item, its cluster) of must-links
-    link: tuple[int, int, str] | None = None  # (item, its cluster, "same-link" | "exact-copy")
+    # (item, its cluster, "same-link" | "exact-copy"), strongest and earliest first
+    links: tuple[tuple[int, int, str], ...] = ()
     forbid: frozenset[int] = frozenset()  # clusters an admin's cannot-link rules out
+
+
+def article_link(link: str, carriers: Collection[int], feed_id: int) -> bool:
+    """Whether ``link`` names one article, so that the same link from another feed is the
+    same story: not a site's front page (an empty path), and not a link that one feed
+    gives more than one item (``carriers``: the feed of every other item with it),
+    this item's own feed included.  Feeds that give every item the site's address
+    joined all their stories through it."""
+    path = urlsplit(link).path
+    if path in ("", "/"):
+        return False
+    seen = Counter(carriers)
+    return feed_id not in seen and all(n == 1 for n in seen.values())
 
 
 def exact_copy_counts(settings: ClusterSettings, feats: Features) -> bool:
@@ -68,8 +89,11 @@ def decide(
     if evidence.must:
         matched, force = evidence.must[0]
         signal = "manual"
-    elif evidence.link is not None and evidence.link[1] not in evidence.forbid:
-        matched, force, signal = evidence.link
+    else:
+        for other, cluster, kind in evidence.links:
+            if cluster not in evidence.forbid and engine.accepts(cluster, time):
+                matched, force, signal = other, cluster, kind
+                break
     d = engine.add(
         item_id,
         time,
@@ -99,7 +123,7 @@ class Replayer:
         self.members: dict[int, set[int]] = {}  # live cluster -> items
         self.new_signatures: dict[int, np.ndarray] = {}  # computed here, not yet stored
         self._by_link: dict[str, list[tuple[int, int]]] = {}  # link -> [(item, feed)]
-        self._by_hash: dict[str, tuple[int, float]] = {}  # content hash -> (item, time)
+        self._by_hash: dict[str, list[tuple[int, float]]] = {}  # content hash -> [(item, time)], window
         self._next = 1
         self._groups: dict[int, frozenset[int]] = {}  # item -> its must-linked group (see _must_group)
         self._blocks: dict[int, frozenset[int]] = {}  # item -> the items it may never be with
@@ -184,17 +208,15 @@ class Replayer:
             for o in sorted(self.rules.must.get(row.item_id, ()))
             if o in placed and self.cluster_of(o) not in forbid
         )
-        link = None
-        if row.canonical_link:
-            for other, feed_id in self._by_link.get(row.canonical_link, ()):
-                if feed_id != row.feed_id:
-                    link = (other, self.cluster_of(other), "same-link")
-                    break
-        if link is None and exact_copy_counts(self.settings.cluster, feats):
-            hit = self._by_hash.get(row.content_hash)
-            if hit is not None and hit[1] >= row.sort_time - self.engine.window_seconds:
-                link = (hit[0], self.cluster_of(hit[0]), "exact-copy")
-        return Evidence(must, link, forbid)
+        carriers = self._by_link.get(row.canonical_link or "", [])
+        links = []
+        if row.canonical_link and article_link(row.canonical_link, [f for _, f in carriers], row.feed_id):
+            links = [(other, self.cluster_of(other), "same-link") for other, _ in carriers]
+        if exact_copy_counts(self.settings.cluster, feats):
+            links += [
+                (o, self.cluster_of(o), "exact-copy") for o, _ in self._by_hash.get(row.content_hash, ())
+            ]
+        return Evidence(must, tuple(links), forbid)
 
     def _one(self, row: IndexRow, feats: Features, sig: np.ndarray) -> None:
         evidence = self._evidence(row, feats)
@@ -224,9 +246,10 @@ class Replayer:
                 self.members[a.cluster] |= self.members.pop(oc, set())
         if row.canonical_link:
             self._by_link.setdefault(row.canonical_link, []).append((row.item_id, row.feed_id))
-        prev = self._by_hash.get(row.content_hash)
-        if prev is None or prev[1] < row.sort_time - self.engine.window_seconds:
-            self._by_hash[row.content_hash] = (row.item_id, row.sort_time)
+        # (in time order: a copy older than the window can no longer be evidence)
+        oldest = row.sort_time - self.engine.window_seconds
+        copies = [c for c in self._by_hash.get(row.content_hash, ()) if c[1] >= oldest]
+        self._by_hash[row.content_hash] = [*copies, (row.item_id, row.sort_time)]
 
     def _final(self, c: int) -> int:
         while c in self.aliases:

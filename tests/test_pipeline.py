@@ -1069,3 +1069,74 @@ def test_items_with_no_words_are_not_one_story(agg: Aggregator, feed_server: Fee
     stories = agg.clusters()
     assert len(stories) == 3 and {s.canonical.title for s in stories} == {"(untitled)"}
     assert {m.signal for s in stories for m in agg.cluster(s.id).members} == {"empty"}  # type: ignore[union-attr]
+
+
+def _rfc822(t: float) -> str:
+    from email.utils import formatdate
+
+    return formatdate(t, usegmt=True)
+
+
+def _partition(agg: Aggregator) -> set[frozenset[str]]:
+    groups: dict[int, set[str]] = {}
+    for r in agg.export_rows():
+        groups.setdefault(r["cluster_id"], set()).add(r["guid"].rsplit("/", 1)[-1])
+    return {frozenset(g) for g in groups.values()}
+
+
+@pytest.mark.parametrize("link", ["https://www.town-herald.example/", "https://herald.example/live"])
+def test_a_link_that_many_items_share_is_no_evidence(
+    agg: Aggregator, feed_server: FeedServer, link: str
+) -> None:
+    """Feeds that give every item the site's address (or one live page's) joined all
+    their stories through it: two sections of one paper became one story."""
+    base = time.time() - 86400
+    sections = {
+        "sport": ["Rovers beat United in cup replay", "Marathon route changed after bridge closure"],
+        "business": ["Bakery chain opens fourth shop", "Factory to cut 200 jobs as orders fall"],
+    }
+    for s, (name, titles) in enumerate(sections.items()):
+        items = [
+            {
+                "title": t,
+                "guid": f"{name}{k}",
+                "link": link,
+                "pubDate": _rfc822(base + 3600 * (2 * k + s)),
+                "description": t + ". " + " ".join(f"{name}{k}w{j}" for j in range(25)),
+            }
+            for k, t in enumerate(titles)
+        ]
+        feed_server.routes[f"/{name}.xml"] = Route(rss(items, title=name))
+        agg.add_feed(feed_server.url(f"/{name}.xml"))
+    agg.update()
+    assert len(agg.clusters()) == 4
+    assert all(r["signal"] != "same-link" for r in agg.export_rows())
+
+
+def test_the_same_words_join_a_story_only_within_its_time_window(
+    agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """Same words were evidence at any distance: an item dated a year back joined
+    today's copy, and a headline repeated every day grew a story past the 72 hours a
+    story may span (and a re-clustering split it otherwise)."""
+    now = time.time()
+    words = "Clocks go back one hour tonight as summer time ends across Europe, with commuters warned"
+    feed_server.routes["/a.xml"] = Route(rss([{"title": words, "guid": "a", "pubDate": _rfc822(now - 3600)}]))
+    feed_server.routes["/b.xml"] = Route(
+        rss([{"title": words, "guid": "b", "pubDate": _rfc822(now - 365 * 86400)}])
+    )
+    daily = "Morning markets briefing: five things investors need to know before the opening bell"
+    days = [
+        {"title": daily, "guid": f"d{k}", "pubDate": _rfc822(now - 3600 - 26 * 3600 * k)} for k in range(5)
+    ]
+    feed_server.routes["/c.xml"] = Route(rss(days))
+    for path in ("/a.xml", "/b.xml", "/c.xml"):
+        agg.add_feed(feed_server.url(path))
+        agg.update()
+    window = agg.settings.cluster.time_window_hours * 3600
+    assert all(s.last_seen - s.first_seen <= window for s in agg.clusters(limit=100))
+    live = _partition(agg)
+    assert frozenset({"a"}) in live and frozenset({"b"}) in live
+    assert {frozenset({"d4", "d3", "d2"}), frozenset({"d1", "d0"})} <= live  # (26 hours apart)
+    agg.recluster()
+    assert _partition(agg) == live

@@ -90,18 +90,19 @@ def insert_many(
     return ids
 
 
-def clustered_by_link(db: Database, links: Sequence[str], exclude_feed: int) -> dict[str, tuple[int, int]]:
-    """For each canonical link, the first clustered item of another feed: (item id, cluster id)."""
-    out: dict[str, tuple[int, int]] = {}
+def clustered_by_link(db: Database, links: Sequence[str]) -> dict[str, list[tuple[int, float, int, int]]]:
+    """For each canonical link, the clustered items with it:
+    [(item id, sort time, cluster id, feed id)] by id."""
+    out: dict[str, list[tuple[int, float, int, int]]] = {}
     for chunk in _chunks(list(links), 500):
         marks = ",".join("?" * len(chunk))
         rows = db.execute(
-            "SELECT i.canonical_link, i.id, m.cluster_id FROM items i JOIN memberships m ON m.item_id = i.id "
-            f"WHERE i.canonical_link IN ({marks}) AND i.feed_id != ? ORDER BY i.id",
-            [*chunk, exclude_feed],
+            "SELECT i.canonical_link, i.id, i.sort_time, m.cluster_id, i.feed_id FROM items i "
+            f"JOIN memberships m ON m.item_id = i.id WHERE i.canonical_link IN ({marks}) ORDER BY i.id",
+            chunk,
         ).fetchall()
-        for link, item_id, cluster_id in rows:
-            out.setdefault(link, (item_id, cluster_id))
+        for link, item_id, t, cluster_id, feed_id in rows:
+            out.setdefault(link, []).append((item_id, t, cluster_id, feed_id))
     return out
 
 
