@@ -378,6 +378,14 @@ class Fetcher:
             if time.monotonic() - started > self.limits.total_timeout:
                 return out("error", error=self._too_slow())
             chunks.append(chunk)
+        # A body that ends when the connection does (no Content-Length) also "ends" when
+        # the deadline's watchdog cuts it: that is half a feed, not a feed.
+        if time.monotonic() - started >= self.limits.total_timeout:
+            return out("error", error=self._too_slow())
+        try:
+            decoder.finish()
+        except ValueError as exc:
+            return out("error", error=str(exc))
         return out("ok", body=b"".join(chunks), etag=etag, last_modified=last_modified)
 
 
@@ -436,6 +444,23 @@ def _max_age(headers: dict[str, str]) -> float | None:
     return _seconds_until(expires) if expires else None
 
 
+_COMPRESSIONS_NOT_READ = frozenset(
+    {
+        "br",
+        "zstd",
+        "compress",
+        "x-compress",
+        "bzip2",
+        "x-bzip2",
+        "lzma",
+        "xz",
+        "aes128gcm",
+        "exi",
+        "pack200-gzip",
+    }
+)
+
+
 class _Decoder:
     """Undoes a response's Content-Encoding (gzip or deflate, stacked too) in bounded
     steps: a few hundred compressed bytes can stand for gigabytes, and decompressing a
@@ -444,10 +469,12 @@ class _Decoder:
     def __init__(self, header: str, limit: int) -> None:
         self.limit = limit
         names = [n.strip().lower() for n in header.split(",") if n.strip()]
-        names = [n for n in names if n != "identity"]
         for n in names:
-            if n not in ("gzip", "x-gzip", "deflate"):
+            if n in _COMPRESSIONS_NOT_READ:
                 raise ValueError(f"unsupported Content-Encoding {n!r} (asked for gzip or deflate)")
+        # Anything else but gzip and deflate is no compression: servers send "none",
+        # "UTF-8", "text" or "binary" there, and every HTTP client reads them as such.
+        names = [n for n in names if n in ("gzip", "x-gzip", "deflate")]
         # The last encoding applied is undone first.
         self.steps: list[tuple[str, Any]] = [(n, self._new(n)) for n in reversed(names)]
         self.started = [False] * len(self.steps)
@@ -492,3 +519,11 @@ class _Decoder:
                 raise ValueError(_too_big(self.limit))
             data = out
         return data
+
+    def finish(self) -> None:
+        """ValueError if a compressed stream stopped before its end: a connection that
+        closed early looks like the end of the body, and half a feed read as a whole
+        one (its ETag kept) lost the rest of its items for good."""
+        for (name, d), started in zip(self.steps, self.started, strict=True):
+            if started and not d.eof:
+                raise ValueError(f"truncated {name} content: the connection ended before the feed did")

@@ -141,6 +141,7 @@ class Feed:
     poll_requested_at: float | None = None  # an admin's "Poll now" the poller has not done yet
     last_items_updated: int = 0
     warning: str | None = None
+    ttl_minutes: int | None = None  # the interval the feed asked for at its last parse
 
     @property
     def display_name(self) -> str:

@@ -367,7 +367,12 @@ class Pipeline:
         plan = next_poll(
             PollOutcome(
                 "error" if report.status == "error" else result.status,
-                ttl_minutes=parsed.ttl_minutes if parsed else None,
+                # (a 304 has no document: the feed's interval is the one it asked for last)
+                ttl_minutes=parsed.ttl_minutes
+                if parsed is not None
+                else feed.ttl_minutes
+                if result.status == "not_modified"
+                else None,
                 max_age=result.max_age,
                 retry_after=result.retry_after,
             ),
@@ -398,10 +403,16 @@ class Pipeline:
         }
         if plan.status in ("ok", "not_modified"):
             fields["last_ok_at"] = now
-            if result.etag or result.last_modified or result.status == "ok":
+            if result.status == "ok":
                 fields["etag"] = result.etag
                 fields["last_modified"] = result.last_modified
+            else:  # a 304 may repeat one validator: the other stays (it is still the feed's)
+                if result.etag:
+                    fields["etag"] = result.etag
+                if result.last_modified:
+                    fields["last_modified"] = result.last_modified
         if parsed is not None and not parsed.error:
+            fields["ttl_minutes"] = parsed.ttl_minutes
             if parsed.title:
                 fields["title"] = parsed.title
             if parsed.link:

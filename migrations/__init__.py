@@ -490,3 +490,10 @@ def m0020_job_owner(db: Database) -> None:
     # interrupted at once, instead of blocking corrections and settings changes for
     # ten minutes after a restart.
     db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+
+
+@migrations(name="0021_feed_ttl")
+def m0021_feed_ttl(db: Database) -> None:
+    # The polling interval a feed asks for (<ttl>, in minutes), kept for the 304s that
+    # follow: a feed asking for 10 hours was polled every 30 minutes once unchanged.
+    db.execute("ALTER TABLE feeds ADD COLUMN ttl_minutes INTEGER")

@@ -298,3 +298,89 @@ def test_ipv4_inside_ipv6_is_checked_too(url: str, refused: bool) -> None:
     from aggregator.fetch import address_problem
 
     assert (address_problem(url) is not None) == refused
+
+
+def _close_delimited(
+    body: bytes, *, encoding: str | None = None, pause: float = 0.0, etag: str | None = None
+):  # type: ignore[no-untyped-def]
+    """A handler that sends ``body`` without Content-Length (it ends when the connection
+    does), in 500-byte pieces ``pause`` seconds apart; a 304 for the ``etag``."""
+
+    def handler(h: BaseHTTPRequestHandler) -> None:
+        if etag and h.headers.get("If-None-Match") == etag:
+            h.send_response(304)
+            h.send_header("ETag", etag)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        h.send_response(200)
+        h.send_header("Content-Type", "application/rss+xml")
+        if encoding:
+            h.send_header("Content-Encoding", encoding)
+        if etag:
+            h.send_header("ETag", etag)
+        h.send_header("Connection", "close")
+        h.end_headers()
+        try:
+            for k in range(0, len(body), 500):
+                h.wfile.write(body[k : k + 500])
+                h.wfile.flush()
+                time.sleep(pause)
+        except OSError:
+            pass
+        h.close_connection = True
+
+    return handler
+
+
+def _many(n: int) -> bytes:
+    return rss([{"title": f"Story {k} about topic {k * 7}", "guid": str(k)} for k in range(n)])
+
+
+def test_a_body_cut_at_the_deadline_is_an_error_not_half_a_feed(
+    fetcher: Fetcher, feed_server: FeedServer
+) -> None:
+    """Without Content-Length, the deadline's watchdog cutting the connection looked like
+    the end of the body: 4,000 of 10,356 bytes were taken for the feed."""
+    feed_server.routes["/slow"] = Route(handler=_close_delimited(_many(200), pause=0.4))
+    r = fetcher.fetch(feed_server.url("/slow"))
+    assert r.status == "error" and r.error is not None and r.error.startswith("too slow") and r.body == b""
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_body_that_stops_early_is_an_error(
+    fetcher: Fetcher, feed_server: FeedServer, encoding: str
+) -> None:
+    """A connection closed in the middle of a compressed body gave half the feed as "ok"."""
+    import zlib
+
+    body = _many(200)
+    packed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    feed_server.routes["/whole"] = Route(handler=_close_delimited(packed, encoding=encoding))
+    feed_server.routes["/cut"] = Route(
+        handler=_close_delimited(packed[: len(packed) // 2], encoding=encoding)
+    )
+    whole = fetcher.fetch(feed_server.url("/whole"))
+    assert whole.status == "ok" and whole.body == body
+    r = fetcher.fetch(feed_server.url("/cut"))
+    assert (
+        r.status == "error"
+        and r.error == f"truncated {encoding} content: the connection ended before the feed did"
+    )
+
+
+@pytest.mark.parametrize("encoding", ["none", "UTF-8", "text", "binary"])
+def test_a_content_encoding_that_is_no_compression_is_read_as_none(
+    fetcher: Fetcher, feed_server: FeedServer, encoding: str
+) -> None:
+    """Servers send "Content-Encoding: none" (or a charset) for plain bodies; every such
+    feed failed on every poll."""
+    body = _many(3)
+    feed_server.routes["/e.xml"] = Route(body, headers={"Content-Encoding": encoding})
+    r = fetcher.fetch(feed_server.url("/e.xml"))
+    assert r.status == "ok" and r.body == body
+    feed_server.routes["/br.xml"] = Route(body, headers={"Content-Encoding": "br"})
+    assert (
+        fetcher.fetch(feed_server.url("/br.xml")).error
+        == "unsupported Content-Encoding 'br' (asked for gzip or deflate)"
+    )

@@ -1140,3 +1140,24 @@ def test_the_same_words_join_a_story_only_within_its_time_window(
     assert {frozenset({"d4", "d3", "d2"}), frozenset({"d1", "d0"})} <= live  # (26 hours apart)
     agg.recluster()
     assert _partition(agg) == live
+
+
+def test_a_304_keeps_what_the_feed_asked_for_and_its_other_validator(
+    agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """A 304 has no document: the feed's <ttl> (10 hours here) fell back to the default
+    30 minutes at the first one, and a 304 carrying only the ETag erased the stored
+    Last-Modified."""
+    modified = "Fri, 25 Oct 2024 14:15:00 GMT"
+    feed_server.routes["/ttl.xml"] = Route(
+        rss([story(1)], extra="<ttl>600</ttl>"), etag='"e"', last_modified=modified
+    )  # (its 304 carries the ETag alone)
+    feed, _ = agg.add_feed(feed_server.url("/ttl.xml"))
+    for status in ("ok", "not_modified", "not_modified"):
+        report = agg.update_feed(feed.id)
+        polled = agg.feed(feed.id)
+        assert polled is not None and report.status == status
+        assert polled.interval_minutes == 600 and polled.ttl_minutes == 600
+        assert (polled.etag, polled.last_modified) == ('"e"', modified)
+    sent = feed_server.hits("/ttl.xml")[-1]
+    assert (sent.get("if-none-match"), sent.get("if-modified-since")) == ('"e"', modified)

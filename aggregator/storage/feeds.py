@@ -28,7 +28,7 @@ _COLUMNS = (
     "id, url, title, site_url, added_at, paused, status, last_error, last_polled_at, "
     "next_poll_at, failures, items_total, etag, last_modified, interval_minutes, "
     "error_since, polls, not_modified, fetch_ms_total, last_items_added, poll_minutes, "
-    "poll_requested_at, last_items_updated, warning"
+    "poll_requested_at, last_items_updated, warning, ttl_minutes"
 )
 
 
@@ -58,6 +58,7 @@ def _feed(row: tuple[Any, ...]) -> Feed:
         poll_requested_at=row[21],
         last_items_updated=row[22],
         warning=row[23],
+        ttl_minutes=row[24],
     )
 
 
@@ -190,6 +191,7 @@ _WRITABLE = frozenset(
         "last_items_updated",
         "poll_requested_at",
         "paused",
+        "ttl_minutes",
     }
 )
 
