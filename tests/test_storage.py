@@ -495,6 +495,18 @@ def test_a_story_number_is_never_given_to_another_story(tmp_path: Path) -> None:
         assert clusters_store.create(db, 4.0) == c + 2
 
 
+def test_a_reclustered_story_keeps_a_number_its_items_had(tmp_path: Path) -> None:
+    """A group whose most-voted old number another group took got a brand-new number,
+    though the number of its other items was free: readers saw that story twice."""
+    db = open_database(tmp_path / "t.db")
+    with write_transaction(db):
+        (big, small), (three, (lone,)) = _stories(db, [3, 1])
+        # {a, b} stays `big`; {c, lone} votes big (taken) and small (free)
+        groups = [[(i, 1.0, "similar", None) for i in g] for g in ([three[0], three[1]], [three[2], lone])]
+        out = clusters_store.replace_all(db, groups, lambda ms: ms[0].item_id, [], 3.0)
+    assert out == {three[0]: big, three[1]: big, three[2]: small, lone: small}
+
+
 @pytest.mark.parametrize("first", [True, False])
 def test_a_reclustering_dates_a_story_whose_headline_changed(tmp_path: Path, first: bool) -> None:
     """Readers go by ``updated`` to show a changed headline again: a story whose members

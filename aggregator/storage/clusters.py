@@ -391,8 +391,8 @@ def replace_all(
 
     ``groups`` lists clusters as (item id, score, signal, matched item) members.
     A new cluster keeps the id of the old cluster most of its items came from
-    (when that id is still free), so story pages and merged-feed ids survive a
-    re-clustering wherever the story itself did.
+    (when that id is still free; else that of the next most), so story pages and
+    merged-feed ids survive a re-clustering wherever the story itself did.
     """
     old = partition(db)
     old_created = dict(db.execute("SELECT id, created_at FROM clusters").fetchall())
@@ -411,9 +411,11 @@ def replace_all(
             was = old.get(item_id)
             if was is not None:
                 votes[was] = votes.get(was, 0) + 1
-        best = max(votes.items(), key=lambda kv: (kv[1], -kv[0]))[0] if votes else None
-        if best is not None and best not in taken:
-            ids[n] = best
+        # the old id most of its items had, else the next one still free (the story of
+        # its other items: a story whose id another group took kept none of its own)
+        free = [c for c, _ in sorted(votes.items(), key=lambda kv: (-kv[1], kv[0])) if c not in taken]
+        if free:
+            ids[n] = free[0]
         else:
             ids[n] = next_id
             next_id += 1
