@@ -17,7 +17,9 @@ from selectolax.lexbor import LexborHTMLParser
 from aggregator.models import Entry, Item
 
 __all__ = [
+    "MAX_TITLE_CHARS",
     "canonical_link",
+    "cap_title",
     "clean_text",
     "content_hash",
     "html_to_text",
@@ -168,6 +170,20 @@ def title_text(title: str) -> str:
     return clean_text(unescape(title))
 
 
+# A headline is cut at this many characters: a 200,000-character title was repeated in
+# every page and merged-feed item that listed its story (600 KB feeds of one item).
+MAX_TITLE_CHARS = 400
+
+
+def cap_title(title: str, limit: int = MAX_TITLE_CHARS) -> str:
+    """``title``, cut with an ellipsis at a word end before ``limit`` characters if longer."""
+    if len(title) <= limit:
+        return title
+    cut = title[: limit - 1]
+    space = cut.rfind(" ", limit // 2)
+    return (cut[:space] if space > 0 else cut).rstrip() + "…"
+
+
 def summarize(text: str, words: int = 60) -> str:
     """The first ``words`` words of ``text``, with an ellipsis when cut."""
     parts = text.split()
@@ -312,8 +328,7 @@ def normalize_entry(entry: Entry) -> Item:
     content_text = html_to_text(entry.content_html)
     text = content_text if len(content_text) >= len(summary_text) else summary_text
     link = canonical_link(entry.link)
-    if not title:
-        title = summarize(text, 12) or "(untitled)"
+    title = cap_title(title or summarize(text, 12)) or "(untitled)"
     return Item(
         identity=item_identity(
             entry.guid, link_key(entry.link), title, entry.published, content_hash(title, text)

@@ -210,3 +210,31 @@ def test_stored_html_carries_no_control_characters() -> None:
     item = normalize_entry(entry)
     assert item.content_html == "<p>one two three four </p>"  # (feeds put \x0c and \x85 between words)
     assert item.text == "one two three four"
+
+
+@given(st.text(max_size=1200))
+def test_titles_are_cut_to_a_bounded_length(title: str) -> None:
+    """A 200,000-character headline was repeated whole on every page and in every
+    merged-feed item that listed its story."""
+    from aggregator.normalize import MAX_TITLE_CHARS, cap_title
+
+    capped = cap_title(title)
+    assert len(capped) <= MAX_TITLE_CHARS
+    assert capped == title if len(title) <= MAX_TITLE_CHARS else capped.endswith("…")
+    assert title.startswith(capped[:-1].rstrip())
+
+
+def test_a_huge_headline_is_stored_cut() -> None:
+    words = "Parliament votes " * 20_000
+    item = normalize_entry(
+        Entry(guid="x", link=None, title=words, summary_html="", content_html="Body text here.")
+    )
+    assert (
+        len(item.title) <= 400
+        and item.title.startswith("Parliament votes Parliament")
+        and item.title.endswith("…")
+    )
+    unbroken = normalize_entry(
+        Entry(guid="y", link=None, title="", summary_html="", content_html="字" * 100_000)
+    )
+    assert len(unbroken.title) == 400 and unbroken.title.endswith("…")

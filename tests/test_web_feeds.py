@@ -440,3 +440,13 @@ def test_merged_feeds_of_an_empty_site_are_dated_now(settings: Settings) -> None
     assert "<lastBuildDate>" in rss_doc and " 1970 " not in rss_doc and f" {year} " in rss_doc
     atom = feedparser.parse(client.get("/feed.atom").data)
     assert atom.feed.updated_parsed.tm_year == year and not atom.entries
+
+
+def test_control_characters_in_a_filter_do_not_reach_the_feeds(client: Any) -> None:
+    """``?q=%00`` gave a JSON Feed titled "stories matching “\\u0000”" (the XML feeds
+    dropped it): filters are cleaned as stored text is."""
+    r = client.get("/feed.json?q=quake%00%1b&category=Sp%07ort")
+    assert r.status_code == 200
+    doc = json.loads(r.get_data(as_text=True))
+    assert not any(ord(c) < 32 for c in doc["title"]) and "quake" in doc["title"]
+    assert "%00" not in doc["feed_url"] and "%07" not in doc["feed_url"]

@@ -18,6 +18,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from aggregator.models import ClusterSummary, Feed, StoredItem, StoryCursor, StoryFilter, public_feed_url
+from aggregator.normalize import clean_text
 from web import get_reader, syndication, whole_number
 from web.caching import conditional
 from web.diff import TextDiff, WordOp, diff_texts, word_diff
@@ -74,10 +75,11 @@ def parse_filters(args: MultiDict[str, str]) -> Filters:
         if outlet is None:
             abort(404, description="There is no such outlet (any more).")
         out["outlet"] = str(feed_id)
-    category = " ".join(args.get("category", "").split())[:100] or None
+    # (as stored categories are: control characters out, which reached the JSON feed's title)
+    category = clean_text(args.get("category", ""))[:100] or None
     if category:
         out["category"] = category
-    query = " ".join(args.get("q", "").split())[:MAX_QUERY] or None
+    query = clean_text(args.get("q", ""))[:MAX_QUERY] or None
     if query:
         out["q"] = query
     return Filters(StoryFilter(min_outlets, feed_id, category, query), out, outlet)
