@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from html import escape, unescape
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
@@ -26,8 +27,10 @@ __all__ = [
     "item_identity",
     "link_key",
     "normalize_entry",
+    "shared_sentences",
     "summarize",
     "title_text",
+    "without_sentences",
 ]
 
 _WS = re.compile(r"\s+")
@@ -316,6 +319,68 @@ def _tame(html: str) -> str:
         return html
     text = clean_text(unescape(re.sub(r"<[^>]*>", " ", _drop_script_and_style(html))))
     return f"<p>{escape(text)}</p>" if text else ""
+
+
+# Boilerplate that items of one document share (a consent banner, "This content is not
+# available in your region"): sentences of at least this many words, and whole texts of
+# at least 2, found in items whose headlines have no word in common.
+MIN_SHARED_SENTENCE_WORDS = 6
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
+_HEADLINE_WORD = re.compile(r"[^\W\d_]{4,}")
+
+
+def _key(sentence: str) -> str:
+    return " ".join(sentence.casefold().split())
+
+
+def shared_sentences(items: Sequence[tuple[str, str]]) -> frozenset[str]:
+    """The boilerplate of a document's items, given as (headline, text): the keys
+    (:func:`_key`) of sentences found in two items about unrelated things (headlines
+    without a word of four letters or more in common).
+
+    An outlet's consent banner or region notice at the top of every item outweighed the
+    few sentences of each story, and joined unrelated stories of one feed.  Updates of
+    one story ("Fed holds rates ... (update 2)") share sentences and headline words:
+    theirs stay.
+    """
+    carriers: dict[str, list[frozenset[str]]] = {}
+    for title, text in items:
+        keys = {_key(p) for p in _SENTENCE_END.split(text)}
+        keys = {k for k in keys if len(k.split()) >= MIN_SHARED_SENTENCE_WORDS}
+        whole = _key(text)
+        if len(whole.split()) >= 2:
+            keys.add(whole)
+        words = frozenset(_HEADLINE_WORD.findall(title.casefold()))
+        for k in keys:
+            carriers.setdefault(k, []).append(words)
+    return frozenset(k for k, heads in carriers.items() if len(heads) > 1 and _unrelated(heads))
+
+
+def _unrelated(headlines: list[frozenset[str]]) -> bool:
+    """Whether two of these headline word sets have nothing in common."""
+    distinct = list(dict.fromkeys(headlines))[:50]  # (a banner on every item: one pair suffices)
+    return any(a.isdisjoint(b) for i, a in enumerate(distinct) for b in distinct[i + 1 :])
+
+
+def without_sentences(text: str, boilerplate: frozenset[str]) -> str:
+    """``text`` without the sentences (or whole text) whose keys are in ``boilerplate``;
+    the rest as it was, separators included."""
+    if not boilerplate or not text:
+        return text
+    if _key(text) in boilerplate:
+        return ""
+    pieces = _SENTENCE_END.split(text)
+    if not any(_key(p) in boilerplate for p in pieces):
+        return text
+    kept: list[str] = []
+    pos = 0
+    for m in [*_SENTENCE_END.finditer(text), None]:
+        end = m.start() if m else len(text)
+        sentence = text[pos:end]
+        if _key(sentence) not in boilerplate:
+            kept.append(sentence + (m.group() if m else ""))
+        pos = m.end() if m else len(text)
+    return "".join(kept).strip()
 
 
 def normalize_entry(entry: Entry) -> Item:

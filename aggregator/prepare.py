@@ -20,7 +20,7 @@ import numpy as np
 
 from aggregator.fingerprint import Features, features_for, signatures
 from aggregator.models import Entry, Item, ParsedFeed
-from aggregator.normalize import normalize_entry
+from aggregator.normalize import normalize_entry, shared_sentences, summarize, without_sentences
 from aggregator.parse import parse_feed
 from aggregator.settings import ClusterSettings
 
@@ -64,7 +64,21 @@ def normalize_entries(entries: Sequence[Entry]) -> tuple[list[Item], int]:
         if item.identity not in seen:
             seen.add(item.identity)
             items.append(item)
+    # The document's boilerplate leaves the text that is matched, searched and summed
+    # up (the HTML shown keeps it; the content hash, which tells edits, is of the text
+    # as sent, so a banner seen in one poll and not the next is no edit).
+    boilerplate = shared_sentences([(it.title, it.text) for it in items])
+    if boilerplate:
+        items = [_without(it, boilerplate) for it in items]
     return items, len(entries) - len(items)
+
+
+def _without(item: Item, boilerplate: frozenset[str]) -> Item:
+    text = without_sentences(item.text, boilerplate)
+    if text == item.text:
+        return item
+    summary = without_sentences(item.summary, boilerplate)
+    return dataclasses.replace(item, text=text, summary=summarize(summary or text))
 
 
 def prepare(

@@ -238,3 +238,54 @@ def test_a_huge_headline_is_stored_cut() -> None:
         Entry(guid="y", link=None, title="", summary_html="", content_html="字" * 100_000)
     )
     assert len(unbroken.title) == 400 and unbroken.title.endswith("…")
+
+
+def test_boilerplate_is_what_items_with_different_headlines_share() -> None:
+    from aggregator.normalize import shared_sentences, without_sentences
+
+    notice = "This content is not available in your region."
+    banner = "We and our partners store and access information on your device, such as cookies."
+    items = [
+        ("Pool shuts", f"{banner}\nThe council closed the pool. It reopens in May."),
+        ("Train derails", f"{banner} A freight train left the rails."),
+        ("Vote today", notice),
+        ("Volcano erupts", notice),
+        ("Volcano erupts", "Same headline, same words: a copy, not boilerplate. Six words at least here."),
+        ("Volcano erupts", "Same headline, same words: a copy, not boilerplate. Six words at least here."),
+    ]
+    boilerplate = shared_sentences(items)
+    assert [without_sentences(text, boilerplate) for _, text in items] == [
+        "The council closed the pool. It reopens in May.",
+        "A freight train left the rails.",
+        "",
+        "",
+        items[4][1],
+        items[5][1],
+    ]
+    assert (
+        shared_sentences([("Pool shuts", "Short and shared."), ("Train", "Short and shared. More.")])
+        == frozenset()
+    )
+
+
+@given(st.text(), st.sets(st.text(max_size=30), max_size=3))
+def test_removing_sentences_keeps_the_rest_in_order(text: str, keys: set[str]) -> None:
+    from aggregator.normalize import without_sentences
+
+    assert without_sentences(text, frozenset()) == text
+    out = without_sentences(text, frozenset(keys))
+    rest = iter(text)
+    assert all(c in rest for c in out.strip())  # a subsequence of the text
+
+
+def test_updates_of_one_story_keep_the_sentences_they_share() -> None:
+    """Sentences shared by headlines about one thing are the story, not boilerplate."""
+    from aggregator.normalize import shared_sentences
+
+    fact = "The Federal Reserve kept its benchmark interest rate unchanged on Wednesday."
+    items = [
+        ("Fed holds rates as Powell weighs inflation (update 1)", fact),
+        ("Fed holds rates, two members dissent (update 2)", f"{fact} Two members dissented."),
+    ]
+    assert shared_sentences(items) == frozenset()
+    assert shared_sentences([*items, ("Volcano erupts on remote island", fact)]) == {fact.casefold()}

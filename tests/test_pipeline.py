@@ -1161,3 +1161,55 @@ def test_a_304_keeps_what_the_feed_asked_for_and_its_other_validator(
         assert (polled.etag, polled.last_modified) == ('"e"', modified)
     sent = feed_server.hits("/ttl.xml")[-1]
     assert (sent.get("if-none-match"), sent.get("if-modified-since")) == ('"e"', modified)
+
+
+def test_boilerplate_that_a_feed_puts_in_every_item_joins_no_stories(
+    agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """A consent banner at the top of every item of one feed outweighed each story's own
+    few sentences (three unrelated articles became one story), and two items whose
+    body was only "not available in your region" were joined by it."""
+    banner = (
+        "We and our partners store and access information on your device, such as cookies, "
+        "and process personal data, such as unique identifiers and browsing activity, to "
+        "personalise advertising and content, measure performance and understand audiences. "
+        "You may accept, reject or customise your choices at any time by visiting Privacy "
+        "Options at the bottom of every page. "
+    )
+    stories = {
+        "Council shuts Riverside pool over cracks": banner
+        + "The council closed the Riverside pool on Tuesday after engineers found cracks in its basin.",
+        "Freight train derails near border, services halted": banner
+        + "A freight train carrying grain left the rails near the border crossing overnight.",
+        "Orchestra names youngest ever chief conductor": banner
+        + "The city orchestra appointed a 29-year-old violinist as its chief conductor.",
+        "Election results: ruling party loses majority": "This content is not available in your region.",
+        "Volcano erupts on remote island": "This content is not available in your region.",
+    }
+    now = time.time()
+    # other news first, so that the window is past its cold start (real headlines)
+    import json
+
+    dev = Path(__file__).parent / "data" / "eval" / "dev.jsonl"
+    rows = [r for r in map(json.loads, dev.read_text("utf-8").splitlines()) if r["dataset"] == "uci"]
+    wire = [
+        {"title": r["title"], "guid": f"w{k}", "pubDate": _rfc822(now - 86400 + 1200 * k)}
+        for k, r in enumerate(rows[::50][:60])
+    ]
+    feed_server.routes["/wire.xml"] = Route(rss(wire, title="Wire"))
+    agg.add_feed(feed_server.url("/wire.xml"))
+    agg.update()
+    before = len(agg.clusters(limit=1000))
+    items = [
+        {"title": t, "guid": f"p{k}", "pubDate": _rfc822(now - 3600 * (5 - k)), "description": body}
+        for k, (t, body) in enumerate(stories.items())
+    ]
+    feed_server.routes["/paper.xml"] = Route(rss(items, title="Paper"))
+    feed, _ = agg.add_feed(feed_server.url("/paper.xml"))
+    agg.update([feed])
+    assert len(agg.clusters(limit=1000)) == before + 5
+    stored = {s.canonical.title: s.canonical for s in agg.clusters(limit=1000)}
+    pool = stored["Council shuts Riverside pool over cracks"]
+    assert pool.text.startswith("The council closed") and pool.summary.startswith("The council closed")
+    assert "cookies" in (pool.content_html or "")  # what is shown keeps it
+    assert stored["Volcano erupts on remote island"].text == ""
