@@ -106,6 +106,12 @@ def _drop_giant_attribute_lists(body: bytes) -> bytes:
 def _parse_xml_feed(body: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed:
     # Local files come without a content type; feedparser would flag that as an error.
     response_headers = {"content-location": url, "content-type": "application/xml", **headers}
+    # A text/* type without a charset: feedparser takes it for us-ascii (RFC 3023) and
+    # warns that UTF-8 feeds (nginx serves .xml so) declare the wrong encoding.  RFC 7303
+    # reads the document's own declaration then, as for application/xml.
+    mime, _, params = response_headers["content-type"].partition(";")
+    if mime.strip().lower().startswith("text/") and "charset" not in params.lower():
+        response_headers["content-type"] = "application/xml"
     d = feedparser.parse(
         _fix_surrogate_refs(_drop_giant_attribute_lists(body)),
         response_headers=response_headers,

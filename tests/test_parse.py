@@ -281,3 +281,17 @@ def test_one_bad_value_does_not_lose_a_json_feed() -> None:
     assert "nested too deeply" in (
         parse_feed(deep, "https://x.example/f.json", {"content-type": "application/feed+json"}).error or ""
     )
+
+
+def test_text_xml_without_a_charset_reads_the_document_declaration() -> None:
+    """nginx serves .xml files as text/xml without a charset: every UTF-8 feed so served
+    carried a false "declared encoding was wrong" warning (RFC 3023's us-ascii)."""
+    body = '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Café</title><item><title>Zürich</title><guid>1</guid></item></channel></rss>'.encode()
+    parsed = parse_feed(body, "https://x.example/f.xml", {"content-type": "text/xml"})
+    assert parsed.warning is None and parsed.error is None and parsed.entries[0].title == "Zürich"
+    latin = parse_feed(
+        body.replace(b"utf-8", b"iso-8859-1"),
+        "https://x.example/f.xml",
+        {"content-type": "text/xml; charset=utf-8"},
+    )
+    assert latin.entries[0].title == "Zürich"  # a charset given is still the charset
