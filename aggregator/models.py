@@ -101,6 +101,7 @@ class Item:
     updated: float | None
     categories: tuple[str, ...]
     content_hash: str  # hash of title + text, detects changed items and exact copies
+    shown_hash: str = ""  # hash of what it shows (headline as written, link, HTML...): edits
 
 
 @dataclass(frozen=True)

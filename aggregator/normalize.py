@@ -28,6 +28,7 @@ __all__ = [
     "link_key",
     "normalize_entry",
     "shared_sentences",
+    "shown_hash",
     "summarize",
     "title_text",
     "without_sentences",
@@ -255,6 +256,15 @@ def content_hash(title: str, text: str) -> str:
     return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+def shown_hash(
+    entry_link: str | None, title: str, content_html: str, author: str | None, categories: Sequence[str]
+) -> str:
+    """Identity of what an item shows: changes when an outlet corrects its link, a
+    headline's capitals or its markup, which :func:`content_hash` does not see."""
+    key = "\x1f".join([entry_link or "", title, content_html, author or "", *categories])
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
 def item_identity(
     guid: str | None, link: str | None, title: str, published: float | None, content: str = ""
 ) -> str:
@@ -394,6 +404,9 @@ def normalize_entry(entry: Entry) -> Item:
     text = content_text if len(content_text) >= len(summary_text) else summary_text
     link = canonical_link(entry.link)
     title = cap_title(title or summarize(text, 12)) or "(untitled)"
+    html = entry.content_html or entry.summary_html
+    author = clean_text(entry.author or "") or None
+    categories = tuple(c for c in (clean_text(c) for c in entry.categories) if c)
     return Item(
         identity=item_identity(
             entry.guid, link_key(entry.link), title, entry.published, content_hash(title, text)
@@ -404,10 +417,11 @@ def normalize_entry(entry: Entry) -> Item:
         title=title,
         summary=summarize(summary_text or text),
         text=text,
-        content_html=entry.content_html or entry.summary_html,
-        author=clean_text(entry.author or "") or None,
+        content_html=html,
+        author=author,
         published=entry.published,
         updated=entry.updated,
-        categories=tuple(c for c in (clean_text(c) for c in entry.categories) if c),
+        categories=categories,
         content_hash=content_hash(title, text),
+        shown_hash=shown_hash(entry.link if link else None, title, html, author, categories),
     )

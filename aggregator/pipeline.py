@@ -454,11 +454,18 @@ class Pipeline:
         known = items_store.existing(self.db, feed_id, [i.identity for i in items])
         fresh = [n for n, item in enumerate(items) if item.identity not in known]
         edited: list[int] = []
+        unhashed: list[tuple[str, int]] = []
         for n, item in enumerate(items):
-            if item.identity in known and known[item.identity][1] != item.content_hash:
+            if item.identity not in known:
+                continue
+            item_id, words, shown = known[item.identity]
+            if words != item.content_hash or (shown is not None and shown != item.shown_hash):
                 # An outlet edited an item: it keeps its identity and its cluster.
-                items_store.update(self.db, known[item.identity][0], item, now)
+                items_store.update(self.db, item_id, item, now)
                 edited.append(n)
+            elif shown is None and item.shown_hash:  # stored before migration 0022
+                unhashed.append((item.shown_hash, item_id))
+        items_store.set_shown_hashes(self.db, unhashed)
         times = [self._sort_time(items[n].published, now) for n in fresh]
         ids = items_store.insert_many(self.db, feed_id, [items[n] for n in fresh], now, times)
         changed = [(known[items[n].identity][0], items[n]) for n in edited]

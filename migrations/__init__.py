@@ -497,3 +497,11 @@ def m0021_feed_ttl(db: Database) -> None:
     # The polling interval a feed asks for (<ttl>, in minutes), kept for the 304s that
     # follow: a feed asking for 10 hours was polled every 30 minutes once unchanged.
     db.execute("ALTER TABLE feeds ADD COLUMN ttl_minutes INTEGER")
+
+
+@migrations(name="0022_item_shown_hash")
+def m0022_item_shown_hash(db: Database) -> None:
+    # A hash of what an item shows (exact headline, link, HTML, author, categories): an
+    # edit is told by it as well as by its words, so a corrected link or a headline's
+    # capitals reach the site.  NULL for items stored before: set at their next poll.
+    db.execute("ALTER TABLE items ADD COLUMN shown_hash TEXT")

@@ -1213,3 +1213,29 @@ def test_boilerplate_that_a_feed_puts_in_every_item_joins_no_stories(
     assert pool.text.startswith("The council closed") and pool.summary.startswith("The council closed")
     assert "cookies" in (pool.content_html or "")  # what is shown keeps it
     assert stored["Volcano erupts on remote island"].text == ""
+
+
+def test_an_outlet_correcting_a_link_or_capitals_is_an_edit(agg: Aggregator, feed_server: FeedServer) -> None:
+    """Edits were told by the words alone (headline case-folded): a corrected link or a
+    headline's capitals never reached the site or the merged feeds."""
+    from aggregator.storage import write_transaction
+
+    feed_server.routes["/a.xml"] = Route(rss([story(1)]))
+    feed, _ = agg.add_feed(feed_server.url("/a.xml"))
+    agg.update([feed])
+    fixed = story(1, title="Story Number 1 About Topic 1", link="https://one.example/2024/1-fixed")
+    feed_server.routes["/a.xml"] = Route(rss([fixed]))
+    (r,) = agg.update([agg.feed(feed.id)])  # type: ignore[list-item]
+    assert (r.new_items, r.updated_items) == (0, 1)
+    (c,) = agg.clusters()
+    assert (c.canonical.title, c.canonical.link) == (fixed["title"], fixed["link"])
+    (r,) = agg.update([agg.feed(feed.id)])  # type: ignore[list-item]
+    assert (r.new_items, r.updated_items) == (0, 0)  # the same again: no edit
+
+    # stored before shown hashes were: the next poll sets it, and it is no edit
+    with write_transaction(agg.db):
+        agg.db.execute("UPDATE items SET shown_hash = NULL")
+    updated = agg.clusters()[0].updated_at
+    (r,) = agg.update([agg.feed(feed.id)])  # type: ignore[list-item]
+    assert (r.new_items, r.updated_items) == (0, 0) and agg.clusters()[0].updated_at == updated
+    assert agg.db.execute("SELECT count(*) FROM items WHERE shown_hash IS NULL").fetchone()[0] == 0

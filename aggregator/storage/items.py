@@ -27,17 +27,22 @@ __all__ = [
 ]
 
 
-def existing(db: Database, feed_id: int, identities: Sequence[str]) -> dict[str, tuple[int, str]]:
-    """``identity -> (item id, content hash)`` for the identities this feed already has."""
-    found: dict[str, tuple[int, str]] = {}
+def existing(db: Database, feed_id: int, identities: Sequence[str]) -> dict[str, tuple[int, str, str | None]]:
+    """``identity -> (item id, content hash, shown hash)`` for the identities this feed already has."""
+    found: dict[str, tuple[int, str, str | None]] = {}
     for chunk in _chunks(list(identities), 500):
         marks = ",".join("?" * len(chunk))
         rows = db.execute(
-            f"SELECT identity, id, content_hash FROM items WHERE feed_id = ? AND identity IN ({marks})",
+            f"SELECT identity, id, content_hash, shown_hash FROM items WHERE feed_id = ? AND identity IN ({marks})",
             [feed_id, *chunk],
         ).fetchall()
-        found.update({r[0]: (r[1], r[2]) for r in rows})
+        found.update({r[0]: (r[1], r[2], r[3]) for r in rows})
     return found
+
+
+def set_shown_hashes(db: Database, rows: Sequence[tuple[str, int]]) -> None:
+    """(shown hash, item id): for items stored before shown hashes were (migration 0022)."""
+    db.conn.executemany("UPDATE items SET shown_hash = ? WHERE id = ?", rows)
 
 
 def insert(db: Database, feed_id: int, item: Item, now: float, sort_time: float) -> int:
@@ -62,7 +67,7 @@ def insert_many(
     db.conn.executemany(
         "INSERT INTO items (id, feed_id, identity, guid, link, canonical_link, title, summary, text, "
         "content_html, author, categories, published, updated, first_seen, last_seen, sort_time, "
-        "content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "content_hash, shown_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 item_id,
@@ -83,6 +88,7 @@ def insert_many(
                 now,
                 t,
                 item.content_hash,
+                item.shown_hash or None,
             )
             for item_id, item, t in zip(ids, items, sort_times, strict=True)
         ],
@@ -126,7 +132,7 @@ def update(db: Database, item_id: int, item: Item, now: float) -> None:
     db.execute(
         "UPDATE items SET guid = ?, link = ?, canonical_link = ?, title = ?, summary = ?, text = ?, "
         "content_html = ?, author = ?, categories = ?, published = coalesce(?, published), "
-        "updated = ?, last_seen = ?, content_hash = ? WHERE id = ?",
+        "updated = ?, last_seen = ?, content_hash = ?, shown_hash = ? WHERE id = ?",
         [
             item.guid,
             item.link,
@@ -141,6 +147,7 @@ def update(db: Database, item_id: int, item: Item, now: float) -> None:
             item.updated,
             now,
             item.content_hash,
+            item.shown_hash or None,
             item_id,
         ],
     )
