@@ -345,7 +345,7 @@ class Fetcher:
                 headers=hdrs,
                 final_url=final,
                 permanent_url=final if moved else None,
-                retry_after=_retry_after(hdrs.get("retry-after")),
+                retry_after=_retry_after(hdrs),
                 max_age=_max_age(hdrs),
                 **kw,
             )
@@ -415,33 +415,49 @@ def _seconds(value: str) -> float | None:
     return float(value) if value.isascii() and value.isdigit() else None
 
 
-def _seconds_until(date: str) -> float | None:
-    """Seconds from now until an HTTP date (a date without a zone, "-0000", is UTC)."""
+def _timestamp(date: str | None) -> float | None:
+    """An HTTP date as a timestamp (a date without a zone, "-0000", is UTC)."""
+    if not date:
+        return None
     try:
         when = email.utils.parsedate_to_datetime(date)
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        return max(0.0, when.timestamp() - time.time())
+        return when.timestamp()
     except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
 
 
-def _retry_after(value: str | None) -> float | None:
+def _seconds_until(date: str, headers: dict[str, str]) -> float | None:
+    """Seconds until an HTTP date, on the server's clock when it sent its ``Date``: a
+    server 3 hours ahead made a 10-minute Expires a 3-hour one."""
+    when = _timestamp(date)
+    if when is None:
+        return None
+    sent = _timestamp(headers.get("date"))
+    return max(0.0, when - (sent if sent is not None else time.time()))
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    value = headers.get("retry-after")
     if not value:
         return None
     seconds = _seconds(value)
-    return seconds if seconds is not None else _seconds_until(value)
+    return seconds if seconds is not None else _seconds_until(value, headers)
 
 
 def _max_age(headers: dict[str, str]) -> float | None:
+    """How long the response stays fresh: max-age less the Age it already had in a cache
+    (a CDN's day-old copy of a one-day max-age is fresh for seconds), else Expires."""
     cc = headers.get("cache-control", "")
     for part in cc.split(","):
         name, _, val = part.strip().partition("=")
         seconds = _seconds(val) if name.lower() in ("max-age", "s-maxage") else None
         if seconds is not None:
-            return seconds
+            age = _seconds(headers.get("age", "")) or 0.0
+            return max(0.0, seconds - age)
     expires = headers.get("expires")
-    return _seconds_until(expires) if expires else None
+    return _seconds_until(expires, headers) if expires else None
 
 
 _COMPRESSIONS_NOT_READ = frozenset(

@@ -384,3 +384,39 @@ def test_a_content_encoding_that_is_no_compression_is_read_as_none(
         fetcher.fetch(feed_server.url("/br.xml")).error
         == "unsupported Content-Encoding 'br' (asked for gzip or deflate)"
     )
+
+
+def test_freshness_is_read_on_the_servers_clock_and_net_of_a_caches_age(
+    fetcher: Fetcher, feed_server: FeedServer
+) -> None:
+    """Expires was compared with our clock (a server 3 hours ahead turned 10 minutes into
+    3 h 10 min), and a cached copy's Age was ignored (a day-old copy of a one-day
+    max-age counted as fresh for a day)."""
+    import email.utils
+
+    ahead = time.time() + 3 * 3600
+
+    def answer(status: int, body: bytes, **headers: str):  # type: ignore[no-untyped-def]
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            h.send_response_only(status)  # (send_response would add a Date of our clock)
+            h.send_header("Date", email.utils.formatdate(ahead, usegmt=True))
+            for name, value in headers.items():
+                h.send_header(name.replace("_", "-"), value)
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+
+        return handler
+
+    feed_server.routes["/exp.xml"] = Route(
+        handler=answer(200, rss([]), Expires=email.utils.formatdate(ahead + 600, usegmt=True))
+    )
+    feed_server.routes["/age.xml"] = Route(
+        rss([]), headers={"Cache-Control": "max-age=86400", "Age": "86000"}
+    )
+    feed_server.routes["/retry.xml"] = Route(
+        handler=answer(503, b"", Retry_After=email.utils.formatdate(ahead + 1800, usegmt=True))
+    )
+    assert fetcher.fetch(feed_server.url("/exp.xml")).max_age == 600
+    assert fetcher.fetch(feed_server.url("/age.xml")).max_age == 400
+    assert fetcher.fetch(feed_server.url("/retry.xml")).retry_after == 1800
