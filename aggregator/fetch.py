@@ -301,7 +301,7 @@ class Fetcher:
         self, url: str, headers: dict[str, str], started: float, trace: Callable[[str, dict[str, Any]], None]
     ) -> FetchResult:
         current = url
-        seen = {url}
+        seen, again = {url}, set()
         all_permanent = True
         for _hop in range(self.limits.max_redirects + 1):
             # Checked on every hop, so a redirect cannot lead into the private network.
@@ -315,7 +315,10 @@ class Fetcher:
                 if resp.status_code in _REDIRECT and "location" in resp.headers:
                     target = urljoin(current, resp.headers["location"])
                     all_permanent = all_permanent and resp.status_code in _PERMANENT
-                    if target in seen:
+                    # A redirect back with a cookie ("cookies on?" checks) is asked once more.
+                    if target in seen and "set-cookie" in resp.headers and target not in again:
+                        again.add(target)
+                    elif target in seen:
                         return FetchResult(
                             url, "error", http_status=resp.status_code, error=f"redirect loop at {target}"
                         )

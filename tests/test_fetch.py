@@ -420,3 +420,36 @@ def test_freshness_is_read_on_the_servers_clock_and_net_of_a_caches_age(
     assert fetcher.fetch(feed_server.url("/exp.xml")).max_age == 600
     assert fetcher.fetch(feed_server.url("/age.xml")).max_age == 400
     assert fetcher.fetch(feed_server.url("/retry.xml")).retry_after == 1800
+
+
+def test_a_redirect_back_with_a_cookie_is_followed_once(fetcher: Fetcher, feed_server: FeedServer) -> None:
+    """Sites that check for cookies answer 302 to the same URL with a Set-Cookie: that
+    was taken for a redirect loop.  Without the cookie coming back, it still is one."""
+    body = rss([{"title": "a", "guid": "1"}])
+
+    def cookie_check(h: BaseHTTPRequestHandler) -> None:
+        if "seen=1" not in (h.headers.get("Cookie") or ""):
+            h.send_response(302)
+            h.send_header("Set-Cookie", "seen=1; Path=/")
+            h.send_header("Location", "/cc.xml")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def stubborn(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(302)
+        h.send_header("Set-Cookie", "no=thanks; Path=/nowhere")
+        h.send_header("Location", "/stubborn.xml")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    feed_server.routes["/cc.xml"] = Route(handler=cookie_check)
+    feed_server.routes["/stubborn.xml"] = Route(handler=stubborn)
+    r = fetcher.fetch(feed_server.url("/cc.xml"))
+    assert r.status == "ok" and r.body == body
+    r = fetcher.fetch(feed_server.url("/stubborn.xml"))
+    assert r.status == "error" and r.error is not None and r.error.startswith("redirect loop")
