@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import secrets
 import socket
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -84,6 +85,9 @@ _URL_BLANKS = str.maketrans({"\t": None, "\n": None, "\r": None, " ": "%20"})
 
 Progress = Callable[[int, int], None]
 SETTLE_SECONDS = 1.0
+# How long an update holds the due feeds it took (they are given back when it ends; a
+# process that dies holds them this long).
+CLAIM_SECONDS = 15 * 60.0
 PARSE_TIMEOUT_SECONDS = 300.0  # a document taking longer in a parse worker fails its feed
 WORKERS_FROM_FEEDS = 20  # an update of this many feeds starts the worker processes
 # Feeds handed to the worker processes ahead of the one being stored.  One or two
@@ -537,9 +541,36 @@ class Aggregator:
         else:
             now, p = self.clock(), self.settings.schedule
             furthest = max(p.max_interval_minutes, p.backoff_max_minutes, p.min_interval_minutes)
-            todo = feeds_store.due(self.db, now, now + furthest * (1 + p.jitter) * 60 + 60)
-            taken = {f.id for f in todo}
-            todo += [f for f in feeds_store.requested(self.db) if f.id not in taken]
+            # Taken in the transaction that finds them: another process updating
+            # meanwhile (the poller, a cron'd `aggregator update`) leaves them to this one.
+            until = now + CLAIM_SECONDS
+
+            def find() -> list[Feed]:
+                found = feeds_store.due(self.db, now, now + furthest * (1 + p.jitter) * 60 + 60)
+                taken = {f.id for f in found}
+                return found + [f for f in feeds_store.requested(self.db, now) if f.id not in taken]
+
+            try:
+                with self._writing():
+                    todo = find()
+                    claimed = bool(feeds_store.claim(self.db, [f.id for f in todo], now, until))
+            except sqlite3.OperationalError as exc:  # locked: polled unclaimed (each feed fails alone)
+                log.warning("could not claim the due feeds (%s); polling them unclaimed", exc)
+                todo, claimed = find(), False
+            try:
+                return self._update(todo, progress)
+            finally:
+                if claimed:
+                    try:
+                        with self._writing():
+                            feeds_store.release(self.db, [f.id for f in todo], until)
+                    except sqlite3.OperationalError as exc:  # the claims run out by themselves
+                        log.warning("could not give back the claims on polled feeds: %s", exc)
+        return self._update(todo, progress)
+
+    def _update(
+        self, todo: list[Feed], progress: Callable[[UpdateReport], None] | None
+    ) -> list[UpdateReport]:
         if not todo:
             return []
         fs = self.settings.fetch
@@ -762,7 +793,7 @@ class Aggregator:
         return asked
 
     def poll_requested(self) -> bool:
-        return feeds_store.any_requested(self.db)
+        return feeds_store.any_requested(self.db, self.clock())
 
     def poll_now(self, url_or_id: str | int, *, wait: float | None = None) -> UpdateReport | None:
         """Poll a feed now and report what it did.

@@ -505,3 +505,10 @@ def m0022_item_shown_hash(db: Database) -> None:
     # edit is told by it as well as by its words, so a corrected link or a headline's
     # capitals reach the site.  NULL for items stored before: set at their next poll.
     db.execute("ALTER TABLE items ADD COLUMN shown_hash TEXT")
+
+
+@migrations(name="0023_feed_claims")
+def m0023_feed_claims(db: Database) -> None:
+    # A feed an update has taken to poll, until when: two processes updating at once
+    # (the poller and a cron'd `aggregator update`) both fetched every due feed.
+    db.execute("ALTER TABLE feeds ADD COLUMN claimed_until REAL")

@@ -576,3 +576,34 @@ def test_an_opml_import_resolves_its_hosts_at_once_and_does_not_wait_for_a_stuck
         # the stuck name is let through: every fetch checks the address it reaches
         assert {f.url for f in added} == {f"https://{h}/feed.xml" for h in hosts[:-1]}
         assert resolver.most > 1
+
+
+def test_two_updates_at_once_poll_each_due_feed_once(settings: Any, feed_server: FeedServer) -> None:
+    """The poller and a cron'd `aggregator update` on one database both fetched every
+    due feed (and each stored its state from a copy read before the other's poll)."""
+    body = rss([{"title": "Slow news", "guid": "1"}])
+
+    def slow(h: Any) -> None:
+        time.sleep(1.0)
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    feed_server.routes["/slow.xml"] = Route(handler=slow)
+    a, b = Aggregator(settings), Aggregator(settings)
+    try:
+        a.add_feed(feed_server.url("/slow.xml"))
+        out: dict[str, Any] = {}
+        first = threading.Thread(target=lambda: out.setdefault("a", a.update()))
+        first.start()
+        time.sleep(0.3)
+        out["b"] = b.update()  # while the first still waits for the feed
+        first.join()
+        assert len(feed_server.hits("/slow.xml")) == 1
+        assert [(r.status, r.new_items) for r in out["a"]] == [("ok", 1)] and out["b"] == []
+        (feed,) = a.feeds()
+        assert feed.polls == 1 and not b.update()  # given back, and not due
+    finally:
+        a.close()
+        b.close()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlite_utils import Database
@@ -14,10 +15,12 @@ __all__ = [
     "add",
     "all_feeds",
     "any_requested",
+    "claim",
     "count",
     "due",
     "get",
     "get_by_url",
+    "release",
     "remove",
     "requested",
     "set_paused",
@@ -117,27 +120,57 @@ def count(db: Database) -> int:
 def due(db: Database, now: float, latest: float = math.inf) -> list[Feed]:
     """Feeds whose next poll time has come, not paused and not gone, oldest first; and
     those planned after ``latest``, the furthest any plan can reach: planned by a
-    clock that was ahead and has been set back since (they would wait that long)."""
+    clock that was ahead and has been set back since (they would wait that long).
+    Feeds another update has claimed (:func:`claim`) are left to it."""
     rows = db.execute(
         f"SELECT {_COLUMNS} FROM feeds WHERE paused = 0 AND status != 'gone' "
-        "AND (next_poll_at IS NULL OR next_poll_at <= ? OR next_poll_at > ?) ORDER BY next_poll_at",
-        [now, latest],
+        "AND (next_poll_at IS NULL OR next_poll_at <= ? OR next_poll_at > ?) "
+        "AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY next_poll_at",
+        [now, latest, now],
     ).fetchall()
     return [_feed(r) for r in rows]
 
 
-def requested(db: Database) -> list[Feed]:
-    """Feeds an admin asked to poll now (paused or gone ones too), earliest request first."""
+def requested(db: Database, now: float) -> list[Feed]:
+    """Feeds an admin asked to poll now (paused or gone ones too), earliest request
+    first; not those another update has claimed."""
     rows = db.execute(
-        f"SELECT {_COLUMNS} FROM feeds WHERE poll_requested_at IS NOT NULL ORDER BY poll_requested_at, id"
+        f"SELECT {_COLUMNS} FROM feeds WHERE poll_requested_at IS NOT NULL "
+        "AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY poll_requested_at, id",
+        [now],
     ).fetchall()
     return [_feed(r) for r in rows]
 
 
-def any_requested(db: Database) -> bool:
+def any_requested(db: Database, now: float) -> bool:
     """Whether a poll is asked for (one indexed look-up: the poller asks every second)."""
     return (
-        db.execute("SELECT 1 FROM feeds WHERE poll_requested_at IS NOT NULL LIMIT 1").fetchone() is not None
+        db.execute(
+            "SELECT 1 FROM feeds WHERE poll_requested_at IS NOT NULL "
+            "AND (claimed_until IS NULL OR claimed_until <= ?) LIMIT 1",
+            [now],
+        ).fetchone()
+        is not None
+    )
+
+
+def claim(db: Database, feed_ids: Sequence[int], now: float, until: float) -> set[int]:
+    """Take these feeds to poll until ``until``; returns those taken (not those another
+    update holds).  Call inside a write transaction."""
+    rows = db.execute(
+        "UPDATE feeds SET claimed_until = ? WHERE id IN (SELECT value FROM json_each(?)) "
+        "AND (claimed_until IS NULL OR claimed_until <= ?) RETURNING id",
+        [until, json.dumps(list(feed_ids)), now],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def release(db: Database, feed_ids: Sequence[int], until: float) -> None:
+    """Give back the claims :func:`claim` made until ``until`` (not a later update's)."""
+    db.execute(
+        "UPDATE feeds SET claimed_until = NULL WHERE id IN (SELECT value FROM json_each(?)) "
+        "AND claimed_until = ?",
+        [json.dumps(list(feed_ids)), until],
     )
 
 
