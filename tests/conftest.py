@@ -261,6 +261,7 @@ def serve(app: Any) -> Iterator[LiveServer]:
     and warnings are errors here). Waitress closes every response, as in production.
     """
     from waitress import wasyncore
+    from waitress.channel import HTTPChannel
     from waitress.server import create_server
 
     server = create_server(app, host="127.0.0.1", port=0, threads=4)
@@ -272,6 +273,12 @@ def serve(app: Any) -> Iterator[LiveServer]:
                 wasyncore.loop(timeout=0.05, map=server._map, count=1)
         finally:
             server.task_dispatcher.shutdown()
+            # A channel's own close leaves its queued responses open (a static file the
+            # browser had not finished reading: the garbage collector then warns);
+            # handle_close closes them first, as when a client goes away.
+            for channel in list(server._map.values()):
+                if isinstance(channel, HTTPChannel):
+                    channel.handle_close()
             wasyncore.close_all(server._map)
 
     thread = threading.Thread(target=run, daemon=True)

@@ -60,7 +60,7 @@ def test_front_page_lists_one_story_per_cluster(client: Any, demo_agg: Aggregato
     for s in stories:
         assert f'href="/story/{s.id}"' in html
     # one link per story, not one per item
-    assert len(re.findall(r'<h2 id="s\d+"><a href="/story/\d+">', html)) == len(stories)
+    assert len(re.findall(r'<h2 id="s\d+" dir="auto"><a href="/story/\d+">', html)) == len(stories)
     seed = demo_agg.cluster(seed_story(demo_agg))
     assert seed is not None
     text = text_of(html)
@@ -72,7 +72,7 @@ def test_front_page_lists_one_story_per_cluster(client: Any, demo_agg: Aggregato
 
 def test_front_page_sorts_by_most_covered(client: Any, demo_agg: Aggregator) -> None:
     html = page(client, "/?sort=coverage")
-    ids = [int(i) for i in re.findall(r'<h2 id="s(\d+)">', html)]
+    ids = [int(i) for i in re.findall(r'<h2 id="s(\d+)"', html)]
     counts = {s.id: len(s.outlets) for s in demo_agg.clusters(limit=100)}
     shown = [counts[i] for i in ids]
     assert shown == sorted(shown, reverse=True)
@@ -90,7 +90,7 @@ def test_front_page_paginates(settings: Any, demo_feeds: Path) -> None:
     n = 1
     while True:
         html = page(client, f"/?page={n}")
-        ids = re.findall(r'<h2 id="s(\d+)">', html)
+        ids = re.findall(r'<h2 id="s(\d+)"', html)
         assert 0 < len(ids) <= 4
         seen += ids
         if 'rel="next"' not in html:
@@ -120,7 +120,7 @@ def test_front_page_pages_go_on_where_the_last_one_ended(
     with Aggregator(small) as agg:
         before = [s.id for s in agg.stories(limit=12)]
         first = page(client, "/")
-        assert [int(i) for i in re.findall(r'<h2 id="s(\d+)">', first)] == before[:4]
+        assert [int(i) for i in re.findall(r'<h2 id="s(\d+)"', first)] == before[:4]
         assert 'rel="prev"' not in first
         # three new stories arrive, newer than any
         news = tmp_path / "news.xml"
@@ -133,14 +133,14 @@ def test_front_page_pages_go_on_where_the_last_one_ended(
     second_url = _pager_link(first, "next")
     assert second_url is not None and "after=" in second_url
     second = page(client, second_url)
-    assert [int(i) for i in re.findall(r'<h2 id="s(\d+)">', second)] == before[4:8]
+    assert [int(i) for i in re.findall(r'<h2 id="s(\d+)"', second)] == before[4:8]
     assert "Page 2" in text_of(second)
     page(client, "/?page=2")  # an offset still works (it shows stories of page 1 again now)
 
     back_url = _pager_link(second, "prev")
     assert back_url is not None and "before=" in back_url
     back = page(client, back_url)  # the page read before, not the new stories above it
-    assert [int(i) for i in re.findall(r'<h2 id="s(\d+)">', back)] == before[:4]
+    assert [int(i) for i in re.findall(r'<h2 id="s(\d+)"', back)] == before[:4]
     assert _pager_link(back, "prev") is not None  # ...which are one more step back
     top = page(client, _pager_link(back, "prev") or "")
     assert 'rel="prev"' not in top and "Page 1" in text_of(top)
@@ -150,7 +150,7 @@ def test_front_page_pages_go_on_where_the_last_one_ended(
     url: str | None = "/?sort=coverage"
     while url:
         html = page(client, url)
-        seen += re.findall(r'<h2 id="s(\d+)">', html)
+        seen += re.findall(r'<h2 id="s(\d+)"', html)
         url = _pager_link(html, "next")
     with Aggregator(small) as agg:
         assert len(seen) == len(set(seen)) == agg.counts()["clusters"]
@@ -161,7 +161,7 @@ def test_front_page_pages_go_on_where_the_last_one_ended(
 
 def test_front_page_filters(client: Any, demo_agg: Aggregator) -> None:
     html = page(client, "/?min_outlets=2")
-    ids = [int(i) for i in re.findall(r'<h2 id="s(\d+)">', html)]
+    ids = [int(i) for i in re.findall(r'<h2 id="s(\d+)"', html)]
     assert ids
     for cid in ids:
         detail = demo_agg.cluster(cid)
@@ -388,11 +388,11 @@ def test_a_repeated_parameter_is_read_as_the_view_reads_it(client: Any) -> None:
 def test_search_groups_matches_by_story(client: Any, demo_agg: Aggregator) -> None:
     cid = seed_story(demo_agg)
     html = page(client, "/search?q=Starlink+Taiwan+Putin")
-    ids = [int(i) for i in re.findall(r'<h2 id="r(\d+)">', html)]
+    ids = [int(i) for i in re.findall(r'<h2 id="r(\d+)"', html)]
     assert cid in ids
     assert len(ids) == len(set(ids))  # each story once
     # both seed variants are listed under the one story, with highlighted snippets
-    block = html[html.index(f'<h2 id="r{cid}">') :]
+    block = html[html.index(f'<h2 id="r{cid}"') :]
     block = block[: block.index("</article>")]
     assert "The Harbour Post - News" in block and "The Daily Ledger" in block
     assert "<mark>" in block
@@ -630,3 +630,21 @@ def test_search_highlights_use_the_text_colour_their_contrast_is_checked_with() 
     css = (Path(__file__).resolve().parent.parent / "web" / "static" / "style.css").read_text()
     rule = re.search(r"^mark \{([^}]*)\}", css, re.M)
     assert rule is not None and "color: var(--text)" in rule.group(1)
+
+
+def test_an_empty_site_says_why_it_has_no_stories(agg: Aggregator, feed_server: FeedServer) -> None:
+    """With no feeds, the front page said the first poll had not finished: it never would."""
+
+    client = create_app(agg.settings, db_path=agg.db_path).test_client()
+    assert "this site reads no feeds" in text_of(page(client, "/"))
+    agg.add_feed(feed_server.url("/none.xml"))
+    text = text_of(page(client, "/"))
+    assert "the first poll of the feeds has not finished" in text and "reads no feeds" not in text
+
+
+def test_the_menu_marks_the_current_page_and_the_current_section(client: Any, demo_agg: Aggregator) -> None:
+    """A story page is not the Stories page: its menu link is the current section, not page."""
+    assert '<a href="/" aria-current="page">Stories</a>' in page(client, "/")
+    story = page(client, f"/story/{seed_story(demo_agg)}")
+    assert '<a href="/" aria-current="true">Stories</a>' in story and 'aria-current="page"' not in story
+    assert '<a href="/outlets" aria-current="page">Outlets</a>' in page(client, "/outlets")

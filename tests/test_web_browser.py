@@ -214,6 +214,59 @@ def test_a_long_unbroken_word_or_a_wide_table_stays_in_the_column(
         s.close()
 
 
+def test_outlet_table_cells_break_between_words_on_a_phone(
+    chromium: Browser, live_server: LiveServer, demo_agg: Aggregator
+) -> None:
+    """`overflow-wrap: anywhere` on table cells let the table squeeze the Outlets column to a letter wide."""
+    s = Session(chromium, viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True)
+    try:
+        s.page.goto(live_server.url + "/outlets")
+        cells = s.page.evaluate(
+            """() => [...document.querySelectorAll('table.outlets tbody th, table.outlets tbody td')].map(c => {
+                const r = document.createRange(); r.selectNodeContents(c);
+                const lines = new Set([...r.getClientRects()].map(x => Math.round(x.top)));
+                return [c.innerText.trim(), lines.size, c.innerText.trim().split(/\\s+/).length];
+            })"""
+        )
+        assert cells
+        broken = [(text, lines, words) for text, lines, words in cells if lines > words]
+        assert not broken, broken
+    finally:
+        s.close()
+
+
+def test_right_to_left_headlines_and_outlet_names_read_right_to_left(
+    session: Session, live_server: LiveServer, demo_agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """An Arabic headline laid out left to right put its full stop and numbers at the wrong end."""
+    title = "الحكومة تعلن خطة جديدة للنقل العام بقيمة 3 مليارات."
+    item = {
+        "title": title,
+        "guid": "ar-1",
+        "description": "<p>أعلنت الحكومة اليوم خطة جديدة للنقل العام.</p>",
+    }
+    feed_server.routes["/ar.xml"] = Route(rss([item], title="صحيفة الأخبار"))
+    demo_agg.add_feed(feed_server.url("/ar.xml"))
+    demo_agg.update()
+    (story,) = [s for s in demo_agg.clusters(limit=100) if s.canonical.title == title]
+    page = session.page
+    direction = "(e) => getComputedStyle(e).direction"
+    page.goto(live_server.url + "/")
+    assert page.locator(f"#s{story.id}").evaluate(direction) == "rtl"
+    assert page.locator(f"#s{story.id} ~ .summary").evaluate(direction) == "rtl"
+    english = next(s for s in demo_agg.clusters(limit=5) if s.id != story.id)
+    assert page.locator(f"#s{english.id}").evaluate(direction) == "ltr"
+    page.goto(live_server.url + f"/story/{story.id}")
+    assert page.locator("#story-title").evaluate(direction) == "rtl"
+    # the outlet's name is isolated in the English sentence around it
+    name = page.locator(".byline strong bdi")
+    expect(name).to_have_text("صحيفة الأخبار")
+    assert name.evaluate(direction) == "rtl"
+    page.goto(live_server.url + "/outlets")
+    cell = page.locator("table.outlets th[scope=row]", has_text="صحيفة الأخبار")
+    assert cell.evaluate(direction) == "rtl"
+
+
 def test_keyboard_users_can_skip_to_the_content(session: Session, live_server: LiveServer) -> None:
     page = session.page
     page.goto(live_server.url + "/")

@@ -40,7 +40,7 @@ def snapshot(client: Any, urls: list[str]) -> dict[str, tuple[str, bytes]]:
 
 
 def story_ids(client: Any) -> list[int]:
-    return [int(i) for i in re.findall(r'<h2 id="s(\d+)">', client.get("/").get_data(as_text=True))]
+    return [int(i) for i in re.findall(r'<h2 id="s(\d+)"', client.get("/").get_data(as_text=True))]
 
 
 @pytest.fixture

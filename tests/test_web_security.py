@@ -303,6 +303,20 @@ def test_feed_images_without_text_are_marked_decorative() -> None:
     assert html == '<img alt="" src="https://x.test/a.png"><img alt="A cat" src="https://x.test/b.png">'
 
 
+def test_an_image_that_is_all_of_a_link_names_the_link() -> None:
+    """alt="" on the only thing in a link left the link without a name for a screen reader."""
+    html = str(
+        safe_html(
+            '<a href="https://news.example/full"><img src="https://x.test/a.png"></a>'
+            '<a href="https://b.example/">Read <img src="https://x.test/b.png"></a>'
+            '<a href="/relative"><img src="https://x.test/c.png"></a>'
+        )
+    )
+    assert '<img alt="Image linking to news.example" src="https://x.test/a.png">' in html
+    assert 'Read <img alt="" src="https://x.test/b.png">' in html  # the link has words
+    assert '<img alt="Linked image" src="https://x.test/c.png">' in html  # no base: the href is dropped
+
+
 def test_a_private_feeds_address_is_not_shown_in_public(agg: Aggregator, feed_server: FeedServer) -> None:
     """Paid and private feeds keep a subscriber's key in their address (a user name and
     password, or a query): no public page or merged feed shows it, and an outlet without

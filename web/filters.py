@@ -86,12 +86,24 @@ def safe_html(html: str | None, base: str | None = None) -> Markup:
         )
     except ValueError:  # a base nh3 takes for no URL ("https://xn--/story"): made a story page a 500
         clean = nh3.clean(html, url_relative="deny", **options)
+    clean = _LINKED_IMAGE.sub(_name_linked_image, clean)
     return Markup(_NO_ALT.sub('<img alt=""', clean))
 
 
 # An image a feed gave no text for is decoration to a screen reader (nh3's output
-# escapes ">" inside attribute values, so a tag ends at the first ">").
+# escapes ">" inside attribute values, so a tag ends at the first ">")...
 _NO_ALT = re.compile(r"<img(?![^>]*\salt=)")
+# ... unless it is all there is in a link: then alt="" left the link without a name
+# (a screen reader read out its address, or nothing).
+_LINKED_IMAGE = re.compile(r"(<a\s[^>]*>\s*)<img(?![^>]*\salt=)([^>]*>\s*</a>)")
+_HREF = re.compile(r'\shref="([^"]*)"')
+
+
+def _name_linked_image(m: re.Match[str]) -> str:
+    href = _HREF.search(m[1])
+    host = urlsplit(href[1]).hostname if href else None
+    name = f"Image linking to {host}" if host else "Linked image"
+    return f'{m[1]}<img alt="{escape(name)}"{m[2]}'
 
 
 def when(ts: float | None) -> str:
