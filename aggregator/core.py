@@ -57,7 +57,7 @@ from aggregator.normalize import clean_text
 from aggregator.pipeline import Pipeline, RulesChanged
 from aggregator.prepare import Prepared, prepare, worker_started
 from aggregator.replay import Replayer
-from aggregator.settings import Settings, SettingsError, load_settings
+from aggregator.settings import ClusterSettings, Settings, SettingsError, load_settings
 from aggregator.storage import admin as admin_store
 from aggregator.storage import backup as storage_backup
 from aggregator.storage import clusters as clusters_store
@@ -600,6 +600,7 @@ class Aggregator:
                 workers = None
 
         stopped: list[Future[Prepared]] = []  # the futures of a pool this update stopped itself
+        made_with: dict[Future[Prepared], ClusterSettings] = {}  # the settings each was prepared with
 
         def stop_workers() -> None:
             stopped.extend(f for _, _, f in pending if f is not None)
@@ -633,6 +634,12 @@ class Aggregator:
                         else:
                             why = f"internal error while parsing: {type(exc).__name__}: {exc}"
                         result = dataclasses.replace(result, status="error", error=why, body=b"")
+            # An admin may have applied new settings (in another process) during a long
+            # round: each feed is clustered with the settings in force when it is stored.
+            # A document prepared with others (permutations, shingles) is prepared again.
+            self.reload_settings()
+            if done is not None and prepared is not None and made_with.pop(prepared) != self.settings.cluster:
+                done = None
             with self._lock:
                 report = self.pipeline.process(feed, result, done)
             reports.append(report)
@@ -688,6 +695,7 @@ class Aggregator:
                             self.settings.cluster,
                             fs.max_items,
                         )
+                        made_with[prepared] = self.settings.cluster
                     except BrokenExecutor as exc:
                         lose_workers(exc)
                 pending.append((feed, result, prepared))

@@ -109,6 +109,15 @@ def _frozen(raw: str | None, tag: str) -> dict[str, Any] | None:
     return None
 
 
+# How many times an update leaves the write lock to bring its index up to date after
+# another process changed the clusters, before it does so holding the lock.
+_INDEX_RETRIES = 2
+
+
+class _IndexChanged(Exception):
+    """Raised inside the write transaction to leave it (nothing written) and update the index."""
+
+
 class Pipeline:
     """Runs feeds through the stages and keeps the in-memory cluster index in step."""
 
@@ -227,6 +236,10 @@ class Pipeline:
             engine.reprofile(cid, found)
         return True
 
+    def _index_current(self) -> bool:
+        """Whether the index held is as of the latest generation (new items aside)."""
+        return self._engine is not None and meta_store.get(self.db, GENERATION_KEY) == self._generation
+
     def rebuild_index(self) -> int:
         """Rebuild the LSH index and cluster profiles from stored signatures; returns items indexed."""
         self._engine = None
@@ -315,25 +328,39 @@ class Pipeline:
                 )
         elif report.error is None:
             report.error = result.error
-        if prepared is not None and parsed is not None and not parsed.error and prepared.items:
+        needs_index = (
+            prepared is not None and parsed is not None and not parsed.error and bool(prepared.items)
+        )
+        if needs_index:
             # Build (or catch up) the index before taking the write lock: a rebuild takes
             # half a minute at a million stored items, and the site and the heartbeat write too.
             self.engine()
         try:
-            with write_transaction(self.db):
-                if feeds_store.get(self.db, feed.id) is None:  # removed while it was fetched
-                    report.status, report.error = "error", "the feed was removed during its update"
-                    report.new_items = report.updated_items = 0
-                    return report
-                if prepared is not None and parsed is not None and not parsed.error:
-                    ingest = self.ingest_items(
-                        feed.id, prepared.items, now, prepared.features, prepared.signatures
-                    )
-                    report.new_items = len(ingest.new_ids)
-                    report.updated_items = len(ingest.updated_ids)
-                    if prepared.duplicates and not report.warning:
-                        report.warning = f"{prepared.duplicates} entries repeated an earlier entry's id"
-                self._record(feed, result, parsed, report, now)
+            for attempt in range(_INDEX_RETRIES + 1):
+                try:
+                    with write_transaction(self.db):
+                        # Another process may have changed the clusters (a recluster, new
+                        # settings) since: the index is brought up to date outside the lock.
+                        if needs_index and attempt < _INDEX_RETRIES and not self._index_current():
+                            raise _IndexChanged
+                        if feeds_store.get(self.db, feed.id) is None:  # removed while it was fetched
+                            report.status, report.error = "error", "the feed was removed during its update"
+                            report.new_items = report.updated_items = 0
+                            return report
+                        if prepared is not None and parsed is not None and not parsed.error:
+                            ingest = self.ingest_items(
+                                feed.id, prepared.items, now, prepared.features, prepared.signatures
+                            )
+                            report.new_items = len(ingest.new_ids)
+                            report.updated_items = len(ingest.updated_ids)
+                            if prepared.duplicates and not report.warning:
+                                report.warning = (
+                                    f"{prepared.duplicates} entries repeated an earlier entry's id"
+                                )
+                        self._record(feed, result, parsed, report, now)
+                    break
+                except _IndexChanged:
+                    self.engine()
         except Exception as exc:
             # The transaction rolled back: nothing of this feed was stored, and the
             # in-memory index may hold items that are not in the database.

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aggregator import Aggregator, FeedError
+from aggregator import Aggregator, FeedError, UpdateReport
 from aggregator.settings import load_settings
 from tests.conftest import FeedServer, Route, rss
 
@@ -130,6 +130,38 @@ def test_parse_workers_give_the_same_result(tmp_path: Path, demo_feeds: Path) ->
                 [(r["guid"], r["cluster_id"], r["signal"], round(r["score"], 9)) for r in agg.export_rows()]
             )
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_settings_applied_during_an_update_apply_to_the_rest_of_it(
+    tmp_path: Path, demo_feeds: Path, workers: int
+) -> None:
+    """An admin applied new settings (in the site's process) while the poller was half way
+    through a round: the poller clustered the rest of the round with the old ones, and
+    stored signatures of the old length (documents its workers had prepared ahead)."""
+    cfg = tmp_path / "during.toml"
+    cfg.write_text(
+        f'[storage]\ndb_path = "during.db"\n[feeds]\nopml = ""\n[fetch]\nparse_workers = {workers}\n'
+    )
+    with Aggregator(load_settings(cfg)) as agg:
+        agg.start_workers()
+        agg.import_opml(demo_feeds / "demo.opml")
+        used: list[int] = []
+
+        def meanwhile(report: UpdateReport) -> None:
+            used.append(agg.pipeline.settings.cluster.num_perm)
+            if len(used) == 1:
+                with Aggregator(agg.base_settings, db_path=agg.db_path) as site:
+                    site.apply_settings(
+                        {"cluster.num_perm": "64", "cluster.lsh_bands": "16", "cluster.lsh_rows": "4"},
+                        "admin",
+                    )
+
+        reports = agg.update(progress=meanwhile)
+        assert len(reports) > 2 and sum(r.new_items for r in reports) == 44
+        assert used == [128] + [64] * (len(reports) - 1)
+        lengths = agg.db.execute("SELECT num_perm, count(*) FROM signatures GROUP BY num_perm").fetchall()
+        assert lengths == [(64, 44)]
 
 
 def test_feeds_are_parsed_ahead_of_the_one_being_stored(tmp_path: Path, demo_feeds: Path) -> None:

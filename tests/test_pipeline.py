@@ -581,13 +581,15 @@ def test_story_summaries_kept_by_growth_equal_a_full_refresh(agg: Aggregator, de
     assert agg.db.execute(query).fetchall() == kept
 
 
-@pytest.mark.parametrize("entries", [2, 0])
+@pytest.mark.parametrize(("entries", "race"), [(2, False), (0, False), (2, True)])
 def test_the_index_is_rebuilt_before_the_write_lock_is_taken(
-    agg: Aggregator, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch, entries: int
+    agg: Aggregator, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch, entries: int, race: bool
 ) -> None:
     """A rebuild takes half a minute at a million stored items: holding the write lock
     meanwhile would make the site's writes and the poller's heartbeat time out.  A
-    document without entries needs no index at all."""
+    document without entries needs no index at all.  With ``race``, another process
+    reclusters after the index was made ready and before the lock is taken: the update
+    used to rebuild holding the lock."""
     import sqlite3
 
     from aggregator.pipeline import Pipeline
@@ -595,7 +597,22 @@ def test_the_index_is_rebuilt_before_the_write_lock_is_taken(
     feed_server.routes["/a.xml"] = Route(rss([story(1)]))
     a, _ = agg.add_feed(feed_server.url("/a.xml"))
     agg.update()
-    agg.pipeline.invalidate()  # as after an admin's merge in another process
+    if race:
+        engine = Pipeline.engine
+        raced: list[bool] = []
+
+        def then_another_process_reclusters(self: Pipeline) -> object:
+            held = engine(self)
+            if not raced:
+                raced.append(True)
+                other = Aggregator(agg.settings)
+                other.pipeline.invalidate()
+                other.close()
+            return held
+
+        monkeypatch.setattr(Pipeline, "engine", then_another_process_reclusters)
+    else:
+        agg.pipeline.invalidate()  # as after an admin's merge in another process
     rebuilds: list[bool] = []
     catch_up = Pipeline._catch_up
 
