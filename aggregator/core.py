@@ -157,9 +157,9 @@ def _run_job(base: Settings, db_path: Path, job_id: int) -> None:
             with write_transaction(agg.db):
                 jobs_store.update(agg.db, job_id, agg.clock(), **fields)
 
-        set_state(state="running", message="")
         p = job.params
         try:
+            set_state(state="running", message="")
             if job.kind == "preview":
                 report = agg.preview(p.get("changes", {}), float(p.get("hours", 72)), progress)
                 set_state(state="done", result=report.as_dict(), message="preview ready")
@@ -178,7 +178,15 @@ def _run_job(base: Settings, db_path: Path, job_id: int) -> None:
                 set_state(state="done", result={"items": n}, message=f"reclustered {n} items")
         except Exception as exc:
             log.exception("job %d failed", job_id)
-            set_state(state="failed", message=f"{type(exc).__name__}: {exc}")
+            # Even when the database was what failed (locked): a job left "queued" or
+            # "running" blocks the next settings change until it is taken for dead.
+            for attempt in range(3):
+                try:
+                    set_state(state="failed", message=f"{type(exc).__name__}: {exc}")
+                    break
+                except Exception:
+                    log.exception("recording that job %d failed failed too", job_id)
+                    time.sleep(1.0 + attempt)
 
 
 class Aggregator:

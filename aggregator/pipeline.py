@@ -389,8 +389,14 @@ class Pipeline:
         return report
 
     def _record(
-        self, feed: Feed, result: FetchResult, parsed: ParsedFeed | None, report: UpdateReport, now: float
+        self, fetched: Feed, result: FetchResult, parsed: ParsedFeed | None, report: UpdateReport, now: float
     ) -> None:
+        """Store the outcome of a poll and plan the next one.  Call inside a transaction.
+
+        ``fetched`` is the feed as it was when its fetch was planned: the plan starts from
+        the row as it is now (an admin may have set its interval, another update may have
+        polled it meanwhile)."""
+        feed = feeds_store.get(self.db, fetched.id) or fetched
         plan = next_poll(
             PollOutcome(
                 "error" if report.status == "error" else result.status,
@@ -426,8 +432,11 @@ class Pipeline:
             "items_total+": report.new_items,
             "last_items_added": report.new_items,
             "last_items_updated": report.updated_items,
-            "poll_requested_at": None,  # whoever asked for this poll has it
         }
+        # Whoever asked for this poll has it; a "Poll now" made after the round read the
+        # feed is kept (the document may predate it): the feed is polled again.
+        if feed.poll_requested_at is not None and feed.poll_requested_at == fetched.poll_requested_at:
+            fields["poll_requested_at"] = None
         if plan.status in ("ok", "not_modified"):
             fields["last_ok_at"] = now
             if result.status == "ok":

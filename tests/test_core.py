@@ -233,6 +233,35 @@ def test_a_poll_asked_for_is_made_by_the_next_update(agg: Aggregator, feed_serve
         agg.request_poll(9999)
 
 
+def test_what_an_admin_does_while_a_feed_is_fetched_is_kept(agg: Aggregator, feed_server: FeedServer) -> None:
+    """A "Poll now" and an interval set while the feed was being fetched: the poll's
+    outcome cleared the request (the document could predate it) and planned the next
+    poll from the feed as the round had read it (the admin's interval ignored)."""
+    body = rss([{**WIRE, "guid": "a1"}], title="A")
+    a, _ = agg.add_feed(feed_server.url("/a.xml"))
+
+    def meanwhile(handler: Any) -> None:  # the admin, in the site's process, mid-fetch
+        with Aggregator(agg.settings, db_path=agg.db_path) as site:
+            site.request_poll(a.id)
+            site.set_poll_interval(a.id, 7)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/rss+xml")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    feed_server.routes["/a.xml"] = Route(handler=meanwhile)
+    (report,) = agg.update()
+    assert report.new_items == 1
+    polled = agg.feed(a.id)
+    assert polled is not None and polled.poll_requested_at is not None  # polled again
+    assert polled.last_polled_at is not None and polled.next_poll_at is not None
+    assert polled.next_poll_at <= polled.last_polled_at + 7 * 60 * (1 + agg.settings.schedule.jitter) + 1
+    feed_server.routes["/a.xml"] = Route(body)
+    (again,) = agg.update()  # the request is answered, and then cleared
+    assert again.feed_url == a.url and agg.feed(a.id).poll_requested_at is None  # type: ignore[union-attr]
+
+
 def test_poll_now_without_a_poller_polls_here(agg: Aggregator, feed_server: FeedServer) -> None:
     clock = [1_000_000.0]
     agg.clock = lambda: clock[0]

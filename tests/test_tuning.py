@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -220,6 +221,33 @@ def test_background_jobs_store_progress_and_results(demo: Aggregator) -> None:
     while not demo.job(bad).finished:  # type: ignore[union-attr]
         time.sleep(0.05)
     assert demo.job(bad).state == "failed" and "num_perm" in demo.job(bad).message  # type: ignore[union-attr]
+
+
+def test_a_job_that_cannot_even_start_is_marked_failed(
+    demo: Aggregator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose first write failed (the database locked) stayed "queued" and blocked
+    settings changes for ten minutes, until it was taken for dead."""
+    import sqlite3
+
+    from aggregator.storage import jobs as jobs_store
+
+    update = jobs_store.update
+    calls: list[dict[str, Any]] = []
+
+    def locked_once(db: Any, job_id: int, now: float, **fields: Any) -> None:
+        calls.append(fields)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        update(db, job_id, now, **fields)
+
+    monkeypatch.setattr(jobs_store, "update", locked_once)
+    job_id = demo.start_job("recluster", {}, "alice")
+    deadline = time.monotonic() + 30
+    while not demo.job(job_id).finished and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.05)
+    job = demo.job(job_id)
+    assert job is not None and job.state == "failed" and "database is locked" in job.message
 
 
 def test_no_merge_joins_what_a_cannot_link_keeps_apart(demo: Aggregator) -> None:

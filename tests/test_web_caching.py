@@ -116,6 +116,18 @@ def test_renamed_added_and_removed_outlets_move_the_etag(client: Any, demo_agg: 
     assert b"A New Outlet" in added["/outlets"][1]
 
 
+def test_an_outlets_new_interval_moves_its_pages_etag(client: Any, demo_agg: Aggregator) -> None:
+    """An admin's polling interval (and the next poll it brings forward) changed the outlet
+    page, but not its ETag: a browser kept showing the old next poll time."""
+    feed = demo_agg.feeds()[0]
+    pages = [f"/outlets/{feed.id}", "/outlets"]
+    before = snapshot(client, pages)
+    demo_agg.set_poll_interval(feed.id, 10)
+    after = snapshot(client, pages)
+    assert after[pages[0]][0] != before[pages[0]][0] and after[pages[0]][1] != before[pages[0]][1]
+    assert after[pages[1]][0] != before[pages[1]][0]
+
+
 def test_a_settings_version_moves_the_etag(client: Any, demo_agg: Aggregator) -> None:
     before = snapshot(client, ["/", "/feed.rss"])
     # a version saved without re-clustering (what a process applying it writes first)

@@ -250,9 +250,11 @@ def names_version(db: Database) -> str:
 
 
 def state_version(db: Database) -> tuple[Any, ...]:
-    """A cheap fingerprint of every feed's polling state (changes at each poll)."""
+    """A cheap fingerprint of every feed's polling state (changes at each poll, and when
+    an admin sets a feed's interval, asks for a poll or changes its address)."""
     row = db.execute(
         "SELECT count(*), total(polls), max(last_polled_at), total(failures), total(paused), "
-        "group_concat(status, ',') FROM feeds"
+        "group_concat(status, ','), total(next_poll_at), total(poll_minutes), "
+        "total(poll_requested_at), total(length(url)) FROM feeds"
     ).fetchone()
     return tuple(row)
