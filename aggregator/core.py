@@ -1200,13 +1200,19 @@ class Aggregator:
             window=self.settings.web.search_window,
             before=before,
         )
-        ids = [cid for cid, _ in found]
-        items = {i.id: i for i in items_store.get_many(self.db, [h.item_id for _, hs in found for h in hs])}
+        ids = [cid for cid, _, _ in found]
+        items = {
+            i.id: i for i in items_store.get_many(self.db, [h.item_id for _, hs, _ in found for h in hs])
+        }
         grouped = {
             cid: [SearchHit(items[h.item_id], h.snippet, h.rank) for h in hs if h.item_id in items]
-            for cid, hs in found
+            for cid, hs, _ in found
         }
-        return [StoryHits(s, grouped[s.id]) for s in clusters_store.summaries(self.db, ids)]
+        matched = {cid: n for cid, _, n in found}
+        return [
+            StoryHits(s, grouped[s.id], max(0, matched[s.id] - len(grouped[s.id])))
+            for s in clusters_store.summaries(self.db, ids)
+        ]
 
     def search_older(self, text: str, before: int | None = None) -> int | None:
         """The ``before`` that makes :meth:`search` rank the next older matching items,

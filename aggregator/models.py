@@ -323,6 +323,7 @@ class StoryHits:
 
     story: ClusterSummary
     hits: list[SearchHit]
+    more: int = 0  # its other matching items, not shown
 
 
 @dataclass(frozen=True)

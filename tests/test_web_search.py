@@ -178,7 +178,7 @@ def test_headline_matches_rank_first_and_the_window_keeps_the_newest(
     match = search_store.fts_query("zebra")
     assert match is not None
     newest_two = search_store.story_hits(agg.db, match, 10, window=2)
-    assert {hits[0].item_id for _, hits in newest_two} == set(sorted(i.id for i in by_title.values())[1:])
+    assert {hits[0].item_id for _, hits, _ in newest_two} == set(sorted(i.id for i in by_title.values())[1:])
     assert (
         search_store.story_hits(agg.db, match, 10, offset=2) == search_store.story_hits(agg.db, match, 10)[2:]
     )
@@ -244,3 +244,29 @@ def test_search_page_goes_on_to_older_reports(demo_agg: Aggregator, tmp_path: Pa
     assert windows[1:] == sorted((w for w in windows if w is not None), reverse=True)
     for bad in ("0", "-3", "x", str(2**70)):
         assert client.get(f"/search?q=the&before={bad}").status_code == 400
+
+
+def test_a_story_with_more_matches_than_shown_says_how_many_more(
+    agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """Five matching versions were shown and the rest silently left out."""
+    from web import create_app
+
+    item = {
+        "title": "Zebra crossing rebuilt after storm",
+        "pubDate": "Fri, 25 Oct 2024 14:15:00 GMT",
+        "description": "The zebra crossing on the high street was rebuilt after the storm, the council said.",
+    }
+    for n in range(7):
+        feed_server.routes[f"/{n}.xml"] = Route(rss([{**item, "guid": f"z{n}"}], title=f"Outlet {n}"))
+        agg.add_feed(feed_server.url(f"/{n}.xml"))
+    agg.update()
+    (result,) = agg.search("zebra")
+    assert (len(result.hits), result.more) == (5, 2)
+    html = (
+        create_app(agg.settings, db_path=agg.db_path)
+        .test_client()
+        .get("/search?q=zebra")
+        .get_data(as_text=True)
+    )
+    assert f'<a href="/story/{result.story.id}">and 2 more matching versions</a>' in html

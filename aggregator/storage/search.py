@@ -133,14 +133,14 @@ def story_hits(
     snippet_words: int = 24,
     window: int = WINDOW,
     before: int | None = None,
-) -> list[tuple[int, list[Hit]]]:
+) -> list[tuple[int, list[Hit], int]]:
     """Stories with a matching item among the latest ``window`` stored (before rowid
     ``before``, if given), best first, with their best hits.
 
     A story ranks by its best item (see :func:`window_ranks`), then by its latest
     report; its hits are its matching items of the window, best first (older first
-    among equals), at most ``hits_per_story``, each with a highlighted snippet.
-    Snippets are made for the hits shown only.
+    among equals), at most ``hits_per_story``, each with a highlighted snippet; and how
+    many of its items matched in all.  Snippets are made for the hits shown only.
     """
     limit, offset, hits_per_story = max(0, limit), max(0, offset), max(1, hits_per_story)
     ranks = window_ranks(db, match, window, before)
@@ -170,7 +170,10 @@ def story_hits(
                 [HIGHLIGHT_START, HIGHLIGHT_END, snippet_words, match, ids[0], ids[-1], *ids],
             ).fetchall()
         )
-    return [(cid, [Hit(cid, i, ranks[i], snippets.get(i) or "") for i in shown[cid]]) for cid in order]
+    return [
+        (cid, [Hit(cid, i, ranks[i], snippets.get(i) or "") for i in shown[cid]], len(members[cid]))
+        for cid in order
+    ]
 
 
 def rebuild(db: Database) -> None:
