@@ -544,37 +544,39 @@ class Aggregator:
         is parsed, clustered and stored as soon as it arrives, one feed at a time.
         """
         self.reload_settings()
-        if feeds is not None:
-            todo = list(feeds)
-        else:
-            now, p = self.clock(), self.settings.schedule
-            furthest = max(p.max_interval_minutes, p.backoff_max_minutes, p.min_interval_minutes)
-            # Taken in the transaction that finds them: another process updating
-            # meanwhile (the poller, a cron'd `aggregator update`) leaves them to this one.
-            until = now + CLAIM_SECONDS
+        now, p = self.clock(), self.settings.schedule
+        furthest = max(p.max_interval_minutes, p.backoff_max_minutes, p.min_interval_minutes)
+        # Taken in the transaction that finds them: another process updating meanwhile
+        # (the poller, a cron'd `aggregator update`) leaves them to this one.  Feeds named
+        # here are polled even when another update holds them (they were asked for), and
+        # those it does not hold are claimed, so that the poller leaves them alone.
+        until = now + CLAIM_SECONDS
+        named = list(feeds) if feeds is not None else None
 
-            def find() -> list[Feed]:
-                found = feeds_store.due(self.db, now, now + furthest * (1 + p.jitter) * 60 + 60)
-                taken = {f.id for f in found}
-                return found + [f for f in feeds_store.requested(self.db, now) if f.id not in taken]
+        def find() -> list[Feed]:
+            if named is not None:
+                return named
+            found = feeds_store.due(self.db, now, now + furthest * (1 + p.jitter) * 60 + 60)
+            taken = {f.id for f in found}
+            return found + [f for f in feeds_store.requested(self.db, now) if f.id not in taken]
 
-            try:
-                with self._writing():
-                    todo = find()
-                    claimed = bool(feeds_store.claim(self.db, [f.id for f in todo], now, until))
-            except sqlite3.OperationalError as exc:  # locked: polled unclaimed (each feed fails alone)
-                log.warning("could not claim the due feeds (%s); polling them unclaimed", exc)
-                todo, claimed = find(), False
-            try:
-                return self._update(todo, progress)
-            finally:
-                if claimed:
-                    try:
-                        with self._writing():
-                            feeds_store.release(self.db, [f.id for f in todo], until)
-                    except sqlite3.OperationalError as exc:  # the claims run out by themselves
-                        log.warning("could not give back the claims on polled feeds: %s", exc)
-        return self._update(todo, progress)
+        claimed: set[int] = set()
+        try:
+            with self._writing():
+                todo = find()
+                claimed = feeds_store.claim(self.db, [f.id for f in todo], now, until) if todo else set()
+        except sqlite3.OperationalError as exc:  # locked: polled unclaimed (each feed fails alone)
+            log.warning("could not claim the feeds to poll (%s); polling them unclaimed", exc)
+            todo = find()
+        try:
+            return self._update(todo, progress)
+        finally:
+            if claimed:
+                try:
+                    with self._writing():
+                        feeds_store.release(self.db, sorted(claimed), until)
+                except sqlite3.OperationalError as exc:  # the claims run out by themselves
+                    log.warning("could not give back the claims on polled feeds: %s", exc)
 
     def _update(
         self, todo: list[Feed], progress: Callable[[UpdateReport], None] | None

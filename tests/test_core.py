@@ -668,3 +668,39 @@ def test_two_updates_at_once_poll_each_due_feed_once(settings: Any, feed_server:
     finally:
         a.close()
         b.close()
+
+
+def test_a_named_update_holds_its_feeds_against_the_poller(settings: Any, feed_server: FeedServer) -> None:
+    """`aggregator update URL` (or --all) took no claim: the poller's round, starting
+    meanwhile, fetched the same feeds again; a feed named is polled even when held."""
+    body = rss([{"title": "Slow news", "guid": "1"}])
+
+    def slow(h: Any) -> None:
+        time.sleep(1.0)
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    feed_server.routes["/slow.xml"] = Route(handler=slow)
+    cli, poller = Aggregator(settings), Aggregator(settings)
+    try:
+        feed, _ = cli.add_feed(feed_server.url("/slow.xml"))
+        out: dict[str, Any] = {}
+        first = threading.Thread(target=lambda: out.setdefault("cli", cli.update([feed])))
+        first.start()
+        time.sleep(0.3)
+        out["poller"] = poller.update()  # the feed is due (never polled), but held
+        first.join()
+        assert len(feed_server.hits("/slow.xml")) == 1
+        assert [r.new_items for r in out["cli"]] == [1] and out["poller"] == []
+        assert not poller.update()  # given back, and not due
+        held = threading.Thread(target=lambda: out.setdefault("again", cli.update([feed])))
+        held.start()
+        time.sleep(0.3)
+        (named,) = poller.update([feed])  # named: polled although the other update holds it
+        held.join()
+        assert named.status == "ok" and len(feed_server.hits("/slow.xml")) == 3
+    finally:
+        cli.close()
+        poller.close()
