@@ -393,3 +393,9 @@ def test_outlet_names_in_public_and_for_admins() -> None:
     object.__setattr__(feed, "title", None)
     object.__setattr__(feed, "url", "https://news.example.com/feed.xml?key=S3CRET")
     assert feed.display_name == feed.url and feed.public_name == "news.example.com"  # admins see it whole
+
+
+def test_a_feeds_headings_sit_under_the_pages_own() -> None:
+    """A feed's <h2> came out at the level of the page's sections (a screen reader lists them)."""
+    html = str(safe_html('<h2>Background</h2><p>x</p><h3 title="t">Detail</h3><h6>Small</h6><h1>Top</h1>'))
+    assert html == '<h4>Background</h4><p>x</p><h5 title="t">Detail</h5><h6>Small</h6>Top'

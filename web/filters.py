@@ -87,6 +87,7 @@ def safe_html(html: str | None, base: str | None = None) -> Markup:
     except ValueError:  # a base nh3 takes for no URL ("https://xn--/story"): made a story page a 500
         clean = nh3.clean(html, url_relative="deny", **options)
     clean = _LINKED_IMAGE.sub(_name_linked_image, clean)
+    clean = _HEADING.sub(_demote_heading, clean)
     return Markup(_NO_ALT.sub('<img alt=""', clean))
 
 
@@ -97,6 +98,15 @@ _NO_ALT = re.compile(r"<img(?![^>]*\salt=)")
 # (a screen reader read out its address, or nothing).
 _LINKED_IMAGE = re.compile(r"(<a\s[^>]*>\s*)<img(?![^>]*\salt=)([^>]*>\s*</a>)")
 _HREF = re.compile(r'\shref="([^"]*)"')
+
+
+# A feed's own headings sit under the page's: the story's <h1> and each version's <h3>
+# (its <h2> came out beside "Every outlet's version" in a screen reader's list of headings).
+_HEADING = re.compile(r"<(/?)h([2-6])(\s[^>]*)?>")
+
+
+def _demote_heading(m: re.Match[str]) -> str:
+    return f"<{m[1]}h{min(6, int(m[2]) + 2)}{m[3] or ''}>"
 
 
 def _name_linked_image(m: re.Match[str]) -> str:
