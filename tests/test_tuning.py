@@ -95,6 +95,42 @@ def test_preview_shows_a_merge_when_the_threshold_is_lowered(demo: Aggregator) -
         demo.preview({"cluster.join_threshold_long": "lots"}, hours=24)
 
 
+def test_a_short_preview_shows_the_merges_applying_makes_through_older_stories(demo: Aggregator) -> None:
+    """A preview of the last 72 hours replayed only their items: it showed two merges of
+    4 stories where applying (every item, with the stories before the period in the
+    index) made one story of 9."""
+    from aggregator.storage import items as items_store
+
+    changes = {"cluster.join_threshold_long": "0.02", "cluster.join_threshold_short": "0.01"}
+    latest = items_store.latest_time(demo.db)
+    assert latest is not None
+    period = {r["item_id"] for r in demo.export_rows() if r["sort_time"] >= latest - 72 * 3600}
+    report = demo.preview(changes, hours=72)
+    before = groups(demo)
+    demo.apply_settings(changes, "alice")
+    merged = [g for g in groups(demo) if g & period and sum(1 for b in before if b & g) > 1]
+    expected = sorted((len(g), sorted(len(b & g) for b in before if b & g)) for g in merged)
+    shown = sorted((m["size"], sorted(p["size"] for p in m["parts"])) for m in report.merges if "parts" in m)
+    assert expected and shown == expected
+
+
+def test_preview_scores_each_setting_on_the_corrections_without_them(demo: Aggregator) -> None:
+    """The replay kept the admins' corrections, so every setting scored 1.000 on them."""
+    stories = sorted(demo.clusters(limit=50), key=lambda c: -c.size)
+    demo.merge_clusters(stories[2].id, stories[3].id, "alice")
+    big = demo.cluster(stories[0].id)
+    assert big is not None
+    demo.move_item_out(big.members[-1].id, "alice")
+    strict = demo.preview(
+        {"cluster.join_threshold_long": "0.99", "cluster.join_threshold_short": "0.99"}, 24 * 30
+    )
+    current, proposed = strict.labeled["current"], strict.labeled["proposed"]
+    assert current is not None and proposed is not None and current["pairs"] == proposed["pairs"] > 0
+    # the settings in force split what an admin merged, and joined what one moved out
+    assert current["precision"] < 1 and current["recall"] < 1
+    assert proposed["recall"] < current["recall"]  # nearly nothing joins at 0.99
+
+
 def test_a_recluster_does_not_replace_the_stories_of_settings_applied_meanwhile(demo: Aggregator) -> None:
     """``aggregator recluster`` (old settings) finishing after an admin applied new ones
     swapped its stories in over theirs."""
