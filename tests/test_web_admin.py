@@ -266,6 +266,32 @@ def test_secure_cookies_with_an_https_base_url(demo_agg: Aggregator, account: st
     assert "Secure" in r.headers["Set-Cookie"]
 
 
+def test_secure_cookies_behind_a_tls_proxy_without_a_base_url(demo_agg: Aggregator, account: str) -> None:
+    """Behind an HTTPS proxy with no https base_url, the session and known-browser
+    cookies went out without Secure (a network attacker could read them over http)."""
+    settings = demo_agg.settings.replace({"web.trusted_proxies": 1})
+    client = create_app(settings, db_path=demo_agg.db_path).test_client()
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    page = client.get("/admin/login", headers=proxied)
+    assert "Secure" in page.headers["Set-Cookie"]
+    data = {"csrf_token": token_of(page.get_data(as_text=True)), "name": "alice", "password": PASSWORD}
+    r = client.post("/admin/login", data=data, headers=proxied)
+    cookies = r.headers.getlist("Set-Cookie")
+    assert r.status_code == 303 and len(cookies) == 2 and all("Secure" in c for c in cookies)
+    plain = create_app(settings, db_path=demo_agg.db_path).test_client().get("/admin/login")
+    assert "Secure" not in plain.headers["Set-Cookie"]  # plain http stays usable
+
+
+@pytest.mark.parametrize("raw", ["١٢", "#١٢", "1_2", "+5", "1e3", "0x10"])
+def test_story_numbers_are_ascii_digits(admin: Admin, demo_agg: Aggregator, raw: str) -> None:
+    """int() read Arabic-Indic digits and underscores: "#١٢" merged story 12."""
+    before = len(demo_agg.clusters(limit=100))
+    story = demo_agg.clusters(limit=1)[0]
+    r = admin.client.post(f"/admin/story/{story.id}/merge", data={"csrf_token": admin.token, "other": raw})
+    assert r.status_code == 400
+    assert len(demo_agg.clusters(limit=100)) == before
+
+
 def test_the_secret_is_random_kept_in_the_database_and_shared(demo_agg: Aggregator, tmp_path: Path) -> None:
     a = create_app(demo_agg.settings, db_path=demo_agg.db_path)
     b = create_app(demo_agg.settings, db_path=demo_agg.db_path)

@@ -16,7 +16,8 @@ Optional Flask config keys (pass them to :func:`create_app`):
     session cookie's lifetime.
 ``SESSION_COOKIE_SECURE``
     Send the admin session cookie over HTTPS only; default: on when
-    ``web.base_url`` is an https address.
+    ``web.base_url`` is an https address.  A request that came over HTTPS (behind
+    ``web.trusted_proxies``, as the proxy says) gets Secure cookies either way.
 ``SECRET_KEY``
     Signs the admin session cookie; default: a random secret made once and kept
     in the database, so every process serving the site shares it.
@@ -37,13 +38,15 @@ Admin sessions are Flask's signed cookies, HttpOnly, SameSite=Lax and limited to
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, abort, g, render_template
+from flask import Flask, Response, abort, g, has_request_context, render_template, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
@@ -113,6 +116,7 @@ def create_app(
     app.jinja_env.lstrip_blocks = True
 
     app.extensions[_READERS] = threading.local()
+    app.session_interface = _SessionInterface()
 
     @app.teardown_appcontext
     def close_aggregator(_exc: BaseException | None) -> None:
@@ -205,12 +209,30 @@ def get_aggregator() -> Aggregator:
     return agg
 
 
+def cookies_secure(app: Flask) -> bool:
+    """Whether the admin cookies are Secure: configured so, or the request came over HTTPS."""
+    return bool(app.config["SESSION_COOKIE_SECURE"]) or (has_request_context() and request.is_secure)
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, Secure on any HTTPS request (an https ``base_url``
+    is not needed: behind a TLS proxy the session cookie went out without the flag)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return cookies_secure(app)
+
+
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,30}")
+
+
 def whole_number(raw: str, name: str, low: int, high: int) -> int:
-    """``raw`` (a query or form field called ``name``) as an int in ``[low, high]``; 400 otherwise."""
-    try:
-        value = int(raw)
-    except ValueError:
+    """``raw`` (a query or form field called ``name``) as an int in ``[low, high]``; 400 otherwise.
+
+    ASCII digits only: ``int()`` also reads "١٢" (Arabic-Indic digits) and "1_2", so a
+    story number an admin never typed could be merged."""
+    if not _WHOLE_NUMBER.fullmatch(raw):
         abort(400, description=f"“{name}” must be a whole number.")
+    value = int(raw)
     if not low <= value <= high:
         abort(400, description=f"“{name}” must be between {low} and {high}.")
     return value

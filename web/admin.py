@@ -49,7 +49,7 @@ from aggregator.opml import OpmlError
 from aggregator.settings import SettingDef, definitions
 from aggregator.storage.jobs import Job
 from aggregator.storage.versions import SettingsVersion
-from web import get_aggregator, whole_number
+from web import cookies_secure, get_aggregator, whole_number
 
 __all__ = ["bp"]
 
@@ -202,7 +202,7 @@ def login() -> ResponseReturnValue:
         _browsers().dumps(name),
         max_age=KNOWN_BROWSER_SECONDS,
         path="/admin",
-        secure=bool(current_app.config["SESSION_COOKIE_SECURE"]),
+        secure=cookies_secure(current_app),
         httponly=True,
         samesite="Lax",
     )
