@@ -264,7 +264,14 @@ class StoryFilter:
 
 # The columns of a story each order of stories sorts by, last to first: the key of a
 # story in that order (the same columns as storage's ORDER BY, all descending).
-STORY_SORT_KEYS = {"latest": ("last_time", "id"), "coverage": ("n_feeds", "size", "last_time", "id")}
+# "updated": the order the site changed stories in (new ones and those that grew on top),
+# what a subscriber's reader needs: by report time, a story reported late (an outlet
+# that publishes hours after the fact) sat below a full feed and was never delivered.
+STORY_SORT_KEYS = {
+    "latest": ("last_time", "id"),
+    "coverage": ("n_feeds", "size", "last_time", "id"),
+    "updated": ("updated_at", "id"),
+}
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregator import Aggregator
+from aggregator.models import StoryFilter
 from aggregator.parse import parse_feed
 from aggregator.settings import Settings
 from tests.conftest import FeedServer, LiveServer, Route, rss, serve
@@ -105,8 +106,9 @@ def test_merged_feed_is_valid_with_one_item_per_story(
     assert r.mimetype == mimetype
     d = parse(client, path)
     assert d.version == version
-    stories = demo_agg.clusters(limit=100)
-    assert [e.title for e in d.entries] == [s.canonical.title for s in stories]  # newest first
+    stories = demo_agg.stories(StoryFilter(), sort="updated", limit=100)
+    assert [e.title for e in d.entries] == [s.canonical.title for s in stories]  # latest change first
+    assert {s.id for s in stories} == {s.id for s in demo_agg.clusters(limit=100)}
     assert len({e.id for e in d.entries}) == len(stories)
     for e, s in zip(d.entries, stories, strict=True):
         assert e.link == f"http://localhost/story/{s.id}"
@@ -261,6 +263,51 @@ def test_story_item_is_updated_not_added_when_an_outlet_joins(
         museum = next(i for i, e in new.items() if e.title == other["title"])
         assert new[museum].updated == old[museum].updated
         assert after.entries[0].title == item["title"]  # the updated story is the newest
+    agg.close()
+
+
+def test_a_story_reported_late_still_reaches_subscribers(settings: Settings, feed_server: FeedServer) -> None:
+    """The merged feeds held the stories of the latest reports: one that an outlet
+    reported hours late (or a new outlet's backlog) sat below a full feed, never delivered."""
+    settings = settings.replace({"web.feed_size": 3})
+    now = [1_730_000_000.0]
+    agg = Aggregator(settings, clock=lambda: now[0])
+    topics = [
+        "Storm floods coastal town as river bursts banks overnight",
+        "Central bank raises interest rates by half a point to fight inflation",
+        "Football club sacks manager after seventh straight league defeat",
+    ]
+    stamp = "Sat, 26 Oct 2024 {:02d}:00:00 GMT"
+    items = [
+        {"title": t, "guid": str(n), "pubDate": stamp.format(10 + n), "description": f"{t}. More to follow."}
+        for n, t in enumerate(topics)
+    ]
+    feed_server.routes["/1.xml"] = Route(rss(items, title="Outlet 1"))
+    agg.add_feed(feed_server.url("/1.xml"))
+    agg.update()
+    client = create_app(settings, db_path=agg.db_path).test_client()
+    seen = {e.id for e in parse(client, "/feed.atom").entries}
+    now[0] += 1800
+    late = "Volcano eruption forces evacuation of villages on the island"
+    feed_server.routes["/2.xml"] = Route(
+        rss(
+            [
+                {
+                    "title": late,
+                    "guid": "v",
+                    "pubDate": stamp.format(9),
+                    "description": f"{late}. Shelters open.",
+                }
+            ]
+        )
+    )
+    agg.add_feed(feed_server.url("/2.xml"))
+    agg.update()
+    for path, _, _ in FORMATS:
+        entries = parse(client, path).entries
+        assert late in [e.title for e in entries], path
+        assert [e.title for e in entries].index(late) == 0, path
+    assert len(seen) == 3
     agg.close()
 
 

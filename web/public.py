@@ -387,7 +387,8 @@ def _entries(stories: list[ClusterSummary]) -> list[syndication.FeedEntry]:
 def _merged(endpoint: str, render: syndication.Renderer, mimetype: str) -> Response:
     agg = get_reader()
     filters = parse_filters(request.args)
-    stories = agg.stories(filters.story_filter, sort="latest", limit=agg.settings.web.feed_size)
+    # Newest change first, not newest report: a story reported late still reaches readers.
+    stories = agg.stories(filters.story_filter, sort="updated", limit=agg.settings.web.feed_size)
     site = str(current_app.config["AGGREGATOR_SITE_TITLE"])
     described = filters.describe()
     channel = syndication.Channel(
