@@ -18,6 +18,7 @@ from selectolax.lexbor import LexborHTMLParser
 from aggregator.models import Entry, Item
 
 __all__ = [
+    "MAX_SUMMARY_CHARS",
     "MAX_TITLE_CHARS",
     "canonical_link",
     "cap_title",
@@ -30,6 +31,7 @@ __all__ = [
     "shared_sentences",
     "shown_hash",
     "summarize",
+    "summary_of",
     "title_text",
     "without_sentences",
 ]
@@ -186,6 +188,16 @@ def cap_title(title: str, limit: int = MAX_TITLE_CHARS) -> str:
     cut = title[: limit - 1]
     space = cut.rfind(" ", limit // 2)
     return (cut[:space] if space > 0 else cut).rstrip() + "…"
+
+
+# A summary's words are also capped in characters: a text without spaces (Japanese,
+# Chinese, a base64 blob) was one "word", kept whole in every merged-feed item.
+MAX_SUMMARY_CHARS = 600
+
+
+def summary_of(text: str) -> str:
+    """An item's summary: its first 60 words, at most :data:`MAX_SUMMARY_CHARS` characters."""
+    return cap_title(summarize(text), MAX_SUMMARY_CHARS)
 
 
 def summarize(text: str, words: int = 60) -> str:
@@ -415,7 +427,7 @@ def normalize_entry(entry: Entry) -> Item:
         link=entry.link if link else None,
         canonical_link=link,
         title=title,
-        summary=summarize(summary_text or text),
+        summary=summary_of(summary_text or text),
         text=text,
         content_html=html,
         author=author,

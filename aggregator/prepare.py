@@ -20,7 +20,7 @@ import numpy as np
 
 from aggregator.fingerprint import Features, features_for, signatures
 from aggregator.models import Entry, Item, ParsedFeed
-from aggregator.normalize import normalize_entry, shared_sentences, summarize, without_sentences
+from aggregator.normalize import normalize_entry, shared_sentences, summary_of, without_sentences
 from aggregator.parse import parse_feed
 from aggregator.settings import ClusterSettings
 
@@ -78,7 +78,7 @@ def _without(item: Item, boilerplate: frozenset[str]) -> Item:
     if text == item.text:
         return item
     summary = without_sentences(item.summary, boilerplate)
-    return dataclasses.replace(item, text=text, summary=summarize(summary or text))
+    return dataclasses.replace(item, text=text, summary=summary_of(summary or text))
 
 
 def prepare(

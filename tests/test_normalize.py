@@ -224,6 +224,27 @@ def test_titles_are_cut_to_a_bounded_length(title: str) -> None:
     assert title.startswith(capped[:-1].rstrip())
 
 
+@given(st.text(max_size=3000))
+def test_summaries_are_cut_in_words_and_characters(text: str) -> None:
+    """A summary was 60 whitespace-separated words: a Japanese article (no spaces) went
+    whole into every merged-feed item, and a 300,000-character run made 600 KB feeds."""
+    from aggregator.normalize import MAX_SUMMARY_CHARS, summary_of
+
+    summary = summary_of(text)
+    assert len(summary) <= MAX_SUMMARY_CHARS
+    assert len(summary.split()) <= 61  # 60 words and the ellipsis
+    if len(summarize(text)) <= MAX_SUMMARY_CHARS:
+        assert summary == summarize(text)
+
+
+def test_a_long_article_without_spaces_gets_a_short_summary() -> None:
+    article = "日本の首相は記者会見で新たな経済対策を発表した。" * 130  # 3,120 characters, no space
+    item = normalize_entry(
+        Entry(guid="j", link=None, title="経済対策", summary_html="", content_html=article)
+    )
+    assert len(item.summary) <= 600 and item.summary.endswith("…") and item.text == article
+
+
 def test_a_huge_headline_is_stored_cut() -> None:
     words = "Parliament votes " * 20_000
     item = normalize_entry(
