@@ -379,6 +379,7 @@ def _entries(stories: list[ClusterSummary]) -> list[syndication.FeedEntry]:
                 variants=variants,
                 versions=s.size,
                 external_url=safe_url(s.canonical.link),
+                canonical_outlet=s.canonical.outlet,
             )
         )
     return out

@@ -47,6 +47,8 @@ GENERATOR = "the aggregator"
 # Versions listed in a feed item (the oldest first); the story page lists them all.  A
 # story told 200 times made every item carry 200 links, and the feeds 5 MB.
 MAX_VARIANTS = 20
+# Authors a JSON Feed item names at most (the canonical outlet first).
+MAX_AUTHORS = 20
 
 _NOT_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -81,6 +83,14 @@ class FeedEntry:
     variants: Sequence[Variant] = field(default_factory=tuple)  # the first MAX_VARIANTS
     versions: int = 0  # how many versions the story has (0: as many as variants)
     external_url: str | None = None  # the canonical outlet's article
+    canonical_outlet: str = ""  # whose headline and summary the item shows
+
+    def authors(self) -> list[str]:
+        """The canonical outlet, then the others in order of first report, at most
+        :data:`MAX_AUTHORS` (a story told by 300 outlets had 300 authors per item)."""
+        names = [self.canonical_outlet] if self.canonical_outlet else []
+        names += [o for o in self.outlets if o != self.canonical_outlet]
+        return names[:MAX_AUTHORS]
 
 
 @dataclass(frozen=True)
@@ -197,7 +207,9 @@ def render_rss(channel: Channel, entries: Sequence[FeedEntry]) -> bytes:
         out.append(_el("guid", e.id, isPermaLink="false"))
         out.append(_el("pubDate", _rfc822(e.published)))
         out.append(_el("description", entry_html(e)))
-        out.extend(_el("dc:creator", outlet) for outlet in e.outlets)
+        # One creator, the outlet whose headline this is: readers show one (feedparser the
+        # last of several), and it changed as outlets joined.  The content lists them all.
+        out.extend(_el("dc:creator", outlet) for outlet in e.authors()[:1])
         out.append(_el("dcterms:modified", _rfc3339(e.updated)))
         out.append("</item>")
     out.append("</channel></rss>")
@@ -230,7 +242,7 @@ def render_atom(channel: Channel, entries: Sequence[FeedEntry]) -> bytes:
                 )
         out.append(_el("published", _rfc3339(e.published)))
         out.append(_el("updated", _rfc3339(e.updated)))
-        out.extend(f"<author>{_el('name', outlet)}</author>" for outlet in e.outlets)
+        out.extend(f"<author>{_el('name', outlet)}</author>" for outlet in e.authors()[:1])
         if e.summary:
             out.append(_el("summary", e.summary, type="text"))
         out.append(_el("content", entry_html(e), type="html"))
@@ -250,7 +262,7 @@ def render_json(channel: Channel, entries: Sequence[FeedEntry]) -> bytes:
             "content_html": entry_html(e),
             "date_published": _rfc3339(e.published),
             "date_modified": _rfc3339(e.updated),
-            "authors": [{"name": o} for o in e.outlets],
+            "authors": [{"name": o} for o in e.authors()],
             "_aggregator": {
                 "outlets": len(e.outlets),
                 "versions": max(e.versions, len(e.variants)),
