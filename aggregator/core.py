@@ -324,6 +324,24 @@ class Aggregator:
 
     # -- admin: sessions -----------------------------------------------------------------
 
+    def tag_authority(self, seen: str) -> str:
+        """The domain name in the ids of the merged feeds' items (RFC 4151 tag URIs): the
+        first one the site was reached under (``seen``), kept in the database.
+
+        Made from each request's host, the ids changed with it: an operator setting
+        ``web.base_url`` later, a "www." alias or a trailing dot made every item new
+        again in every reader.  "localhost" (no domain name known yet) is not kept.
+        """
+        kept = meta_store.get(self.db, "tag_authority")
+        if kept or seen == "localhost":
+            return kept or seen
+        with self._writing():
+            kept = meta_store.get(self.db, "tag_authority")
+            if not kept:
+                kept = seen
+                meta_store.put(self.db, "tag_authority", kept)
+        return kept
+
     def secret_key(self) -> str:
         """The site's secret for signing session cookies: made once, kept in the database.
 

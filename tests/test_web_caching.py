@@ -145,7 +145,7 @@ def test_host_is_part_of_the_etag(client: Any) -> None:
     b = client.get("/feed.rss", base_url="http://two.example")
     assert a.headers["ETag"] != b.headers["ETag"]
     assert b"http://one.example/story/" in a.data and b"http://two.example/story/" in b.data
-    assert b"one.example" not in b.data
+    assert b"http://one.example" not in b.data  # (the ids keep the first name: see test_web_feeds)
 
 
 def test_errors_are_not_cached(client: Any, web_app: Any) -> None:

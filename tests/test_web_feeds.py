@@ -176,6 +176,26 @@ def test_item_ids_are_tag_uris_of_a_domain_name(demo_agg: Aggregator, host: str,
     assert d.entries and all(e.id.startswith(f"tag:{authority},") for e in d.entries)
 
 
+def test_item_ids_keep_the_first_domain_name_the_site_was_reached_under(demo_agg: Aggregator) -> None:
+    """Ids were made from each request's host: a "www." alias, a trailing dot or a
+    base_url set later gave every item a new id, and readers showed them all again."""
+    first = feedparser.parse(
+        create_app(demo_agg.settings)
+        .test_client()
+        .get("/feed.atom", headers={"Host": "news.example.org"})
+        .data
+    )
+    ids = [e.id for e in first.entries]
+    assert ids and all(i.startswith("tag:news.example.org,") for i in ids)
+    for host in ("www.news.example.org", "NEWS.example.org.", "127.0.0.1:8000"):
+        d = feedparser.parse(
+            create_app(demo_agg.settings).test_client().get("/feed.atom", headers={"Host": host}).data
+        )
+        assert [e.id for e in d.entries] == ids, host
+    moved = create_app(demo_agg.settings, AGGREGATOR_BASE_URL="https://aggregator.example.com/")
+    assert [e.id for e in parse(moved.test_client(), "/feed.atom").entries] == ids
+
+
 @pytest.mark.parametrize("mounted", ["/news", ""])
 def test_a_base_url_with_a_path_is_not_doubled(demo_agg: Aggregator, mounted: str) -> None:
     """A site served under /news (with or without the proxy passing that prefix on)

@@ -347,13 +347,13 @@ def healthz() -> tuple[dict[str, object], int, dict[str, str]]:
 def _tag_authority(host: str | None) -> str:
     """The site's name in its items' tag: URIs (RFC 4151 wants a domain name: an IP
     address, "[::1]" above all, is not one)."""
-    if not host:
-        return "localhost"
+    host = (host or "").lower().rstrip(".")
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        return host
-    return "localhost"
+        if host:
+            return get_reader().tag_authority(host)
+    return get_reader().tag_authority("localhost")  # the name kept, else "localhost"
 
 
 def _entries(stories: list[ClusterSummary]) -> list[syndication.FeedEntry]:
