@@ -709,8 +709,18 @@ def test_corrections_survive_a_recluster(admin: Admin, demo_agg: Aggregator) -> 
     assert new != cluster_of(demo_agg, partner.id)
     shown_title = str(escape(moved.title[:119] + "…" if len(moved.title) > 120 else moved.title))
     assert f'Moved “{shown_title}” out into <a href="/admin/story/{new}">story #{new}</a>' in admin.follow(r)
-    # 2. merge another story into the partner's
+    # 2. merge another story into the partner's: the story page's form asks first
     target, source = cluster_of(demo_agg, partner.id), lone["cluster_id"]
+    form = admin.get(f"/admin/story/{target}")
+    assert f'<form class="row" method="get" action="/admin/story/{target}/merge">' in form
+    confirm = admin.get(f"/admin/story/{target}/merge?other=%23{source}")
+    assert "Merge these two stories?" in confirm and f'name="other" value="{source}"' in confirm
+    assert escape(lone["title"]) in confirm and f"Story #{target}" in confirm
+    assert cluster_of(demo_agg, lone["item_id"]) == source  # asking changes nothing
+    for wrong, why in ((str(target), "it is this story"), ("999999", "there is no such story")):
+        r = admin.client.get(f"/admin/story/{target}/merge?other={wrong}")
+        assert r.status_code == 303 and f"Cannot merge story #{wrong}: {why}." in admin.follow(r)
+    admin.get(f"/admin/story/{target}/merge?other=soon", status=400)
     r = admin.post(f"/admin/story/{target}/merge", {"other": f"#{source}"})
     assert f"Story #{source} is now part of this story" in admin.follow(r)
     assert cluster_of(demo_agg, lone["item_id"]) == target

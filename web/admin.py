@@ -639,8 +639,22 @@ def story(cluster_id: int) -> str:
     )
 
 
-@bp.post("/story/<int:cluster_id>/merge")
+@bp.route("/story/<int:cluster_id>/merge", methods=["GET", "POST"])
 def merge(cluster_id: int) -> ResponseReturnValue:
+    """GET: both stories side by side, to confirm (a mistyped number merged another
+    story at once, and undoing a merge takes a rule per item pair); POST: merge."""
+    if request.method == "GET":
+        raw = request.args.get("other", "").strip().lstrip("#")
+        other = whole_number(raw, "other", 1, 2**62)
+        agg = get_aggregator()
+        target, source = agg.cluster(cluster_id), agg.cluster(other)
+        if target is None:
+            abort(404, description="There is no such story: it may have been merged into another one.")
+        if source is None or other == cluster_id:
+            why = "it is this story" if other == cluster_id else "there is no such story"
+            flash(f"Cannot merge story #{other}: {why}.", "error")
+            return _see_other("admin.story", cluster_id=cluster_id)
+        return render_template("admin/merge.html", target=target, source=source)
     other = _form_int("other", 1)
     try:
         get_aggregator().merge_clusters(cluster_id, other, _author())
