@@ -1016,3 +1016,26 @@ def test_the_login_rate_limit_counts_the_client_behind_a_trusted_proxy(
     ).by_remote
     # Believed only when the configuration says a proxy is there; else anyone could pick an address.
     assert (from_client, from_proxy) == ((1, 0) if proxies else (0, 1))
+
+
+def test_an_admin_form_error_leads_back_to_the_form(admin: Admin, demo_agg: Aggregator) -> None:
+    """A bad number in an admin form showed the public error page, whose only link led
+    to the front page."""
+    story = demo_agg.clusters(limit=1)[0].id
+    came_from = f"http://localhost/admin/story/{story}"
+    r = admin.client.post(
+        f"/admin/story/{story}/merge",
+        data={"csrf_token": admin.token, "other": "soon"},
+        headers={"Referer": came_from},
+    )
+    page = r.get_data(as_text=True)
+    assert r.status_code == 400 and "“other” must be a whole number." in page
+    assert f'<a href="/admin/story/{story}">Back to the page you came from</a>' in page
+    elsewhere = admin.client.post(
+        f"/admin/story/{story}/merge",
+        data={"csrf_token": admin.token, "other": "soon"},
+        headers={"Referer": "https://evil.example/admin/x"},
+    )
+    assert '<a href="/admin/">Back to the page you came from</a>' in elsewhere.get_data(as_text=True)
+    public = admin.client.get("/?page=0").get_data(as_text=True)
+    assert "Back to the latest stories" in public and "Back to the page you came from" not in public

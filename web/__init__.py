@@ -44,6 +44,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, g, has_request_context, render_template, request
 from flask.sessions import SecureCookieSessionInterface
@@ -145,7 +146,9 @@ def create_app(
         # Its own headers too: a 405 must say which methods are allowed (Allow).
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
         return (
-            render_template("error.html", code=code, name=exc.name, description=exc.description),
+            render_template(
+                "error.html", code=code, name=exc.name, description=exc.description, back=_admin_back()
+            ),
             code,
             headers,
         )
@@ -164,6 +167,19 @@ def create_app(
 
 
 _READERS = "aggregator.readers"
+
+
+def _admin_back() -> str | None:
+    """For an error in the admin area, the admin page the request came from (a form's
+    page: the admin fixes the field there), else the admin home; None elsewhere."""
+    if request.blueprint != "admin":
+        return None
+    referrer = urlsplit(request.referrer or "")
+    if referrer.netloc == request.host and referrer.path.startswith("/admin"):
+        return referrer.path + (f"?{referrer.query}" if referrer.query else "")
+    from flask import url_for
+
+    return url_for("admin.index")
 
 
 def get_reader() -> Aggregator:
