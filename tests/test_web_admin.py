@@ -601,7 +601,16 @@ def test_a_settings_form_from_before_another_change_does_not_undo_it(
     page = r.get_data(as_text=True)
     assert "The settings changed while you edited them (version 1 is in force now)" in text_of(page)
     assert 'name="form_version" value="1"' in page and 'value="0.3"' in page
+    assert 'value="0.05"' in page and "with your own changes kept" in text_of(page)  # hers, kept
     assert all(j.kind != "preview" for j in demo_agg.jobs(limit=10))  # nothing was started
+    # both changed the same setting: hers is shown, and flagged
+    r = admin.post(
+        "/admin/preview",
+        {**values, "cluster.join_threshold_long": "0.35", "hours": MONTH, "form_version": "0"},
+        status=409,
+    )
+    both = r.get_data(as_text=True)
+    assert 'value="0.35"' in both and "Another admin changed cluster.join_threshold_long too" in text_of(both)
     job_id, _ = preview(
         admin, demo_agg, {**values, "cluster.join_threshold_long": "0.3", "form_version": "1"}
     )

@@ -49,6 +49,7 @@ from aggregator.opml import OpmlError
 from aggregator.settings import SettingDef, definitions
 from aggregator.storage.jobs import Job
 from aggregator.storage.versions import SettingsVersion
+from aggregator.tuning import apply_overrides
 from web import cookies_secure, get_aggregator, whole_number
 
 __all__ = ["bp"]
@@ -364,6 +365,26 @@ def _hours(raw: str) -> float | None:
     return hours if 1 <= hours <= MAX_PERIOD_HOURS else None
 
 
+def _own_edits(raw: Mapping[str, str], shown_with: str) -> tuple[dict[str, str], list[str]]:
+    """The fields of a settings form an admin changed (they differ from settings version
+    ``shown_with``, which the form showed), and those of them another admin changed too."""
+    agg = get_aggregator()
+    if not shown_with.isascii() or not shown_with.isdigit():
+        return {}, []
+    version = agg.get_settings_version(int(shown_with)) if shown_with != "0" else None
+    if shown_with != "0" and version is None:
+        return {}, []
+    shown_settings, _ = apply_overrides(agg.base_settings, version.overrides if version else {})
+    defs = {d.key: d for d in _admin_defs()}
+    mine = {
+        k: v
+        for k, v in raw.items()
+        if k in defs and v.strip() != form_value(defs[k], shown_settings.get(k)).strip()
+    }
+    both = [k for k in mine if not _same(shown_settings.get(k), agg.settings.get(k))]
+    return mine, both
+
+
 @bp.post("/preview")
 def preview() -> ResponseReturnValue:
     """Start a preview of the settings on the form; its page shows progress, then the result."""
@@ -375,13 +396,21 @@ def preview() -> ResponseReturnValue:
     shown_with = request.form.get("form_version", "").strip()
     if shown_with and shown_with != str(now):
         # The form carries every setting as it was: previewing it would put back what
-        # another admin changed meanwhile.  The form again, with the settings now.
+        # another admin changed meanwhile.  The form again, with the settings now and
+        # this admin's own edits (what differs from the version the form showed) kept.
+        mine, both = _own_edits(raw, shown_with)
+        notice = f"The settings changed while you edited them (version {now} is in force now): the form shows them as they are now"
+        if mine:
+            notice += ", with your own changes kept"
+        if both:
+            notice += (
+                f". Another admin changed {', '.join(both)} too: check {'it' if len(both) == 1 else 'them'}"
+            )
         return _settings_form(
-            None,
-            {},
+            mine,
+            {k: "another admin changed this setting while you edited it; yours is shown" for k in both},
             hours_raw,
-            notice=f"The settings changed while you edited them (version {now} is in force now): "
-            "here they are as they are now. Make your change again.",
+            notice=notice + ". Preview again when ready.",
             status=409,
         )
     clean, errors = agg.check_changes(raw)
