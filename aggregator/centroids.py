@@ -25,7 +25,8 @@ full.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numba  # type: ignore[import-untyped]
 import numpy as np
@@ -48,7 +49,17 @@ def term_hashes(terms: Iterable[str], n: int) -> np.ndarray:
     return hs
 
 
-@numba.njit(cache=True)  # type: ignore[misc]
+def _jit(fn: Callable[..., Any]) -> Any:
+    """``numba.njit`` with its on-disk cache where numba finds a place for it: a service
+    user with neither a writable code folder nor a home made every command fail at
+    import ("cannot cache function: no locator available"); then it compiles at start."""
+    try:
+        return numba.njit(cache=True)(fn)
+    except RuntimeError:
+        return numba.njit(fn)
+
+
+@_jit
 def _slot(keys: np.ndarray, off: int, mask: int, h: int) -> int:
     """Where key ``h`` is in the table at ``off``, or the empty slot where it would go."""
     j = h & mask
@@ -59,7 +70,7 @@ def _slot(keys: np.ndarray, off: int, mask: int, h: int) -> int:
         j = (j + 1) & mask
 
 
-@numba.njit(cache=True)  # type: ignore[misc]
+@_jit
 def _add(keys: np.ndarray, vals: np.ndarray, off: int, cap: int, hs: np.ndarray, ws: np.ndarray) -> int:
     """Add weights ``ws`` of terms ``hs`` into the table at ``off``; returns how many keys were new."""
     new = 0
@@ -74,7 +85,7 @@ def _add(keys: np.ndarray, vals: np.ndarray, off: int, cap: int, hs: np.ndarray,
     return new
 
 
-@numba.njit(cache=True)  # type: ignore[misc]
+@_jit
 def _dots(
     keys: np.ndarray,
     vals: np.ndarray,

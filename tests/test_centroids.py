@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 from hypothesis import given, settings
@@ -113,3 +114,13 @@ def test_engine_tables_mirror_its_centroids_through_merges_and_expiry() -> None:
                         dots[c.order], _dot_capped(vec, c.centroid, cap), rel_tol=1e-12, abs_tol=0
                     )
     assert scored > 1000
+
+
+def test_kernels_compile_where_numba_cannot_keep_its_cache() -> None:
+    """A service user with no writable code folder and no home: numba's cache had no
+    place, and importing the aggregator failed ("no locator available")."""
+    from aggregator.centroids import _jit
+
+    ns: dict[str, Any] = {}
+    exec(compile("def f(x):\n    return x + 1\n", "/nonexistent/generated.py", "exec"), ns)
+    assert _jit(ns["f"])(2) == 3
