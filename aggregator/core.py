@@ -545,8 +545,13 @@ class Aggregator:
             return 0
         path = self.settings.path(name)
         if not path.is_file():
+            log.warning("feeds.opml names %s, which is not a file: no feeds subscribed", path)
             return 0
-        added, _ = self.import_opml(path)
+        try:
+            added, _ = self.import_opml(path)
+        except opml.OpmlError as exc:  # the poller (and the site beside it) must still start
+            log.error("feeds.opml (%s) was not read: %s; no feeds subscribed", path, exc)
+            return 0
         return len(added)
 
     # -- updating ----------------------------------------------------------------------

@@ -26,6 +26,11 @@ class _Stop(Exception):
 
 
 def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    # Stop signals are ignored from the first on: Ctrl-C reaches the whole process group
+    # and `aggregator run` sends SIGTERM as well, and a second _Stop raised inside the
+    # shutdown (while it logged "poller stopping") printed a traceback.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
     raise _Stop(signum)
 
 
@@ -60,67 +65,80 @@ def run_poller(settings: Settings, db_path: Path) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("aggregator").setLevel(logging.INFO)
-    agg = Aggregator(settings, db_path=db_path)
-    # Its own connection: the heartbeat runs in another thread while a tick writes.
-    beat = Aggregator(settings, db_path=db_path, migrate=False)
-    added = agg.subscribe_defaults()
-    if added:
-        log.info("subscribed to %d feed(s) from %s", added, settings.feeds.opml)
-    if agg.start_workers():
-        log.info("started %d parse worker process(es)", settings.fetch.parse_workers)
-
-    def heartbeat() -> None:
-        try:
-            beat.heartbeat()
-        except Exception:
-            log.exception("heartbeat failed")
-
-    scheduler = BackgroundScheduler(timezone="UTC")
-    # From now on the site leaves "Poll now" to this process (done once the index is built).
-    scheduler.add_job(
-        heartbeat,
-        "interval",
-        seconds=POLLER_BEAT_SECONDS,
-        id="heartbeat",
-        max_instances=1,
-        coalesce=True,
-        next_run_time=_now_dt(),
-    )
-    scheduler.start()
-    indexed = agg.rebuild_index()
-    log.info("index rebuilt: %d item(s) in the time window", indexed)
-    next_round = [0.0]  # time.monotonic() of the next look for due feeds
-
-    def tick() -> None:
-        try:
-            if time.monotonic() < next_round[0] and not agg.poll_requested():
-                return
-            next_round[0] = time.monotonic() + settings.schedule.tick_seconds
-            reports = agg.update()
-            if reports:
-                log.info(
-                    "tick: polled %d feed(s), %d new item(s)", len(reports), sum(r.new_items for r in reports)
-                )
-        except Exception:
-            log.exception("tick failed")
-
-    scheduler.add_job(
-        tick, "interval", seconds=1, id="tick", max_instances=1, coalesce=True, next_run_time=_now_dt()
-    )
+    # Stop signals are handled from the start: the index rebuild takes half a minute at a
+    # million items, and a SIGTERM meanwhile killed the poller without its clean-up.
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    log.info("poller started: due feeds every %d s, feeds asked for at once", settings.schedule.tick_seconds)
+    agg: Aggregator | None = None
+    beat: Aggregator | None = None
+    scheduler = BackgroundScheduler(timezone="UTC")
     try:
+        agg = Aggregator(settings, db_path=db_path)
+        # Its own connection: the heartbeat runs in another thread while a tick writes.
+        beat = Aggregator(settings, db_path=db_path, migrate=False)
+        added = agg.subscribe_defaults()
+        if added:
+            log.info("subscribed to %d feed(s) from %s", added, settings.feeds.opml)
+        if agg.start_workers():
+            log.info("started %d parse worker process(es)", settings.fetch.parse_workers)
+        poller, beating = agg, beat
+
+        def heartbeat() -> None:
+            try:
+                beating.heartbeat()
+            except Exception:
+                log.exception("heartbeat failed")
+
+        # From now on the site leaves "Poll now" to this process (done once the index is built).
+        scheduler.add_job(
+            heartbeat,
+            "interval",
+            seconds=POLLER_BEAT_SECONDS,
+            id="heartbeat",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=_now_dt(),
+        )
+        scheduler.start()
+        indexed = agg.rebuild_index()
+        log.info("index rebuilt: %d item(s) in the time window", indexed)
+        next_round = [0.0]  # time.monotonic() of the next look for due feeds
+
+        def tick() -> None:
+            try:
+                if time.monotonic() < next_round[0] and not poller.poll_requested():
+                    return
+                next_round[0] = time.monotonic() + settings.schedule.tick_seconds
+                reports = poller.update()
+                if reports:
+                    log.info(
+                        "tick: polled %d feed(s), %d new item(s)",
+                        len(reports),
+                        sum(r.new_items for r in reports),
+                    )
+            except Exception:
+                log.exception("tick failed")
+
+        scheduler.add_job(
+            tick, "interval", seconds=1, id="tick", max_instances=1, coalesce=True, next_run_time=_now_dt()
+        )
+        log.info(
+            "poller started: due feeds every %d s, feeds asked for at once", settings.schedule.tick_seconds
+        )
         while True:
             time.sleep(3600)
     except (_Stop, KeyboardInterrupt):
         log.info("poller stopping")
     finally:
         _ignore(previous)  # a second Ctrl-C or SIGTERM must not cut the shutdown short
-        agg.stop()  # a round under way ends after the fetches already started
-        scheduler.shutdown(wait=True)
-        beat.heartbeat(running=False)  # the site polls by itself again
-        agg.close()
-        beat.close()
+        if agg is not None:
+            agg.stop()  # a round under way ends after the fetches already started
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
+        if beat is not None:
+            beat.heartbeat(running=False)  # the site polls by itself again
+            beat.close()
+        if agg is not None:
+            agg.close()
         for s, h in previous.items():
             signal.signal(s, h)
 

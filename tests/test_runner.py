@@ -119,3 +119,44 @@ def test_skipped_ticks_are_not_logged_other_warnings_are() -> None:
     skipped = 'Execution of job "tick" skipped: maximum number of running instances reached (1)'
     assert not _SkippedTicks().filter(record(skipped))
     assert _SkippedTicks().filter(record('Run time of job "tick" was missed by 0:00:03'))
+
+
+def test_the_first_stop_signal_turns_the_others_off() -> None:
+    """Ctrl-C reaches the poller and `aggregator run` sends SIGTERM too: the second one,
+    raised while the first was being handled, printed a traceback."""
+    from aggregator.runner import _raise_stop, _Stop
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(_Stop):
+            _raise_stop(signal.SIGINT, None)
+        assert all(signal.getsignal(s) == signal.SIG_IGN for s in previous)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@pytest.mark.slow
+def test_a_poller_whose_opml_lists_no_feed_starts_and_says_why(tmp_path: Path) -> None:
+    """feeds.opml naming a file without feeds stopped the poller (and `run` took the
+    site down with it) with a traceback."""
+    not_opml = tmp_path / "feeds.opml"
+    not_opml.write_text("[storage]\nthis is no OPML\n")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[storage]\ndb_path = "p.db"\n[feeds]\nopml = "{not_opml}"\n[fetch]\nparse_workers = 0\n')
+    log_path = tmp_path / "poll.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "poll", "--config", str(cfg)], cwd=tmp_path, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and "poller started" not in log_path.read_text():
+                assert proc.poll() is None, log_path.read_text()
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+    text = log_path.read_text()
+    assert code == 0 and "poller started" in text and "Traceback" not in text
+    assert f"feeds.opml ({not_opml}) was not read" in text and "no feeds subscribed" in text
