@@ -406,7 +406,11 @@ class ClusterSettings:
 
 @dataclass(frozen=True)
 class WebSettings:
-    host: str = setting("127.0.0.1", "Address the site listens on.")
+    host: str = setting(
+        "127.0.0.1",
+        'Address the site listens on (an IP address or a host name; "0.0.0.0" for every '
+        "interface: the admin pages are then reachable from other machines too).",
+    )
     port: int = setting(8000, "Port the site listens on.", min=1, max=65535)
     page_size: int = setting(20, "Stories per page on the site.", min=1, max=200)
     feed_size: int = setting(50, "Stories per merged feed (RSS, Atom, JSON Feed).", min=1, max=500)
@@ -513,6 +517,13 @@ class Settings:
                 out["web.base_url"] = (
                     f"must be empty or an http(s) address like https://news.example.org, not {base!r}"
                 )
+        host = self.web.host
+        # Empty, gunicorn listened on every interface without a word; with spaces or a
+        # scheme, it retried for seconds and gave up.
+        if not host.strip() or any(c in host for c in " /\\@") or host != host.strip():
+            out["web.host"] = (
+                f'must be an IP address or a host name like 127.0.0.1 or "0.0.0.0", not {host!r}'
+            )
         return out
 
     def as_dict(self) -> dict[str, Any]:
