@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -100,6 +101,12 @@ class _Commands(click.Group):
             raise click.ClickException(f"database error: {exc}{hint}") from None
         except sqlite3.Error as exc:
             raise click.ClickException(f"database error: {exc}") from None
+        except SettingsError as exc:  # (an environment variable read late, as by `serve`)
+            raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:  # `aggregator feeds | head`: the reader has what it wanted
+            # (what is left in the buffer goes nowhere, instead of failing again at exit)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
         except OSError as exc:
             raise click.ClickException(
                 f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"

@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any
 
 from aggregator.core import POLLER_BEAT_SECONDS, Aggregator
-from aggregator.settings import Settings
+from aggregator.settings import Settings, SettingsError
 
 __all__ = ["run_all", "run_poller", "serve_web"]
 
@@ -152,10 +152,17 @@ WEB_THREADS = 4
 
 def web_workers() -> int:
     """Web server processes: ``AGGREGATOR_WEB_WORKERS``, else one per core (at least 2, at most 8)."""
-    raw = os.environ.get("AGGREGATOR_WEB_WORKERS", "").strip()
-    if raw:
-        return max(1, int(raw))
-    return min(8, max(2, os.cpu_count() or 1))
+    return _env_count("AGGREGATOR_WEB_WORKERS") or min(8, max(2, os.cpu_count() or 1))
+
+
+def _env_count(name: str) -> int | None:
+    """A whole number from 1 to 256 in environment variable ``name``; None if unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 256:
+        raise SettingsError(f"{name} must be a whole number from 1 to 256, not {raw!r}")
+    return int(raw)
 
 
 def serve_web(
@@ -191,7 +198,7 @@ def serve_web(
         "bind": [bind],
         "workers": workers or web_workers(),
         "worker_class": "gthread",
-        "threads": threads or int(os.environ.get("AGGREGATOR_WEB_THREADS", "") or WEB_THREADS),
+        "threads": threads or _env_count("AGGREGATOR_WEB_THREADS") or WEB_THREADS,
         "keepalive": 5,
         "timeout": 120,  # a worker silent this long is restarted
         "graceful_timeout": 10,  # within run_all's 15 s

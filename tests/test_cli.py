@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,39 @@ def test_feeds_show_a_feeds_warning(run, tmp_path: Path) -> None:  # type: ignor
     assert "1 new item(s), 0 error(s)" in run("update")
     listing = run("feeds")
     assert "warning: malformed feed, read leniently" in listing, listing
+
+
+def test_output_cut_short_by_the_reader_is_no_error(tmp_path: Path) -> None:
+    """`aggregator feeds | head -1` printed "Error: Broken pipe" and exited 1."""
+    from aggregator import Aggregator
+    from aggregator.settings import load_settings
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[storage]\ndb_path = "many.db"\n[feeds]\nopml = ""\nallow_private_addresses = true\n')
+    outlines = "".join(f'<outline type="rss" xmlUrl="http://127.0.0.1:9/{n}.xml"/>' for n in range(3000))
+    with Aggregator(load_settings(cfg)) as agg:  # more lines than a pipe holds
+        agg.import_opml(f"<opml version='2.0'><body>{outlines}</body></opml>".encode())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "feeds", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert os.read(proc.stdout.fileno(), 10)
+    proc.stdout.close()  # as `head -1` does
+    code = proc.wait(timeout=60)
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert code == 0 and "Error" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("name", ["AGGREGATOR_WEB_WORKERS", "AGGREGATOR_WEB_THREADS"])
+def test_a_bad_server_size_is_a_message_not_a_traceback(tmp_path: Path, name: str) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[storage]\ndb_path = "w.db"\n[feeds]\nopml = ""\n[web]\nport = 1\n')
+    result = CliRunner().invoke(cli, ["serve", "--config", str(cfg)], env={name: "abc"})
+    assert (
+        result.exit_code == 1 and f"{name} must be a whole number from 1 to 256, not 'abc'" in result.output
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit)
