@@ -29,7 +29,7 @@ config_option = click.option(
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Settings file (default: ./config.toml).",
+    help="Settings file (default: ./config.toml, else the one beside the code).",
 )
 db_option = click.option(
     "--db",
