@@ -73,7 +73,15 @@ def _db_path() -> Path:
     return p
 
 
-def _open() -> Aggregator:
+def _open(create: bool = False) -> Aggregator:
+    """The aggregator on the chosen database.  Commands that only read or change what is
+    there (``create`` False) do not make a missing database: a mistyped ``--db`` showed
+    an empty aggregator, and left an empty database (and its folders) behind."""
+    path = _db_path()
+    if not create and str(path) != ":memory:" and not path.exists():
+        raise click.ClickException(
+            f"no database at {path} (yet): `aggregator add URL`, `import-opml` or `run` makes it"
+        )
     try:
         return Aggregator(_settings(), db_path=_db_path())
     except Exception as exc:
@@ -136,7 +144,7 @@ def cli(ctx: click.Context, config_path: Path | None, db_path: Path | None, verb
 @common_options
 def add(url: str, title: str | None) -> None:
     """Subscribe to a feed URL (or a local feed file)."""
-    with _open() as agg:
+    with _open(create=True) as agg:
         try:
             feed, new = agg.add_feed(url, title)
         except FeedError as exc:
@@ -227,7 +235,7 @@ def feeds(as_json: bool) -> None:
 @common_options
 def import_opml(file: Path) -> None:
     """Subscribe to every feed listed in an OPML file."""
-    with _open() as agg:
+    with _open(create=True) as agg:
         try:
             added, problems = agg.import_opml(file)
         except OpmlError as exc:
@@ -250,7 +258,7 @@ def export_opml() -> None:
 @common_options
 def update(everything: bool) -> None:
     """Poll every due feed once."""
-    with _open() as agg:
+    with _open(create=True) as agg:
         todo = [f for f in agg.feeds() if not f.paused and f.status != "gone"] if everything else None
         count = len(todo) if todo is not None else None
         with click.progressbar(length=count or len(agg.feeds()), label="polling", file=sys.stderr) as bar:
@@ -345,7 +353,7 @@ def admin_set_password(name: str, password: str) -> None:
 
     from aggregator.accounts import AccountError, set_password
 
-    with _open() as agg:
+    with _open(create=True) as agg:
         try:
             set_password(agg.db, name, password, time.time())
         except AccountError as exc:

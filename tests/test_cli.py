@@ -120,7 +120,15 @@ def test_a_database_or_file_problem_is_a_message_not_a_traceback(  # type: ignor
 
     from aggregator.core import Aggregator
 
-    run("feeds")  # creates cli.db
+    # reading a database that is not there says so, and makes none (a mistyped --db)
+    missing = tmp_path / "typo" / "cli.db"
+    for args in (["feeds"], ["clusters"], ["export"], ["remove", "x"], ["admin", "list"]):
+        result = CliRunner().invoke(
+            cli, [*args, "--config", str(tmp_path / "config.toml"), "--db", str(missing)]
+        )
+        assert result.exit_code == 1 and f"no database at {missing}" in result.output, args
+    assert not missing.parent.exists()
+    run("update")  # creates cli.db
     # A backup onto the live database would swap the file under running processes.
     assert "is the database itself" in run("backup", str(tmp_path / "cli.db"), ok=False)
     assert "is the database itself" in run("backup", str(tmp_path / "cli.db-wal"), ok=False)
