@@ -216,6 +216,7 @@ class Aggregator:
         self.pipeline = Pipeline(self.db, self.settings, clock)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        self._fetcher: Fetcher | None = None  # the fetches of the update under way (see stop)
         self._pool: ProcessPoolExecutor | None = None
         self._had_workers = False  # once started, worker processes are kept (and replaced if lost)
 
@@ -688,6 +689,9 @@ class Aggregator:
             ) as fetcher,
             ThreadPoolExecutor(max_workers=min(fs.max_concurrency, len(todo))) as pool,
         ):
+            self._fetcher = fetcher
+            if self._stopping.is_set():
+                fetcher.abort()
             futures: dict[Future[FetchResult], Feed] = {}
 
             def start(host: str) -> Future[FetchResult]:
@@ -738,7 +742,7 @@ class Aggregator:
                 if self._stopping.is_set():
                     # Shutting down: no new fetch starts, and what was fetched but not
                     # stored is dropped (those feeds are still due: the next start polls
-                    # them); only fetches already under way are waited for.
+                    # them); fetches under way were cut by stop() (Fetcher.abort).
                     for q in queues.values():
                         q.clear()
                     for fut in remaining:
@@ -764,12 +768,16 @@ class Aggregator:
                         if pending and pending[0][2] is not None:
                             waitables.add(pending[0][2])
                         wait(waitables, return_when=FIRST_COMPLETED)
+        self._fetcher = None
         return reports
 
     def stop(self) -> None:
         """Make a running :meth:`update` end soon (from another thread: a signal handler,
         a shutdown): it starts no new fetch and stores nothing more.  For good."""
         self._stopping.set()
+        fetcher = self._fetcher
+        if fetcher is not None:  # fetches under way end now, not at their deadline
+            fetcher.abort()
 
     def start_workers(self) -> bool:
         """Start the parse/fingerprint worker processes now (a long-running poller does)."""

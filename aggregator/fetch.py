@@ -213,8 +213,21 @@ class Fetcher:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=0),
         )
 
+        self._sockets: set[socket.socket] = set()  # connections of fetches under way
+        self._sockets_lock = threading.Lock()
+        self._aborted = False
+
     def close(self) -> None:
         self._client.close()
+
+    def abort(self) -> None:
+        """End every fetch under way now, and fail those that start later (from another
+        thread: a poller stopping waited up to ``total_timeout`` for a slow host, and
+        was killed first)."""
+        self._aborted = True
+        with self._sockets_lock:
+            for sock in list(self._sockets):
+                _cut(sock)
 
     def __enter__(self) -> Fetcher:
         return self
@@ -225,6 +238,8 @@ class Fetcher:
     def fetch(self, url: str, etag: str | None = None, last_modified: str | None = None) -> FetchResult:
         """Fetch ``url``; never raises for network or server trouble."""
         started = time.monotonic()
+        if self._aborted:
+            return FetchResult(url, "error", error="not fetched: the update was stopped")
         try:
             if is_local(url):
                 result = self._fetch_file(url, last_modified)
@@ -287,12 +302,20 @@ class Fetcher:
                     timer.daemon = True
                     timer.start()
                     watchdogs.append(timer)
+                    with self._sockets_lock:
+                        self._sockets.add(sock)
+                        if self._aborted:  # stopped while this one connected
+                            _cut(sock)
+                    opened.append(sock)
 
+        opened: list[socket.socket] = []
         try:
             return self._hops(url, headers, started, trace)
         finally:
             for timer in watchdogs:
                 timer.cancel()
+            with self._sockets_lock:
+                self._sockets.difference_update(opened)
 
     def _too_slow(self) -> str:
         return f"too slow: no complete response within {self.limits.total_timeout:g} s"

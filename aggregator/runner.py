@@ -131,7 +131,7 @@ def run_poller(settings: Settings, db_path: Path) -> None:
     finally:
         _ignore(previous)  # a second Ctrl-C or SIGTERM must not cut the shutdown short
         if agg is not None:
-            agg.stop()  # a round under way ends after the fetches already started
+            agg.stop()  # a round under way ends now: fetches under way are cut
         if scheduler.running:
             scheduler.shutdown(wait=True)
         if beat is not None:

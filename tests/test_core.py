@@ -704,3 +704,28 @@ def test_a_named_update_holds_its_feeds_against_the_poller(settings: Any, feed_s
     finally:
         cli.close()
         poller.close()
+
+
+def test_stopping_ends_the_fetches_under_way(agg: Aggregator, feed_server: FeedServer) -> None:
+    """A poller told to stop waited for a slow host's fetch until its deadline (60 s by
+    default); `aggregator run` killed it after 15 s, before it could say it stopped."""
+    release = threading.Event()
+
+    def stalled(h: Any) -> None:  # a host that accepts and then says nothing
+        release.wait(30)
+
+    feed_server.routes["/slow.xml"] = Route(handler=stalled)
+    agg.add_feed(feed_server.url("/slow.xml"))
+    out: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: out.setdefault("reports", agg.update()))
+    runner.start()
+    time.sleep(1.0)  # the fetch is under way
+    stopped = time.monotonic()
+    agg.stop()
+    runner.join(20)
+    took = time.monotonic() - stopped
+    release.set()
+    assert not runner.is_alive() and took < 5, took
+    assert out["reports"] == []  # nothing stored: the feed stays due
+    (feed,) = agg.feeds()
+    assert feed.polls == 0
