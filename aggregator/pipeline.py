@@ -496,11 +496,26 @@ class Pipeline:
                 continue
             item_id, words, shown = known[item.identity]
             if words != item.content_hash or (shown is not None and shown != item.shown_hash):
-                # An outlet edited an item: it keeps its identity and its cluster.
-                items_store.update(self.db, item_id, item, now)
                 edited.append(n)
             elif shown is None and item.shown_hash:  # stored before migration 0022
                 unhashed.append((item.shown_hash, item_id))
+        # Edits the merged feeds do not show (a version's text; its summary unless it is the
+        # story's canonical version) leave the story's "updated" time (see refresh_many).
+        edited_ids = [known[items[n].identity][0] for n in edited]
+        was = {s.id: s for s in items_store.get_many(self.db, edited_ids)}
+        heads = clusters_store.canonical_among(self.db, edited_ids)
+        loud: set[int] = set()
+        for n in edited:
+            item, item_id = items[n], known[items[n].identity][0]
+            old = was.get(item_id)
+            if (
+                old is None
+                or (old.title, old.link) != (item.title, item.link)
+                or (item_id in heads and old.summary != item.summary)
+            ):
+                loud.add(item_id)
+            # An outlet edited an item: it keeps its identity and its cluster.
+            items_store.update(self.db, item_id, item, now)
         items_store.set_shown_hashes(self.db, unhashed)
         times = [self._sort_time(items[n].published, now) for n in fresh]
         ids = items_store.insert_many(self.db, feed_id, [items[n] for n in fresh], now, times)
@@ -516,11 +531,15 @@ class Pipeline:
             feats = [feats[n] for n in fresh]
             sigs = sigs[fresh] if fresh else sigs[:0]
         items_store.save_signatures(self.db, [(i, sigs[k]) for k, i in enumerate(ids)])
-        touched: set[int] = set(clusters_store.clusters_of(self.db, [i for i, _ in changed]).values())
+        of_changed = clusters_store.clusters_of(self.db, [i for i, _ in changed])
+        touched: set[int] = set(of_changed.values())
+        quiet = touched - {of_changed[i] for i in loud if i in of_changed}
         grown: dict[int, list[int]] = {}
+        merged_into: set[int] = set()
         if new:
             grown, merged = self._assign_all(engine, feed_id, new, feats, sigs, now)
             touched |= merged
+            merged_into = set(merged)
             vectors = engine.pop_vectors()
             items_store.save_frozen(
                 self.db,
@@ -530,7 +549,8 @@ class Pipeline:
                     if i in vectors
                 ],
             )
-        self.refresh_clusters(touched, now, {c: i for c, i in grown.items() if c not in touched})
+        quiet -= set(grown) | merged_into
+        self.refresh_clusters(touched, now, {c: i for c, i in grown.items() if c not in touched}, quiet)
         self._last_id = max(self._last_id, max(ids, default=0))
         return IngestResult(ids, [i for i, _ in changed])
 
@@ -622,13 +642,18 @@ class Pipeline:
         return grown, merged
 
     def refresh_clusters(
-        self, cluster_ids: set[int], now: float, grown: Mapping[int, Sequence[int]] | None = None
+        self,
+        cluster_ids: set[int],
+        now: float,
+        grown: Mapping[int, Sequence[int]] | None = None,
+        quiet: Collection[int] = (),
     ) -> None:
         """Recompute the stored summary (canonical item, size, outlets, span) of
         ``cluster_ids`` from all their members, and of the ``grown`` clusters
-        (cluster -> new item ids) from their summary and the new members."""
+        (cluster -> new item ids) from their summary and the new members; ``quiet``
+        ones keep their updated time if their summary did not change."""
         choose = _canonical_policy(self.settings)
-        clusters_store.refresh_many(self.db, cluster_ids, choose, now)
+        clusters_store.refresh_many(self.db, cluster_ids, choose, now, quiet)
         if grown:
             clusters_store.grow(self.db, grown, choose, now)
 

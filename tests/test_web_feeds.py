@@ -337,6 +337,58 @@ def test_a_story_reported_late_still_reaches_subscribers(settings: Settings, fee
     agg.close()
 
 
+def test_an_edit_readers_cannot_see_leaves_the_story_not_updated(
+    settings: Settings, feed_server: FeedServer
+) -> None:
+    """An outlet rewording a version's text (not shown in the merged feeds) moved the
+    story's updated time: readers that mark updated items unread brought it back."""
+    now = [1_730_000_000.0]
+    agg = Aggregator(settings, clock=lambda: now[0])
+    body = (
+        "The regional council approved the harbour bridge on Monday after a long debate. Work starts in May."
+    )
+    item = {"title": "Council approves harbour bridge", "pubDate": "Mon, 21 Oct 2024 10:00:00 GMT"}
+
+    def publish(n: int, **changes: str) -> None:
+        entry = {**item, "link": f"https://{n}.test/bridge", "guid": str(n), "description": body, **changes}
+        feed_server.routes[f"/{n}.xml"] = Route(body=rss([entry], title=f"Outlet {n}"))
+
+    for n in (1, 2):
+        publish(n)
+        agg.add_feed(feed_server.url(f"/{n}.xml"))
+    agg.update()
+    client = create_app(settings, db_path=agg.db_path).test_client()
+    (story,) = agg.clusters()
+    canonical = story.canonical.feed_url
+    other = 2 if canonical.endswith("/1.xml") else 1
+    first = client.get("/feed.atom")
+
+    def updated() -> str:
+        return str(parse(client, "/feed.atom").entries[0].updated)
+
+    before = updated()
+    now[0] += 600
+    publish(other, description=body.replace("after a long debate", "after a debate"))
+    (report,) = agg.update([f for f in agg.feeds() if f.url.endswith(f"/{other}.xml")])
+    assert report.updated_items == 1
+    assert updated() == before  # the feed shows nothing new
+    page = client.get(f"/story/{story.id}", headers={"If-None-Match": first.headers["ETag"]})
+    assert page.status_code == 200 and "after a debate" in page.get_data(as_text=True)  # the site does
+    now[0] += 600
+    publish(
+        other, description=body.replace("after a long debate", "after a debate"), title="Council backs bridge"
+    )
+    agg.update([f for f in agg.feeds() if f.url.endswith(f"/{other}.xml")])
+    assert updated() != before  # a headline the feed lists changed
+    later = updated()
+    now[0] += 600
+    mine = 1 if other == 2 else 2
+    publish(mine, description="The council approved the bridge. " + body)
+    agg.update([f for f in agg.feeds() if f.url.endswith(f"/{mine}.xml")])
+    assert updated() != later  # the summary the item shows changed
+    agg.close()
+
+
 # -- a real feed reader -----------------------------------------------------------------------
 
 

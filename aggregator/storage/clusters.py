@@ -534,6 +534,16 @@ def clusters_of(db: Database, item_ids: Sequence[int]) -> dict[int, int]:
     )
 
 
+def canonical_among(db: Database, item_ids: Sequence[int]) -> set[int]:
+    """Those of ``item_ids`` that are their story's canonical item."""
+    return {
+        r[0]
+        for r in _select_in(
+            db, "SELECT canonical_item_id FROM clusters WHERE canonical_item_id IN ({marks})", item_ids
+        )
+    }
+
+
 def member_counts(db: Database, cluster_ids: Collection[int], upto_item: int) -> dict[int, int]:
     """Cluster id -> how many of its members have an id up to ``upto_item`` (clusters
     without such members left out)."""
@@ -575,11 +585,33 @@ def add_members(db: Database, rows: Sequence[tuple[int, int, float, str, int | N
     )
 
 
-def refresh_many(db: Database, cluster_ids: Iterable[int], choose: CanonicalPolicy, now: float) -> None:
-    """:func:`refresh` for many clusters with one query for all their members."""
+def refresh_many(
+    db: Database,
+    cluster_ids: Iterable[int],
+    choose: CanonicalPolicy,
+    now: float,
+    quiet: Collection[int] = (),
+) -> None:
+    """:func:`refresh` for many clusters with one query for all their members.
+
+    A cluster in ``quiet`` (only an edit the merged feeds do not show: a version's text)
+    keeps its ``updated_at`` when its summary comes out as it was: readers that mark an
+    updated item unread brought the story back for nothing.
+    """
     ids = sorted(set(cluster_ids))
     if not ids:
         return
+    before: dict[int, tuple[Any, ...]] = {}
+    if quiet:
+        before = {
+            r[0]: tuple(r[1:])
+            for r in _select_in(
+                db,
+                "SELECT id, canonical_item_id, size, n_feeds, first_time, last_time, outlets, updated_at "
+                "FROM clusters WHERE id IN ({marks})",
+                sorted(set(quiet) & set(ids)),
+            )
+        }
     members: dict[int, list[MemberInfo]] = {c: [] for c in ids}
     for row in _select_in(
         db,
@@ -600,18 +632,11 @@ def refresh_many(db: Database, cluster_ids: Iterable[int], choose: CanonicalPoli
         pin = pinned.get(cid)
         canonical = pin if pin in {m.item_id for m in ms} else choose(ms)
         outlets = _outlet_list((m.feed_id, m.sort_time) for m in ms)
-        updates.append(
-            (
-                canonical,
-                len(ms),
-                len(outlets),
-                ms[0].sort_time,
-                ms[-1].sort_time,
-                now,
-                _outlets_json(outlets),
-                cid,
-            )
-        )
+        row = (canonical, len(ms), len(outlets), ms[0].sort_time, ms[-1].sort_time)
+        old = before.get(cid)
+        same = old is not None and old[:5] == row and old[5] == _outlets_json(outlets)
+        stamp = old[6] if same and old is not None else now
+        updates.append((*row, stamp, _outlets_json(outlets), cid))
     db.conn.executemany(
         _SET_SUMMARY,
         updates,
