@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     BrokenExecutor,
@@ -1155,8 +1155,16 @@ class Aggregator:
             clusters_store.pin(self.db, current, item_id)
             self.pipeline.refresh_clusters({current}, self.clock())
 
-    def correction_rules(self) -> list[Rule]:
-        return rules_store.all_rules(self.db)
+    def correction_rules(self, *, limit: int | None = None, offset: int = 0) -> list[Rule]:
+        """The admins' correction rules, newest first."""
+        return rules_store.all_rules(self.db, -1 if limit is None else max(0, limit), max(0, offset))
+
+    def correction_rule(self, rule_id: int) -> Rule | None:
+        return rules_store.get(self.db, rule_id)
+
+    def rules_for_items(self, item_ids: Collection[int]) -> list[Rule]:
+        """The rules naming any of these items (a story's), newest first."""
+        return rules_store.for_items(self.db, item_ids)
 
     def delete_rule(self, rule_id: int) -> None:
         with self._writing():

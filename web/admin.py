@@ -661,7 +661,7 @@ def story(cluster_id: int) -> str:
     if detail is None:
         abort(404, description="There is no such story: it may have been merged into another one.")
     members = {m.id for m in detail.members}
-    rules = [r for r in agg.correction_rules() if r.item_a in members or (r.item_b in members)]
+    rules = agg.rules_for_items(members)
     pinned = {r.item_a for r in rules if r.kind == "pin"}
     return render_template(
         "admin/story.html", story=detail.summary, members=detail.members, pinned=pinned, rules=rules
@@ -738,15 +738,29 @@ def pin(item_id: int) -> ResponseReturnValue:
 @bp.get("/rules")
 def rules() -> str:
     agg = get_aggregator()
-    rules = agg.correction_rules()
+    page = whole_number(request.args.get("page", "1"), "page", 1, 10**6)
+    found = agg.correction_rules(limit=RULES_PER_PAGE + 1, offset=(page - 1) * RULES_PER_PAGE)
+    if page > 1 and not found:
+        abort(404, description="There are no rules on this page.")
+    rules = found[:RULES_PER_PAGE]
     ids = [r.item_a for r in rules] + [r.item_b for r in rules if r.item_b is not None]
-    return render_template("admin/rules.html", rules=rules, items=agg.items_by_id(ids), names=RULE_NAMES)
+    return render_template(
+        "admin/rules.html",
+        rules=rules,
+        items=agg.items_by_id(ids),
+        names=RULE_NAMES,
+        page=page,
+        has_next=len(found) > RULES_PER_PAGE,
+    )
+
+
+RULES_PER_PAGE = 100  # 30,000 rules made a 19 MB page that took 2.6 s
 
 
 @bp.post("/rules/<int:rule_id>/delete")
 def delete_rule(rule_id: int) -> ResponseReturnValue:
     agg = get_aggregator()
-    if not any(r.id == rule_id for r in agg.correction_rules()):
+    if agg.correction_rule(rule_id) is None:
         abort(404, description="There is no such rule.")
     try:
         agg.delete_rule(rule_id)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
@@ -121,9 +122,27 @@ def delete(db: Database, rule_id: int) -> None:
     db.execute("DELETE FROM cluster_rules WHERE id = ?", [rule_id])
 
 
-def all_rules(db: Database) -> list[Rule]:
+_RULE = "SELECT id, kind, item_a, item_b, created_at, author FROM cluster_rules"
+
+
+def all_rules(db: Database, limit: int = -1, offset: int = 0) -> list[Rule]:
+    """Rules, newest first (``limit`` -1: all)."""
+    rows = db.execute(f"{_RULE} ORDER BY id DESC LIMIT ? OFFSET ?", [limit, offset]).fetchall()
+    return [Rule(*r) for r in rows]
+
+
+def get(db: Database, rule_id: int) -> Rule | None:
+    row = db.execute(f"{_RULE} WHERE id = ?", [rule_id]).fetchone()
+    return Rule(*row) if row else None
+
+
+def for_items(db: Database, item_ids: Collection[int]) -> list[Rule]:
+    """Rules naming any of ``item_ids``, newest first (through the item indexes)."""
+    ids = json.dumps(sorted(item_ids))
     rows = db.execute(
-        "SELECT id, kind, item_a, item_b, created_at, author FROM cluster_rules ORDER BY id DESC"
+        f"{_RULE} WHERE item_a IN (SELECT value FROM json_each(?)) "
+        "OR item_b IN (SELECT value FROM json_each(?)) ORDER BY id DESC",
+        [ids, ids],
     ).fetchall()
     return [Rule(*r) for r in rows]
 
