@@ -1241,10 +1241,11 @@ class Aggregator:
         return clusters_store.stories(self.db, f, match, sort=sort, limit=limit, offset=offset, cursor=cursor)
 
     def story_members(
-        self, cluster_ids: Sequence[int], per_story: int | None = None
+        self, cluster_ids: Sequence[int], per_story: int | None = None, latest: int = 0
     ) -> dict[int, list[StoredItem]]:
-        """Every outlet's variant of each story (the first ``per_story``), oldest first."""
-        return clusters_store.members_of(self.db, list(cluster_ids), per_story)
+        """Every outlet's variant of each story (the first ``per_story``, and the
+        ``latest`` last ones), oldest first."""
+        return clusters_store.members_of(self.db, list(cluster_ids), per_story, latest)
 
     def search(
         self,

@@ -135,26 +135,31 @@ def test_merged_feed_is_valid_with_one_item_per_story(
 
 
 @pytest.mark.parametrize(("path", "version", "mimetype"), FORMATS)
-def test_an_item_lists_the_first_versions_and_counts_the_rest(
+def test_an_item_lists_the_first_and_latest_versions_and_counts_the_rest(
     client: Any, demo_agg: Aggregator, monkeypatch: pytest.MonkeyPatch, path: str, version: str, mimetype: str
 ) -> None:
     """A story told 200 times made each item carry 200 versions (a 5 MB feed): an item
-    lists the oldest ``MAX_VARIANTS`` and says how many more the story page has."""
-    monkeypatch.setattr(syndication, "MAX_VARIANTS", 1)
-    cid = seed_story(demo_agg)
+    lists the oldest and the latest ``MAX_VARIANTS / 2`` (the oldest alone hid every
+    outlet that joined later) and says how many more the story page has."""
+    monkeypatch.setattr(syndication, "MAX_VARIANTS", 2)
+    cid = max(demo_agg.clusters(limit=100), key=lambda s: s.size).id
     detail = demo_agg.cluster(cid)
-    assert detail is not None and len(detail.members) >= 2
-    first, *rest = detail.members  # oldest first
+    assert detail is not None and len(detail.members) >= 3
+    first, *middle, last = detail.members  # oldest first
     entry = next(e for e in parse(client, path).entries if e.link.endswith(f"/story/{cid}"))
     html = content(entry)
-    assert f'href="{(first.link or "").replace("&", "&amp;")}"' in html
-    assert all(f'href="{(m.link or "").replace("&", "&amp;")}"' not in html for m in rest)
-    assert f"And {len(rest)} more version" in html
+
+    def linked(m: Any) -> str:
+        return f'href="{(m.link or "").replace("&", "&amp;")}"'
+
+    assert linked(first) in html and linked(last) in html
+    assert html.index(linked(first)) < html.index(f"{len(middle)} more version") < html.index(linked(last))
+    assert all(linked(m) not in html for m in middle)
     if path == "/feed.json":
         doc = client.get(path).get_json()
         item = next(i for i in doc["items"] if i["url"].endswith(f"/story/{cid}"))
         assert item["_aggregator"]["versions"] == len(detail.members)
-        assert len(item["_aggregator"]["variants"]) == 1
+        assert len(item["_aggregator"]["variants"]) == 2
 
 
 def test_merged_feeds_use_the_configured_base_url(demo_agg: Aggregator) -> None:

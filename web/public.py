@@ -358,7 +358,8 @@ def _tag_authority(host: str | None) -> str:
 
 def _entries(stories: list[ClusterSummary]) -> list[syndication.FeedEntry]:
     agg = get_reader()
-    members = agg.story_members([s.id for s in stories], syndication.MAX_VARIANTS)
+    latest = syndication.MAX_VARIANTS // 2  # the oldest versions and the latest ones
+    members = agg.story_members([s.id for s in stories], syndication.MAX_VARIANTS - latest, latest)
     authority = _tag_authority(urlsplit(_absolute("public.index")).hostname)
     out = []
     for s in stories:

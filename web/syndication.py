@@ -44,7 +44,8 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 DCTERMS_NS = "http://purl.org/dc/terms/"
 DC_NS = "http://purl.org/dc/elements/1.1/"
 GENERATOR = "the aggregator"
-# Versions listed in a feed item (the oldest first); the story page lists them all.  A
+# Versions listed in a feed item: the oldest half and the latest half, oldest first (the
+# oldest alone hid every outlet that joined later); the story page lists them all.  A
 # story told 200 times made every item carry 200 links, and the feeds 5 MB.
 MAX_VARIANTS = 20
 # Authors a JSON Feed item names at most (the canonical outlet first).
@@ -149,14 +150,17 @@ def entry_html(entry: FeedEntry) -> str:
         f"first {_human(entry.published)}, latest {_human(entry.latest)}.</p>"
     )
     items: list[str] = []
-    for v in entry.variants:
+    more = entry.versions - len(entry.variants)
+    gap = MAX_VARIANTS - MAX_VARIANTS // 2  # where the versions left out were
+    for n, v in enumerate(entry.variants):
+        if n == gap and more > 0:
+            items.append(f"<li>… {more} more {'version' if more == 1 else 'versions'} …</li>")
         head = f'<a href="{_h(v.url)}">{_h(v.title)}</a>' if v.url else _h(v.title)
         items.append(f"<li>{head} — {_h(v.outlet)}, {_human(v.time)}</li>")
+    if more > 0 and len(entry.variants) <= gap:
+        items.append(f"<li>… {more} more {'version' if more == 1 else 'versions'} …</li>")
     if items:
         parts.append("<ul>" + "".join(items) + "</ul>")
-    more = entry.versions - len(entry.variants)
-    if more > 0:
-        parts.append(f"<p>And {more} more {'version' if more == 1 else 'versions'}.</p>")
     parts.append(f'<p><a href="{_h(entry.url)}">Compare every version</a></p>')
     return xml_text("\n".join(parts))
 

@@ -308,9 +308,10 @@ def summaries(db: Database, cluster_ids: Sequence[int]) -> list[ClusterSummary]:
 
 
 def members_of(
-    db: Database, cluster_ids: Sequence[int], per_story: int | None = None
+    db: Database, cluster_ids: Sequence[int], per_story: int | None = None, latest: int = 0
 ) -> dict[int, list[StoredItem]]:
-    """Every member item of each cluster (the first ``per_story`` of each), oldest first."""
+    """Every member item of each cluster (the first ``per_story`` of each, and with
+    ``latest`` its latest ones as well), oldest first."""
     out: dict[int, list[StoredItem]] = {cid: [] for cid in cluster_ids}
     if not cluster_ids:
         return out
@@ -319,10 +320,11 @@ def members_of(
         r[0]
         for r in db.execute(
             "SELECT item_id FROM (SELECT m.item_id, i.sort_time, "
-            "row_number() OVER (PARTITION BY m.cluster_id ORDER BY i.sort_time, i.id) AS k "
+            "row_number() OVER (PARTITION BY m.cluster_id ORDER BY i.sort_time, i.id) AS k, "
+            "count(*) OVER (PARTITION BY m.cluster_id) AS n "
             f"FROM memberships m JOIN items i ON i.id = m.item_id WHERE m.cluster_id IN ({marks})) "
-            "WHERE k <= ? ORDER BY sort_time, item_id",
-            [*cluster_ids, 2**62 if per_story is None else per_story],
+            "WHERE k <= ? OR k > n - ? ORDER BY sort_time, item_id",
+            [*cluster_ids, 2**62 if per_story is None else per_story, max(0, latest)],
         )
     ]
     for item in items_store.get_many(db, ids):
