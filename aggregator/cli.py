@@ -167,7 +167,7 @@ def remove(url: str) -> None:
     click.echo(f"removed: {url}")
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})  # "-5" is a bad interval, not an option
 @click.argument("url")
 @click.argument("minutes")
 @common_options

@@ -84,6 +84,7 @@ def test_feed_lifecycle(run, demo_feeds: Path, tmp_path: Path) -> None:  # type:
     row = next(line for line in run("feeds").splitlines() if "Northwire" in line)
     assert "10m=" in row
     assert "between 5 and 1440 minutes" in run("interval", northwire, "2", ok=False)
+    assert "between 5 and 1440 minutes" in run("interval", northwire, "-5", ok=False)  # not an option
     assert "not a number of minutes or 'auto'" in run("interval", northwire, "often", ok=False)
     assert "no such feed" in run("interval", "https://nope.example/", "10", ok=False)
     assert "polled automatic" in run("interval", northwire, "auto")
