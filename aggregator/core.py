@@ -90,6 +90,7 @@ SETTLE_SECONDS = 1.0
 # process that dies holds them this long).
 CLAIM_SECONDS = 15 * 60.0
 PARSE_TIMEOUT_SECONDS = 300.0  # a document taking longer in a parse worker fails its feed
+WORKER_START_SECONDS = 30.0  # what new parse workers may take to start, besides
 WORKERS_FROM_FEEDS = 20  # an update of this many feeds starts the worker processes
 # Feeds handed to the worker processes ahead of the one being stored.  One or two
 # are not enough: feeds differ in size, and a big one behind a small one left this
@@ -642,18 +643,47 @@ class Aggregator:
             for process in list(getattr(workers, "_processes", {}).values()):
                 process.terminate()
 
+        def resubmit(feed: Feed, result: FetchResult) -> Future[Prepared] | None:
+            """Hand a document again to the parse workers (new ones if they were lost)."""
+            nonlocal workers
+            if workers is None:
+                workers = self._workers()
+            if workers is None:
+                return None
+            try:
+                fut = workers.submit(
+                    prepare,
+                    result.body,
+                    result.final_url or feed.url,
+                    result.headers,
+                    self.settings.cluster,
+                    fs.max_items,
+                )
+            except BrokenExecutor as exc:
+                lose_workers(exc)
+                return None
+            made_with[fut] = self.settings.cluster
+            resubmitted.add(fut)
+            return fut
+
+        resubmitted: set[Future[Prepared]] = set()
+
         def process_oldest() -> None:
             feed, result, prepared = pending.popleft()
             done: Prepared | None = None
-            # A document that was with workers stopped for another feed's is parsed here.
-            innocent = prepared is not None and prepared in stopped
-            if prepared is not None:
+            while prepared is not None:
+                # A document that was with workers stopped for another feed's goes to new
+                # workers once (parsed here, it had no time limit), then is parsed here.
+                innocent = prepared in stopped
+                again = prepared in resubmitted
                 try:
-                    done = prepared.result(timeout=30.0 if innocent else PARSE_TIMEOUT_SECONDS)
+                    limit = PARSE_TIMEOUT_SECONDS + (WORKER_START_SECONDS if again else 0.0)
+                    done = prepared.result(timeout=30.0 if innocent else limit)
                 except Exception as exc:
                     if innocent:
-                        pass
-                    elif isinstance(exc, TimeoutError):
+                        prepared = None if again else resubmit(feed, result)
+                        continue
+                    if isinstance(exc, TimeoutError):
                         # A document the parser does not finish with would hold the poller
                         # for good: its worker is stopped (the pool with it), the feed fails.
                         stop_workers()
@@ -669,6 +699,7 @@ class Aggregator:
                         else:
                             why = f"internal error while parsing: {type(exc).__name__}: {exc}"
                         result = dataclasses.replace(result, status="error", error=why, body=b"")
+                break
             # An admin may have applied new settings (in another process) during a long
             # round: each feed is clustered with the settings in force when it is stored.
             # A document prepared with others (permutations, shingles) is prepared again.

@@ -555,6 +555,7 @@ def test_a_document_the_parser_does_not_finish_fails_its_feed_not_the_poller(
     """There was no limit on waiting for a parse worker: a document it never finished
     with would have held the poller for good."""
     import aggregator.core
+    import aggregator.pipeline
 
     items = [
         {"title": f"Item {n} about things", "guid": f"g{n}", "description": "words " * 200}
@@ -562,15 +563,22 @@ def test_a_document_the_parser_does_not_finish_fails_its_feed_not_the_poller(
     ]
     feed_server.routes["/big.xml"] = Route(rss(items))
     feed, _ = agg.add_feed(feed_server.url("/big.xml"))
-    others = []  # feeds whose documents were with the stopped workers: parsed here instead
+    others = []  # feeds whose documents were with the stopped workers: given to new ones
     for n in range(3):
         feed_server.routes[f"/small{n}.xml"] = Route(rss([{"title": f"Small {n}", "guid": f"s{n}"}]))
         others.append(agg.add_feed(feed_server.url(f"/small{n}.xml"))[0])
     assert agg.start_workers()
     monkeypatch.setattr(aggregator.core, "PARSE_TIMEOUT_SECONDS", 0.01)
+
+    def not_here(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("parsed in the poller's process, without a time limit")
+
+    monkeypatch.setattr(aggregator.pipeline, "prepare", not_here)
     report, *rest = agg.update([feed, *others])
     assert report.status == "error" and "parsing took longer than 0.01 s" in (report.error or "")
     assert [(r.status, r.new_items) for r in rest] == [("ok", 1)] * 3, [r.error for r in rest]
+    assert agg._pool is not None  # new workers took them
+    monkeypatch.undo()
     monkeypatch.setattr(aggregator.core, "PARSE_TIMEOUT_SECONDS", 300.0)
     (report,) = agg.update([agg.feed(feed.id)])  # type: ignore[list-item]
     assert report.new_items == 800 and agg._pool is not None  # new workers
