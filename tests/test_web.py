@@ -668,3 +668,7 @@ def test_two_feeds_of_one_outlet_are_named_once(agg: Aggregator, feed_server: Fe
     text = text_of(page(create_app(agg.settings, db_path=agg.db_path).test_client(), "/"))
     listed = text[text.index("Quake kills") :]  # the story, not the outlet filter's choices
     assert "2 outlets" in listed and "Reuters Reuters" not in listed
+    # the outlet filter tells the two feeds apart
+    html = page(create_app(agg.settings, db_path=agg.db_path).test_client(), "/")
+    assert "Reuters (world.xml)</option>" in html and "Reuters (asia.xml)</option>" in html
+    assert "Northwire</option>" in html

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -151,8 +152,23 @@ def index() -> str:
         next_args={"after": StoryCursor.of(stories[-1], sort).token()} if stories else {},
         filters=filters,
         feed_args=filters.args,
-        outlets=agg.feeds(),
+        outlets=_outlet_choices(agg.feeds()),
     )
+
+
+def _outlet_choices(feeds: list[Feed]) -> list[tuple[int, str]]:
+    """(feed id, name) for the outlet filter; feeds sharing a name (an outlet's sections)
+    are told apart by their address's last part (or their number, for a private feed)."""
+    names = Counter(f.public_name for f in feeds)
+
+    def label(f: Feed) -> str:
+        if names[f.public_name] == 1:
+            return f.public_name
+        public = public_feed_url(f.url)
+        tail = urlsplit(public).path.rstrip("/").rsplit("/", 1)[-1] if public else ""
+        return f"{f.public_name} ({tail or f'feed {f.id}'})"
+
+    return [(f.id, label(f)) for f in feeds]
 
 
 def _story_cursor(sort: str) -> StoryCursor | None:
