@@ -326,21 +326,26 @@ class Aggregator:
 
     # -- admin: sessions -----------------------------------------------------------------
 
-    def tag_authority(self, seen: str) -> str:
-        """The domain name in the ids of the merged feeds' items (RFC 4151 tag URIs): the
-        first one the site was reached under (``seen``), kept in the database.
+    def tag_authority(self) -> str | None:
+        """The domain name kept for the ids of the merged feeds' items (RFC 4151 tag
+        URIs), if one was: see :meth:`keep_tag_authority`."""
+        return meta_store.get(self.db, "tag_authority")
 
-        Made from each request's host, the ids changed with it: an operator setting
-        ``web.base_url`` later, a "www." alias or a trailing dot made every item new
-        again in every reader.  "localhost" (no domain name known yet) is not kept.
+    def keep_tag_authority(self, name: str) -> str:
+        """Keep ``name`` (the host of ``web.base_url``) for the ids of the merged feeds'
+        items, unless a name was kept already; returns the name kept.
+
+        Kept once, the ids stay when ``base_url`` changes (the site moves, gets a
+        "www."): readers took every item for a new one.  Only the operator's
+        ``base_url`` is kept, never a request's Host header (anyone can send one).
         """
-        kept = meta_store.get(self.db, "tag_authority")
-        if kept or seen == "localhost":
-            return kept or seen
+        kept = self.tag_authority()
+        if kept:
+            return kept
         with self._writing():
-            kept = meta_store.get(self.db, "tag_authority")
+            kept = self.tag_authority()
             if not kept:
-                kept = seen
+                kept = name
                 meta_store.put(self.db, "tag_authority", kept)
         return kept
 

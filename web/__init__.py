@@ -38,6 +38,7 @@ Admin sessions are Flask's signed cookies, HttpOnly, SameSite=Lax and limited to
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import threading
 import time
@@ -82,8 +83,12 @@ def create_app(
     """Build the Flask app for one database; migrations run once, here."""
     settings = settings or load_settings(config)
     db = Path(db_path) if db_path is not None else settings.db_path
+    base_url = str(flask_config.get("AGGREGATOR_BASE_URL") or settings.web.base_url or "")
     with Aggregator(settings, db_path=db) as agg:  # create the database and apply migrations
         secret = agg.secret_key()
+        host = (urlsplit(base_url).hostname or "").lower().rstrip(".")
+        if host and not _is_ip(host) and "." in host:
+            agg.keep_tag_authority(host)  # the merged feeds' item ids, for good
     app = Flask(__name__)
     app.url_map.converters["int"] = RowId  # before the blueprints' routes are made
     app.config.update(
@@ -167,6 +172,14 @@ def create_app(
 
 
 _READERS = "aggregator.readers"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _admin_back() -> str | None:

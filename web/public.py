@@ -361,15 +361,20 @@ def healthz() -> tuple[dict[str, object], int, dict[str, str]]:
 
 
 def _tag_authority(host: str | None) -> str:
-    """The site's name in its items' tag: URIs (RFC 4151 wants a domain name: an IP
-    address, "[::1]" above all, is not one)."""
+    """The site's name in its items' tag: URIs: the host of ``web.base_url`` kept when
+    the site first ran with one (:meth:`Aggregator.keep_tag_authority`), else the
+    request's host (RFC 4151 wants a domain name: an IP address, "[::1]" above all,
+    is not one, nor is a name without a dot)."""
+    kept = get_reader().tag_authority()
+    if kept:
+        return kept
     host = (host or "").lower().rstrip(".")
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        if host:
-            return get_reader().tag_authority(host)
-    return get_reader().tag_authority("localhost")  # the name kept, else "localhost"
+        if "." in host:
+            return host
+    return "localhost"
 
 
 def _entries(stories: list[ClusterSummary]) -> list[syndication.FeedEntry]:
