@@ -21,8 +21,10 @@ __all__ = ["run_all", "run_poller", "serve_web"]
 log = logging.getLogger("aggregator.runner")
 
 
-class _Stop(Exception):
-    pass
+class _Stop(BaseException):
+    """A stop signal, raised in the main thread.  Not an Exception: an ``except
+    Exception`` around the code it interrupts (reading feeds.opml) swallowed it, and the
+    signals it turns off left a poller nothing but SIGKILL stops."""
 
 
 def _raise_stop(signum: int, _frame: FrameType | None) -> None:

@@ -611,10 +611,24 @@ def test_a_settings_form_from_before_another_change_does_not_undo_it(
     )
     both = r.get_data(as_text=True)
     assert 'value="0.35"' in both and "Another admin changed cluster.join_threshold_long too" in text_of(both)
+
     job_id, _ = preview(
         admin, demo_agg, {**values, "cluster.join_threshold_long": "0.3", "form_version": "1"}
     )
     assert demo_agg.job(job_id).params["changes"] == {"cluster.join_threshold_short": "0.05"}  # type: ignore[union-attr]
+
+
+def test_an_untouched_list_setting_is_not_taken_for_an_edit(admin: Admin, demo_agg: Aggregator) -> None:
+    """Browsers send a textarea's lines with CRLF: an untouched list of sources counted
+    as the admin's edit, and the form put back what another admin had replaced."""
+    demo_agg.apply_settings({"cluster.preferred_sources": ["Alpha", "Beta"]}, "carol")  # version 1
+    assert 'name="form_version" value="1"' in admin.get("/admin/settings")
+    demo_agg.apply_settings({"cluster.preferred_sources": ["Gamma"]}, "bob")  # version 2, meanwhile
+    values = {"cluster.preferred_sources": "Alpha\r\nBeta", "cluster.join_threshold_short": "0.05"}
+    r = admin.post("/admin/preview", {**values, "hours": MONTH, "form_version": "1"}, status=409)
+    page = r.get_data(as_text=True)
+    assert "Another admin changed" not in text_of(page) and 'value="0.05"' in page
+    assert ">Gamma</textarea>" in page
 
 
 def test_preview_shows_a_merge_when_the_threshold_is_lowered(admin: Admin, demo_agg: Aggregator) -> None:

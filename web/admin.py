@@ -376,10 +376,14 @@ def _own_edits(raw: Mapping[str, str], shown_with: str) -> tuple[dict[str, str],
         return {}, []
     shown_settings, _ = apply_overrides(agg.base_settings, version.overrides if version else {})
     defs = {d.key: d for d in _admin_defs()}
+
+    def same(a: str, b: str) -> bool:  # (browsers send a textarea's lines with CRLF)
+        return [x.strip() for x in a.splitlines() if x.strip()] == [
+            x.strip() for x in b.splitlines() if x.strip()
+        ]
+
     mine = {
-        k: v
-        for k, v in raw.items()
-        if k in defs and v.strip() != form_value(defs[k], shown_settings.get(k)).strip()
+        k: v for k, v in raw.items() if k in defs and not same(v, form_value(defs[k], shown_settings.get(k)))
     }
     both = [k for k in mine if not _same(shown_settings.get(k), agg.settings.get(k))]
     return mine, both
