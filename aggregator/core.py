@@ -675,10 +675,16 @@ class Aggregator:
 
         def process_oldest() -> None:
             feed, result, prepared = pending.popleft()
+            if self._stopping.is_set():  # dropped, still due (its fetch may have been cut)
+                return
             done: Prepared | None = None
+            # An admin may have applied new settings (in another process) during a long
+            # round: each feed is clustered with the settings in force when it is stored.
+            self.reload_settings()
             while prepared is not None:
-                # A document that was with workers stopped for another feed's goes to new
-                # workers once (parsed here, it had no time limit), then is parsed here.
+                # A document that was with workers stopped for another feed's, or prepared
+                # with settings no longer in force (permutations, shingles), goes to the
+                # workers again once (parsed here, it had no time limit), then is parsed here.
                 innocent = prepared in stopped
                 again = prepared in resubmitted
                 try:
@@ -704,13 +710,13 @@ class Aggregator:
                         else:
                             why = f"internal error while parsing: {type(exc).__name__}: {exc}"
                         result = dataclasses.replace(result, status="error", error=why, body=b"")
+                    break
+                if made_with.pop(prepared, None) != self.settings.cluster:
+                    self.reload_settings()  # (settings read by the resubmission)
+                    done = None
+                    prepared = None if again else resubmit(feed, result)
+                    continue
                 break
-            # An admin may have applied new settings (in another process) during a long
-            # round: each feed is clustered with the settings in force when it is stored.
-            # A document prepared with others (permutations, shingles) is prepared again.
-            self.reload_settings()
-            if done is not None and prepared is not None and made_with.pop(prepared) != self.settings.cluster:
-                done = None
             with self._lock:
                 report = self.pipeline.process(feed, result, done)
             reports.append(report)

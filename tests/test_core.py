@@ -134,7 +134,7 @@ def test_parse_workers_give_the_same_result(tmp_path: Path, demo_feeds: Path) ->
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_settings_applied_during_an_update_apply_to_the_rest_of_it(
-    tmp_path: Path, demo_feeds: Path, workers: int
+    tmp_path: Path, demo_feeds: Path, workers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An admin applied new settings (in the site's process) while the poller was half way
     through a round: the poller clustered the rest of the round with the old ones, and
@@ -147,6 +147,13 @@ def test_settings_applied_during_an_update_apply_to_the_rest_of_it(
         agg.start_workers()
         agg.import_opml(demo_feeds / "demo.opml")
         used: list[int] = []
+        if workers:  # documents prepared again go to the workers, with their time limit
+            import aggregator.pipeline
+
+            def not_here(*args: Any, **kwargs: Any) -> Any:
+                raise AssertionError("prepared again in the poller's process, without a time limit")
+
+            monkeypatch.setattr(aggregator.pipeline, "prepare", not_here)
 
         def meanwhile(report: UpdateReport) -> None:
             used.append(agg.pipeline.settings.cluster.num_perm)
