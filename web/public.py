@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -157,18 +156,31 @@ def index() -> str:
 
 
 def _outlet_choices(feeds: list[Feed]) -> list[tuple[int, str]]:
-    """(feed id, name) for the outlet filter; feeds sharing a name (an outlet's sections)
-    are told apart by their address's last part (or their number, for a private feed)."""
-    names = Counter(f.public_name for f in feeds)
-
-    def label(f: Feed) -> str:
-        if names[f.public_name] == 1:
-            return f.public_name
-        public = public_feed_url(f.url)
-        tail = urlsplit(public).path.rstrip("/").rsplit("/", 1)[-1] if public else ""
-        return f"{f.public_name} ({tail or f'feed {f.id}'})"
-
-    return [(f.id, label(f)) for f in feeds]
+    """(feed id, name) for the outlet filter.  Feeds sharing a name (an outlet's
+    sections) are told apart by as much of their address's path as it takes ("world/rss"
+    and "asia/rss"), else their host and path, else their number (a private feed)."""
+    groups: dict[str, list[Feed]] = {}
+    for f in feeds:
+        groups.setdefault(f.public_name, []).append(f)
+    label: dict[int, str] = {}
+    for name, same in groups.items():
+        if len(same) == 1:
+            label[same[0].id] = name
+            continue
+        shown = {f.id: public_feed_url(f.url) for f in same}
+        parts = {i: urlsplit(u).path.strip("/").split("/") if u else [] for i, u in shown.items()}
+        tails: dict[int, str] = {}
+        for k in range(1, max(len(p) for p in parts.values()) + 1):
+            tails = {i: "/".join(p[-k:]) for i, p in parts.items()}
+            if len(set(tails.values())) == len(tails) and all(tails.values()):
+                break
+        else:
+            tails = {i: f"{urlsplit(u).hostname}{urlsplit(u).path}" if u else "" for i, u in shown.items()}
+            if len(set(tails.values())) < len(tails):
+                tails = {}
+        for f in same:
+            label[f.id] = f"{name} ({tails.get(f.id) or f'feed {f.id}'})"
+    return [(f.id, label[f.id]) for f in feeds]
 
 
 def _story_cursor(sort: str) -> StoryCursor | None:

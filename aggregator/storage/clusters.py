@@ -168,9 +168,9 @@ def _summaries(db: Database, rows: Sequence[Sequence[Any]]) -> list[ClusterSumma
 
 
 def _outlets(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[str]]:
-    """Cluster id -> the names of its outlets, first report first.  Two feeds of one
-    outlet under the same name (an outlet's sections, each titled "Reuters") are one
-    name: the site listed "Reuters, Reuters" and counted two outlets."""
+    """Cluster id -> the names of its outlets (its feeds), first report first.  Two
+    feeds of one outlet under the same name are listed twice, as ``n_feeds``, the count
+    the filters and the coverage order use, counts them."""
     stored = {
         cid: json.loads(outlets) if outlets else []
         for cid, outlets in _select_in(
@@ -184,9 +184,7 @@ def _outlets(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[str]]:
             db, "SELECT id, title, url FROM feeds WHERE id IN ({marks})", feed_ids
         )
     }
-    return {
-        cid: list(dict.fromkeys(names[f] for f, _ in pairs if f in names)) for cid, pairs in stored.items()
-    }
+    return {cid: [names[f] for f, _ in pairs if f in names] for cid, pairs in stored.items()}
 
 
 def detail(db: Database, cluster_id: int) -> ClusterDetail | None:
