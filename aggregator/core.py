@@ -648,11 +648,8 @@ class Aggregator:
             for process in list(getattr(workers, "_processes", {}).values()):
                 process.terminate()
 
-        def resubmit(feed: Feed, result: FetchResult) -> Future[Prepared] | None:
-            """Hand a document again to the parse workers (new ones if they were lost)."""
-            nonlocal workers
-            if workers is None:
-                workers = self._workers()
+        def submit(feed: Feed, result: FetchResult) -> Future[Prepared] | None:
+            """Parse and fingerprint a document in a worker process while this one stores."""
             if workers is None:
                 return None
             try:
@@ -668,7 +665,16 @@ class Aggregator:
                 lose_workers(exc)
                 return None
             made_with[fut] = self.settings.cluster
-            resubmitted.add(fut)
+            return fut
+
+        def resubmit(feed: Feed, result: FetchResult) -> Future[Prepared] | None:
+            """Hand a document again to the parse workers (new ones if they were lost)."""
+            nonlocal workers
+            if workers is None:
+                workers = self._workers()
+            fut = submit(feed, result)
+            if fut is not None:
+                resubmitted.add(fut)
             return fut
 
         resubmitted: set[Future[Prepared]] = set()
@@ -763,21 +769,7 @@ class Aggregator:
 
             def enqueue(fut: Future[FetchResult]) -> None:
                 feed, result = futures[fut], fut.result()
-                prepared = None
-                if workers is not None and result.status == "ok":
-                    # Parse and fingerprint in a worker process while this one stores.
-                    try:
-                        prepared = workers.submit(
-                            prepare,
-                            result.body,
-                            result.final_url or feed.url,
-                            result.headers,
-                            self.settings.cluster,
-                            fs.max_items,
-                        )
-                        made_with[prepared] = self.settings.cluster
-                    except BrokenExecutor as exc:
-                        lose_workers(exc)
+                prepared = submit(feed, result) if result.status == "ok" else None
                 pending.append((feed, result, prepared))
 
             while arrived or remaining or pending:
