@@ -251,11 +251,7 @@ def test_what_an_admin_does_while_a_feed_is_fetched_is_kept(agg: Aggregator, fee
         with Aggregator(agg.settings, db_path=agg.db_path) as site:
             site.request_poll(a.id)
             site.set_poll_interval(a.id, 7)
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/rss+xml")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        _empty_feed(handler, body=body)
 
     feed_server.routes["/a.xml"] = Route(handler=meanwhile)
     (report,) = agg.update()
@@ -453,10 +449,10 @@ def test_ids_and_bounds_out_of_range_find_nothing(agg: Aggregator, feed_server: 
     assert [h.item.id for h in agg.search("earthquake", hits_per_story=-1)[0].hits] != []
 
 
-def _empty_feed(h: Any, after: float = 0.0) -> None:
-    """Answer a request with an empty feed, ``after`` seconds."""
+def _empty_feed(h: Any, after: float = 0.0, body: bytes | None = None) -> None:
+    """Answer a request with an empty feed (or ``body``), ``after`` seconds."""
     time.sleep(after)
-    body = rss([])
+    body = rss([]) if body is None else body
     h.send_response(200)
     h.send_header("Content-Type", "application/rss+xml")
     h.send_header("Content-Length", str(len(body)))
@@ -658,15 +654,7 @@ def test_two_updates_at_once_poll_each_due_feed_once(settings: Any, feed_server:
     """The poller and a cron'd `aggregator update` on one database both fetched every
     due feed (and each stored its state from a copy read before the other's poll)."""
     body = rss([{"title": "Slow news", "guid": "1"}])
-
-    def slow(h: Any) -> None:
-        time.sleep(1.0)
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    feed_server.routes["/slow.xml"] = Route(handler=slow)
+    feed_server.routes["/slow.xml"] = Route(handler=lambda h: _empty_feed(h, after=1.0, body=body))
     a, b = Aggregator(settings), Aggregator(settings)
     try:
         a.add_feed(feed_server.url("/slow.xml"))
@@ -689,15 +677,7 @@ def test_a_named_update_holds_its_feeds_against_the_poller(settings: Any, feed_s
     """`aggregator update URL` (or --all) took no claim: the poller's round, starting
     meanwhile, fetched the same feeds again; a feed named is polled even when held."""
     body = rss([{"title": "Slow news", "guid": "1"}])
-
-    def slow(h: Any) -> None:
-        time.sleep(1.0)
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    feed_server.routes["/slow.xml"] = Route(handler=slow)
+    feed_server.routes["/slow.xml"] = Route(handler=lambda h: _empty_feed(h, after=1.0, body=body))
     cli, poller = Aggregator(settings), Aggregator(settings)
     try:
         feed, _ = cli.add_feed(feed_server.url("/slow.xml"))
