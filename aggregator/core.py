@@ -718,7 +718,6 @@ class Aggregator:
                         result = dataclasses.replace(result, status="error", error=why, body=b"")
                     break
                 if made_with.pop(prepared, None) != self.settings.cluster:
-                    self.reload_settings()  # (settings read by the resubmission)
                     done = None
                     prepared = None if again else resubmit(feed, result)
                     continue
