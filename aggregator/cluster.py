@@ -64,7 +64,15 @@ from aggregator.centroids import CentroidTables, term_hashes
 from aggregator.fingerprint import Features, features_for
 from aggregator.settings import ClusterSettings
 
-__all__ = ["NAME_ABSENT_IN_CLUSTER", "NAME_ABSENT_IN_ITEM", "ClusterEngine", "Decision"]
+__all__ = ["NAME_ABSENT_IN_CLUSTER", "NAME_ABSENT_IN_ITEM", "ClusterEngine", "Decision", "horizon_seconds"]
+
+
+def horizon_seconds(settings: ClusterSettings) -> float:
+    """How far behind the newest item an index under ``settings`` reaches: the time
+    window, and the late-arrival margin (an item arriving late, from a feed's backlog
+    or a slow outlet, still finds its story)."""
+    return settings.time_window_hours * 3600.0 + settings.late_arrival_hours * 3600.0
+
 
 # The name-mismatch rule (``name_mismatch_factor``): a cluster's main name is "absent"
 # from an article whose vector gives it less than this weight (a passing mention)...
@@ -287,9 +295,7 @@ class ClusterEngine:
             raise ValueError("cluster.lsh_bands * cluster.lsh_rows must not exceed cluster.num_perm")
         self._lsh = _BandedLSH(num_perm=s.num_perm, params=(s.lsh_bands, s.lsh_rows))
         self._window = s.time_window_hours * 3600.0
-        # Items stay indexed this long after the newest item seen, so that an item
-        # arriving late (a feed's backlog, a slow outlet) still finds its story.
-        self._keep = self._window + s.late_arrival_hours * 3600.0
+        self._keep = horizon_seconds(s)  # items stay indexed this long after the newest one
         self._df: dict[str, int] = {}
         self._n_docs = 0
         self._seq = 0

@@ -31,7 +31,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from aggregator import opml, tuning
-from aggregator.cluster import ClusterEngine
+from aggregator.cluster import horizon_seconds
 from aggregator.fetch import (
     Fetcher,
     FetchLimits,
@@ -948,7 +948,7 @@ class Aggregator:
         rules = rules_store.load(self.db)
         latest = items_store.latest_time(self.db) or self.clock()
         since = latest - hours * 3600
-        horizon = max(ClusterEngine(c).horizon_seconds for c in (self.settings.cluster, proposed.cluster))
+        horizon = max(horizon_seconds(c) for c in (self.settings.cluster, proposed.cluster))
         rows = list(items_store.index_rows(self.db, since - 2 * horizon, self.settings.cluster.num_perm))
         if proposed.cluster.num_perm != self.settings.cluster.num_perm:
             rows = [dataclasses.replace(r, signature=None) for r in rows]
