@@ -632,11 +632,10 @@ def refresh_many(
         pin = pinned.get(cid)
         canonical = pin if pin in {m.item_id for m in ms} else choose(ms)
         outlets = _outlet_list((m.feed_id, m.sort_time) for m in ms)
-        row = (canonical, len(ms), len(outlets), ms[0].sort_time, ms[-1].sort_time)
+        row = (canonical, len(ms), len(outlets), ms[0].sort_time, ms[-1].sort_time, _outlets_json(outlets))
         old = before.get(cid)
-        same = old is not None and old[:5] == row and old[5] == _outlets_json(outlets)
-        stamp = old[6] if same and old is not None else now
-        updates.append((*row, stamp, _outlets_json(outlets), cid))
+        stamp = old[6] if old is not None and old[:6] == row else now
+        updates.append((*row[:5], stamp, row[5], cid))
     db.conn.executemany(
         _SET_SUMMARY,
         updates,
