@@ -53,14 +53,14 @@ import math
 import sys
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import repeat
 from operator import mul
 from typing import Any
 
 import numpy as np
 from datasketch import MinHashLSH
 
-from aggregator.centroids import CentroidTables, term_hashes
+from aggregator.centroids import CentroidTables, TermCounts, jit, term_hashes, weigh
 from aggregator.fingerprint import Features, features_for
 from aggregator.settings import ClusterSettings
 
@@ -80,6 +80,9 @@ NAME_ABSENT_IN_ITEM = 0.1
 # ...and the article's main name is absent from a cluster whose centroid gives it
 # less than this share of its norm.
 NAME_ABSENT_IN_CLUSTER = 0.05
+
+_LN2 = math.log(2.0)
+_NO_SEQS = np.zeros(0, np.int64)
 
 
 @dataclass(frozen=True)
@@ -112,32 +115,115 @@ class _BandedLSH(MinHashLSH):  # type: ignore[misc]
         return [raw[i : i + step] for i in range(0, len(raw), step)]
 
     def insert_signature(self, key: int, hashvalues: np.ndarray) -> None:
+        # MinHashLSH.insert on its dict storages (defaultdicts of lists and sets), without
+        # a method call per band.
         hs = self.band_keys(hashvalues)
-        self.keys.insert(key, *hs)
-        for h, table in zip(hs, self.hashtables, strict=True):
-            table.insert(h, key)
+        self.keys._dict[key].extend(hs)
+        for h, table in zip(hs, self._band_dicts, strict=True):
+            table[h].add(key)
 
-    def band_hits(self, hashvalues: np.ndarray, max_bucket: int) -> tuple[np.ndarray, np.ndarray]:
-        """The keys sharing a band with ``hashvalues``, ascending, and how many bands each
-        shares (buckets over ``max_bucket`` skipped), as two arrays."""
-        buckets = []
-        for h, table in zip(self.band_keys(hashvalues), self.hashtables, strict=True):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._band_dicts: list[dict[bytes, set[int]]] = [t._dict for t in self.hashtables]
+
+    def band_hits(self, hashvalues: np.ndarray, max_bucket: int) -> np.ndarray:
+        """The keys sharing a band with ``hashvalues``, once per band shared (buckets
+        over ``max_bucket`` skipped)."""
+        flat: list[int] = []
+        for h, table in zip(self.band_keys(hashvalues), self._band_dicts, strict=True):
             bucket = table.get(h)
-            if 0 < len(bucket) <= max_bucket:
-                buckets.append(bucket)
-        flat = np.fromiter(chain.from_iterable(buckets), np.int64, sum(map(len, buckets)))
-        keys, counts = np.unique(flat, return_counts=True)
-        return keys, counts
+            if bucket is not None and len(bucket) <= max_bucket:
+                flat.extend(bucket)
+        return np.array(flat, np.int64)
 
     def query_signature(self, hashvalues: np.ndarray, max_bucket: int) -> set[int]:
         """Keys sharing a band with ``hashvalues``; buckets larger than ``max_bucket``
         are skipped (a min-hash value shared by that many items says nothing)."""
-        out: set[int] = set()
-        for h, table in zip(self.band_keys(hashvalues), self.hashtables, strict=True):
-            bucket = table.get(h)
-            if len(bucket) <= max_bucket:
-                out.update(bucket)
-        return out
+        return set(self.band_hits(hashvalues, max_bucket).tolist())
+
+
+@jit
+def _rank(
+    flat: np.ndarray,
+    seq_order: np.ndarray,
+    base: int,
+    limit: int,
+    spans: np.ndarray,
+    sbase: int,
+    t: float,
+    window: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates from band hits ``flat`` (see ClusterEngine._candidates): the items
+    of the ``limit`` clusters whose best item shares most bands (ties to the older
+    cluster), then only the clusters whose span with ``t`` stays within ``window``
+    (``spans``: the centroid tables' rows by cluster order - ``sbase``); as item seqs
+    and their cluster orders, sorted by order, then seq, and where each cluster starts."""
+    flat = np.sort(flat)
+    n = flat.shape[0]
+    seqs = np.empty(n, np.int64)
+    counts = np.empty(n, np.int64)
+    orders = np.empty(n, np.int64)
+    m = 0
+    i = 0
+    while i < n:
+        q = flat[i]
+        j = i
+        while j < n and flat[j] == q:
+            j += 1
+        k = q - base
+        o = seq_order[k] if 0 <= k < seq_order.shape[0] else -1
+        if o >= 0:  # (-1: expired)
+            seqs[m], counts[m], orders[m] = q, j - i, o
+            m += 1
+        i = j
+    by = np.argsort(orders[:m], kind="mergesort")  # stable: seqs stay ascending
+    seqs, counts, orders = seqs[:m][by], counts[:m][by], orders[:m][by]
+    # One group per cluster: its first index and its best count.
+    starts = np.empty(m + 1, np.int64)
+    best = np.zeros(m, np.int64)
+    g = 0
+    for i in range(m):
+        if i == 0 or orders[i] != orders[i - 1]:
+            starts[g] = i
+            g += 1
+        best[g - 1] = max(best[g - 1], counts[i])
+    starts[g] = m
+    keep = np.ones(g, np.bool_)
+    if g > limit:
+        rank = np.argsort(-best[:g], kind="mergesort")  # groups are in order: ties to the older
+        keep[:] = False
+        keep[rank[:limit]] = True
+    for x in range(g):
+        if keep[x]:
+            row = orders[starts[x]] - sbase
+            first, last = spans[row, 1], spans[row, 2]
+            keep[x] = max(t, last) - min(t, first) <= window
+    out = np.zeros(m, np.bool_)
+    firsts = np.empty(g, np.int64)  # where each cluster kept starts in the output
+    n_kept = 0
+    n_out = 0
+    for x in range(g):
+        if keep[x]:
+            out[starts[x] : starts[x + 1]] = True
+            firsts[n_kept] = n_out
+            n_kept += 1
+            n_out += starts[x + 1] - starts[x]
+    return seqs[out], orders[out], firsts[:n_kept]
+
+
+@jit
+def _most_agreeing(sigs: np.ndarray, rows: np.ndarray, signature: np.ndarray) -> tuple[int, int]:
+    """Which of ``sigs[rows]`` agrees with ``signature`` in most positions (the first
+    of equals), and in how many."""
+    best, at = -1, -1
+    for j in range(rows.shape[0]):
+        row = sigs[rows[j]]
+        n = 0
+        for p in range(signature.shape[0]):
+            n += row[p] == signature[p]
+        if n > best:
+            best, at = n, j
+    return at, best
 
 
 @dataclass(slots=True)
@@ -153,6 +239,8 @@ class _Cluster:
     members: list[int] = field(default_factory=list)  # seqs (may include expired)
     names: set[str] = field(default_factory=set)  # terms some member took for a name
     top_name: str | None = None  # the name with the largest centroid weight
+    # The centroid's term keys and weights in its order, while it is one item's vector.
+    arrays: tuple[np.ndarray, np.ndarray] | None = None
 
     def add_time(self, t: float) -> None:
         self.first = min(self.first, t)
@@ -176,9 +264,9 @@ class _Cluster:
 
 @dataclass(frozen=True, slots=True)
 class _Frozen:
-    """An item's stored terms, names and token count (see ClusterEngine.restore_frozen)."""
+    """An item's stored terms (as keys), names and token count (see ClusterEngine.restore_frozen)."""
 
-    terms: tuple[str, ...]
+    keys: np.ndarray
     entities: frozenset[str]
     n_tokens: int
 
@@ -189,33 +277,9 @@ class _Item:
     item_id: int
     cluster: int
     time: float
-    signature: np.ndarray
     n_tokens: int
     indexed: bool
-    terms: tuple[str, ...]  # for the windowed document frequencies
-
-
-def _cap_top_terms(vec: dict[str, float], norm2: float, cap: float) -> float:
-    """Lower the largest weights in place so that none exceeds ``cap`` of the norm.
-
-    Finds the k largest weights to set to a common value b such that, after L2
-    normalisation, they equal ``cap`` exactly; returns the new squared norm.
-    Left unchanged if the vector has too few terms (k * cap**2 >= 1).
-    """
-    if max(vec.values()) ** 2 <= cap * cap * norm2:
-        return norm2
-    ranked = sorted(vec.items(), key=lambda kv: -kv[1])
-    rest = norm2
-    for k in range(1, len(ranked) + 1):
-        rest -= ranked[k - 1][1] ** 2
-        if k * cap * cap >= 1.0 or k == len(ranked):
-            return norm2
-        b = cap * math.sqrt(max(rest, 0.0) / (1.0 - k * cap * cap))
-        if ranked[k][1] <= b:
-            for term, _ in ranked[:k]:
-                vec[term] = b
-            return rest + k * b * b
-    return norm2
+    keys: np.ndarray  # of its terms, for the windowed document frequencies
 
 
 def _shared_terms(a: dict[str, float], b: dict[str, float], enough: int) -> int:
@@ -275,6 +339,13 @@ def _dot_capped(a: dict[str, float], b: dict[str, float], cap: float) -> float:
     return total
 
 
+def _term_key(term: str | None) -> int:
+    """``term``'s key in the centroid tables (``centroids.term_hashes``); 0 for None."""
+    if term is None:
+        return 0
+    return hash(term) or 1
+
+
 def _dot(a: dict[str, float], b: dict[str, float]) -> float:
     """Sparse dot product (loops over the smaller dict, in C via map)."""
     if len(a) > len(b):
@@ -296,13 +367,16 @@ class ClusterEngine:
         self._lsh = _BandedLSH(num_perm=s.num_perm, params=(s.lsh_bands, s.lsh_rows))
         self._window = s.time_window_hours * 3600.0
         self._keep = horizon_seconds(s)  # items stay indexed this long after the newest one
-        self._df: dict[str, int] = {}
+        self._df = TermCounts()  # document frequencies by term key, over the window
+        self._weighed: tuple[dict[str, float], np.ndarray] | None = None  # terms and keys just counted
         self._n_docs = 0
         self._seq = 0
         self._clock = -math.inf
         self._items: dict[int, _Item] = {}  # seq -> item
         # seq - _seq_base -> order of the item's cluster, -1 once expired (see _candidates)
         self._seq_order = np.full(1024, -1, np.int64)
+        self._seq_sigs = np.zeros((1024, s.num_perm), np.uint32)  # the items' signatures
+        self._seq_tokens = np.zeros(1024, np.int64)  # and token counts
         self._seq_base = 0
         self._by_id: dict[int, int] = {}  # item id -> seq
         self._clusters: dict[int, _Cluster] = {}
@@ -369,51 +443,56 @@ class ClusterEngine:
             return Decision(cluster.cid, 0.0, "empty")
 
         s = self.settings
-        cand_items = self._candidates(signature) if feats.tokens else []
-        by_cluster: dict[int, list[_Item]] = {}
-        for it in cand_items:
-            if it.cluster not in forbid:
-                by_cluster.setdefault(it.cluster, []).append(it)
-        clusters = sorted((self._clusters[c] for c in by_cluster), key=lambda c: c.order)
-        clusters = [c for c in clusters if self._time_ok(c, t)]
+        seqs, orders, firsts = self._candidates(signature, t) if feats.tokens else (_NO_SEQS, _NO_SEQS, [])
+        if forbid and len(seqs):
+            banned = [c.order for cid in forbid if (c := self._clusters.get(cid)) is not None]
+            if banned:
+                allowed = ~np.isin(orders, banned)
+                seqs, orders = seqs[allowed], orders[allowed]
+                firsts = np.flatnonzero(np.diff(orders, prepend=-1)).tolist()
+        # The candidate clusters, in order (one member each leads to it).
+        items, by_id = self._items, self._clusters
+        clusters = [by_id[items[q].cluster] for q in seqs[firsts].tolist()]
 
         # A near-copy of a candidate item: join its cluster outright (the most
         # similar copy wins; ties keep the earliest item).
-        if len(feats.tokens) >= s.near_copy_min_tokens:
-            dups = [it for c in clusters for it in by_cluster[c.cid] if it.n_tokens >= s.near_copy_min_tokens]
-            if dups:
-                agree = (np.stack([it.signature for it in dups]) == signature).sum(axis=1)
-                k = int(np.argmax(agree))
-                j = float(agree[k]) / s.num_perm
+        if len(feats.tokens) >= s.near_copy_min_tokens and len(seqs):
+            rows = seqs - self._seq_base
+            rows = rows[self._seq_tokens[rows] >= s.near_copy_min_tokens]
+            if len(rows):
+                k, agree = _most_agreeing(self._seq_sigs, rows, signature)
+                j = float(agree) / s.num_perm
                 if j >= s.near_copy_jaccard:
-                    c = self._clusters[dups[k].cluster]
+                    dup = items[int(rows[k]) + self._seq_base]
+                    c = by_id[dup.cluster]
                     self._attach(item_id, c, vec, t, signature, feats, index=True)
-                    return Decision(c.cid, j, "near-copy", dups[k].item_id)
+                    return Decision(c.cid, j, "near-copy", dup.item_id)
 
         threshold = self.join_threshold(len(vec))
         share_cap = self.share_cap(len(vec))
-        half_life = self.half_life(len(vec))
         name = self._main_name(vec, feats)
-        mismatch = s.name_mismatch_factor
+        n = len(vec)
+        # Centroids with fewer terms than the item add its products in their own order.
+        pre = np.array(
+            [_dot_capped(vec, c.centroid, share_cap) if n > len(c.centroid) else math.nan for c in clusters]
+        )
+        hs, ws = self._arrays(vec)
+        self._item_arrays = (vec, hs, ws)  # for the attach that follows
+        rule = (
+            share_cap,
+            self.half_life(n),
+            s.recency_grace_hours,
+            s.name_mismatch_factor,
+            NAME_ABSENT_IN_ITEM,
+            NAME_ABSENT_IN_CLUSTER,
+            threshold,
+        )
         cold = self._n_docs < s.cold_start_items  # IDF knows no common words yet
-        scored: list[tuple[float, _Cluster]] = []
-        best_below = 0.0
-        dots = self._dots(vec, clusters, share_cap)
-        for c in clusters:
-            if c.norm2 <= 0:
-                continue
-            norm = math.sqrt(c.norm2)
-            dot = dots.get(c.order)
-            if dot is None:
-                dot = _dot_capped(vec, c.centroid, share_cap)
-            score = dot * self._decay(c.first, c.last, t, t, half_life) / norm
-            if name is not None and _other_protagonist(name, vec, 1.0, c, norm):
-                score *= mismatch  # another protagonist: another event of the same kind
-            # Before IDF knows which words are common, one shared word proves nothing.
-            if score >= threshold and not (cold and _shared_terms(vec, c.centroid, 2) < 2):
-                scored.append((score, c))
-            elif score > best_below:
-                best_below = score
+        # Before IDF knows which words are common, one shared word proves nothing.
+        scores, passed, best_below = self._tables.scores(
+            hs, ws, [c.order for c in clusters], pre, t, rule, _term_key(name), cold
+        )
+        scored = [(float(scores[j]), clusters[j]) for j in np.flatnonzero(passed).tolist()]
         if not scored:
             cluster = self._new_cluster(new_cluster())
             self._attach(item_id, cluster, vec, t, signature, feats, index=True)
@@ -421,7 +500,7 @@ class ClusterEngine:
 
         scored.sort(key=lambda sc: -sc[0])  # stable: ties keep the older cluster
         score, target = scored[0]
-        matched = self._closest(by_cluster[target.cid], signature)
+        matched = self._closest(seqs[orders == target.order], signature)
         self._attach(item_id, target, vec, t, signature, feats, index=True)
         merged: list[int] = []
         group = {target.cid}  # what the item's cluster is made of by now
@@ -481,11 +560,10 @@ class ClusterEngine:
             return
         t = self._advance_clock(time)
         intern = sys.intern
-        f = _Frozen(tuple(map(intern, frozen["t"])), frozenset(map(intern, frozen["e"])), int(frozen["n"]))
+        terms = frozen["t"]
+        f = _Frozen(term_hashes(terms, len(terms)), frozenset(map(intern, frozen["e"])), int(frozen["n"]))
         self._n_docs += 1
-        df = self._df
-        for term in f.terms:
-            df[term] = df.get(term, 0) + 1
+        self._df.add(f.keys, 1)
         vec: dict[str, float] = {intern(t): x for t, x in frozen["v"].items()}
         cluster = self._clusters.get(cluster_id) or self._new_cluster(cluster_id)
         self._attach(item_id, cluster, vec, t, signature, f, index=bool(vec) and f.n_tokens > 0)
@@ -577,6 +655,7 @@ class ClusterEngine:
                 c.live += 1
                 c.members.append(seq)
                 self._set_order(seq, c.order)
+        self._mirror(c)
 
     def drop(self, item_ids: Iterable[int]) -> set[int]:
         """Take items out of the index as if they had never arrived (their feed was
@@ -675,83 +754,63 @@ class ClusterEngine:
         del self._by_id[it.item_id]
         if it.indexed:
             self._lsh.remove(it.seq)
-        df = self._df
-        for term in it.terms:
-            k = df[term] - 1
-            if k:
-                df[term] = k
-            else:
-                del df[term]
+        self._df.add(it.keys, -1)
         self._n_docs -= 1
 
     def _vectorize(self, feats: Features) -> dict[str, float]:
+        """The item's vector (compiled: ``centroids.weigh``), counting its terms in the
+        document frequencies; its terms' keys are kept for :meth:`_attach`."""
         self._n_docs += 1
         weights = feats.weights
-        get = self._df.get
-        counts = [get(term, 0) + 1 for term in weights]  # one look-up per term
-        self._df.update(zip(weights, counts, strict=True))
-        log_n, log = math.log(self._n_docs + 1), math.log
-        p = self.settings.idf_power
-        xs = [w * (log_n - log(n + 1) + 1.0) ** p for w, n in zip(weights.values(), counts, strict=True)]
-        vec = dict(zip(weights, xs, strict=True))
-        norm2 = 0.0
-        for x in vec.values():
-            norm2 += x * x
-        if norm2 <= 0.0:
+        n = len(weights)
+        keys = term_hashes(weights, n)
+        self._weighed = (weights, keys)
+        s = self.settings
+        idx, xs = weigh(
+            self._df.add(keys, 1),
+            np.fromiter(weights.values(), np.float64, n),
+            math.log(self._n_docs + 1),
+            s.idf_power,
+            s.max_terms,
+            s.max_term_weight,
+            2.0,
+        )
+        if not len(idx):
             return {}
-        top = self.settings.max_terms
-        if len(vec) > top:
-            # The lightest terms barely move a cosine; dropping them bounds the cost of
-            # every comparison and the memory of every indexed item.
-            vec = dict(heapq.nlargest(top, vec.items(), key=lambda kv: kv[1]))
-            norm2 = sum(x * x for x in vec.values())
-        cap = self.settings.max_term_weight
-        if cap < 1.0:
-            norm2 = _cap_top_terms(vec, norm2, cap)
-        inv = 1.0 / math.sqrt(norm2)
-        return {term: x * inv for term, x in vec.items()}
+        terms = list(weights)
+        vec = dict(zip([terms[i] for i in idx.tolist()], xs.tolist(), strict=True))
+        self._item_arrays = (vec, keys[idx], xs)
+        return vec
 
-    def _candidates(self, signature: np.ndarray) -> list[_Item]:
-        """Items sharing a band with ``signature``, from its most promising clusters only.
+    def _candidates(self, signature: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Items sharing a band with ``signature``, from its most promising clusters only,
+        as arrays of item seqs and their clusters' orders (sorted by order, then seq), and
+        the index of each cluster's first item.
 
         Clusters are ranked by their best member's number of shared bands (more
         shared bands, higher Jaccard similarity; ties to the older cluster); only the
         top ``max_candidate_clusters`` are verified, so the cost per item stays bounded
-        however full the window is.  The ranking reads the dense ``seq -> cluster
+        however full the window is; of those, the clusters an item of time ``t`` may
+        join (``_time_ok``).  The ranking runs compiled over the dense ``seq -> cluster
         order`` array rather than each hit's item record: on this kind of machine a
         read from a scattered object costs several hundred ns (benchmarks/README.md,
         "Memory latency").
         """
-        seqs, counts = self._lsh.band_hits(signature, self.settings.lsh_max_bucket)
-        if not len(seqs):
-            return []
-        orders = self._seq_order[seqs - self._seq_base]
-        live = orders >= 0
-        if not live.all():
-            seqs, counts, orders = seqs[live], counts[live], orders[live]
-        uniq, inverse = np.unique(orders, return_inverse=True)
-        limit = self.settings.max_candidate_clusters
-        if len(uniq) > limit:
-            best = np.zeros(len(uniq), np.int64)
-            np.maximum.at(best, inverse, counts)
-            keep = np.zeros(len(uniq), bool)
-            keep[np.lexsort((uniq, -best))[:limit]] = True
-            seqs = seqs[keep[inverse]]
-        items = self._items
-        return [items[s] for s in seqs.tolist()]
-
-    def _dots(self, vec: dict[str, float], clusters: list[_Cluster], share_cap: float) -> dict[int, float]:
-        """``_dot_capped(vec, c.centroid, share_cap)`` by cluster order, in one compiled call,
-        for the clusters whose centroid has at least as many terms as ``vec`` (the others,
-        whose dot product :func:`_dot_capped` adds in the centroid's term order, are left
-        to it)."""
-        n = len(vec)
-        orders = [c.order for c in clusters if c.norm2 > 0 and n <= len(c.centroid)]
-        if not orders:
-            return {}
-        hs, ws = self._arrays(vec)
-        self._item_arrays = (vec, hs, ws)  # for the attach that follows
-        return dict(zip(orders, self._tables.dots(hs, ws, orders, share_cap).tolist(), strict=True))
+        flat = self._lsh.band_hits(signature, self.settings.lsh_max_bucket)
+        if not len(flat):
+            return flat, flat, []
+        spans, base = self._tables.spans()
+        seqs, orders, firsts = _rank(
+            flat,
+            self._seq_order,
+            self._seq_base,
+            self.settings.max_candidate_clusters,
+            spans,
+            base,
+            t,
+            self._window,
+        )
+        return seqs, orders, firsts.tolist()
 
     def _dot_with(self, vec: dict[str, float], c: _Cluster, share_cap: float) -> float:
         """``_dot_capped(vec, c.centroid, share_cap)``, through ``c``'s table when ``vec``
@@ -775,25 +834,33 @@ class ClusterEngine:
         if i >= len(self._seq_order):
             # Grow, first dropping the expired prefix (seqs only grow).
             lo = min(self._items, default=seq) - self._seq_base
-            kept = self._seq_order[lo:]
-            self._seq_order = np.full(max(2 * (len(kept) + 1), 1024), -1, np.int64)
-            self._seq_order[: len(kept)] = kept
+            size = max(2 * (len(self._seq_order) - lo + 1), 1024)
+            orders = np.full(size, -1, np.int64)
+            sigs = np.zeros((size, self._seq_sigs.shape[1]), np.uint32)
+            tokens = np.zeros(size, np.int64)
+            kept = len(self._seq_order) - lo
+            orders[:kept] = self._seq_order[lo:]
+            sigs[:kept] = self._seq_sigs[lo:]
+            tokens[:kept] = self._seq_tokens[lo:]
+            self._seq_order, self._seq_sigs, self._seq_tokens = orders, sigs, tokens
             self._seq_base += lo
             i = seq - self._seq_base
         self._seq_order[i] = order
 
-    @staticmethod
-    def _closest(items: list[_Item], signature: np.ndarray) -> int | None:
-        """The candidate item whose signature agrees most with ``signature``."""
-        if not items:
+    def _closest(self, seqs: np.ndarray, signature: np.ndarray) -> int | None:
+        """The id of the candidate item (of ``seqs``) whose signature agrees most with
+        ``signature``."""
+        if not len(seqs):
             return None
-        agree = (np.stack([it.signature for it in items]) == signature).sum(axis=1)
-        return items[int(np.argmax(agree))].item_id
+        k, _ = _most_agreeing(self._seq_sigs, seqs - self._seq_base, signature)
+        return self._items[int(seqs[k])].item_id
 
     def _decay(self, first_a: float, last_a: float, first_b: float, last_b: float, half_life: float) -> float:
         """Recency factor for the time gap between two spans."""
         gap = max(0.0, first_b - last_a, first_a - last_b) - self.settings.recency_grace_hours * 3600.0
-        return 0.5 ** (gap / (half_life * 3600.0)) if gap > 0 else 1.0
+        # 0.5 ** (gap / half-life), through exp (which numba computes as Python does, to the
+        # bit, unlike **: the compiled scores are the same numbers)
+        return math.exp(-(gap / (half_life * 3600.0)) * _LN2) if gap > 0 else 1.0
 
     def accepts(self, cluster_id: int, t: float) -> bool:
         """Whether an item of time ``t`` may be put in the cluster without a score (same
@@ -806,6 +873,10 @@ class ClusterEngine:
         """Whether ``t`` is within the time window of every member: a story spans at
         most ``time_window_hours``, so a frequent name cannot grow one cluster for weeks."""
         return max(t, c.last) - min(t, c.first) <= self._window
+
+    def _mirror(self, c: _Cluster) -> None:
+        """Copy what scoring reads of ``c`` besides its centroid into the tables."""
+        self._tables.set_profile(c.order, c.norm2, c.first, c.last, _term_key(c.top_name))
 
     def _new_cluster(self, cid: int) -> _Cluster:
         c = _Cluster(cid=cid, order=self._n_clusters_created, centroid={})
@@ -831,8 +902,10 @@ class ClusterEngine:
             c.norm2 += 2.0 * self._dot_with(vec, c, 1.0) + sum(x * x for x in vec.values())
             for term, x in vec.items():
                 cen[term] = cen.get(term, 0.0) + x
-            self._tables.add(c.order, *self._arrays(vec))
+            arrays = self._arrays(vec)
+            self._tables.add(c.order, *arrays)
             self._item_arrays = None
+            c.arrays = arrays if c.size == 0 else None  # (0.0 + x == x: the centroid is vec)
         if feats.entities and vec:
             c.names |= feats.entities
             c.find_top_name(vec)
@@ -841,15 +914,25 @@ class ClusterEngine:
         c.add_time(t)
         c.members.append(seq)
         if isinstance(feats, _Frozen):
-            n_tokens, terms = feats.n_tokens, feats.terms
+            n_tokens, keys = feats.n_tokens, feats.keys
         else:
-            n_tokens, terms = len(feats.tokens), tuple(feats.weights)
-        self._items[seq] = _Item(seq, item_id, c.cid, t, signature, n_tokens, index, terms)
+            weighed = self._weighed
+            n_tokens = len(feats.tokens)
+            if weighed is not None and weighed[0] is feats.weights:
+                keys = weighed[1]
+            else:
+                keys = term_hashes(feats.weights, len(feats.weights))
+            self._weighed = None
+        self._items[seq] = _Item(seq, item_id, c.cid, t, n_tokens, index, keys)
         self._set_order(seq, c.order)
+        i = seq - self._seq_base
+        self._seq_sigs[i] = signature
+        self._seq_tokens[i] = n_tokens
         self._by_id[item_id] = seq
         if index:
             self._lsh.insert_signature(seq, signature)
         heapq.heappush(self._expiry, (t, seq))
+        self._mirror(c)
 
     def _adopts(self, big: _Cluster, small: _Cluster) -> bool:
         """Whether ``small``'s items would join ``big`` if they arrived now (with the
@@ -862,7 +945,11 @@ class ClusterEngine:
             return False
         n_terms = len(small.centroid)
         # The mean of its members' scores (each member's vector has unit length).
-        dot = self._dot_with(small.centroid, big, self.share_cap(n_terms))
+        cap = self.share_cap(n_terms)
+        if small.arrays is not None and n_terms <= len(big.centroid):  # as _dot_with, without remaking them
+            dot = float(self._tables.dots(*small.arrays, [big.order], cap)[0])
+        else:
+            dot = self._dot_with(small.centroid, big, cap)
         score = dot / (small.size * math.sqrt(big.norm2))
         score *= self._decay(big.first, big.last, small.first, small.last, self.half_life(n_terms))
         mismatch = self.settings.name_mismatch_factor
@@ -894,6 +981,7 @@ class ClusterEngine:
         for term, x in gone.centroid.items():
             cen[term] = cen.get(term, 0.0) + x
         self._tables.merge(keep.order, gone.order)
+        keep.arrays = None
         if gone.names:
             keep.names |= gone.names
             keep.top_name = None
@@ -910,4 +998,5 @@ class ClusterEngine:
                 keep.members.append(seq)
                 self._seq_order[seq - self._seq_base] = keep.order
         del self._clusters[gone.cid]
+        self._mirror(keep)
         return keep, gone

@@ -402,14 +402,14 @@ def test_dropped_items_leave_the_index() -> None:
     feeder = Feeder()
     title = "Sbarro files for bankruptcy protection for the second time"
     a = feeder.add(title)
-    df, docs = dict(feeder.engine._df), feeder.engine._n_docs
+    df, docs = feeder.engine._df.as_dict(), feeder.engine._n_docs
     b = feeder.add("Pizza chain Sbarro files for bankruptcy protection")
     assert b.cluster_id == a.cluster_id
     assert feeder.engine.drop([2, 99]) == {a.cluster_id}  # an unknown id is ignored
-    assert feeder.engine._df == df and feeder.engine._n_docs == docs
+    assert feeder.engine._df.as_dict() == df and feeder.engine._n_docs == docs
     assert feeder.engine.item_ids() == [1] and set(feeder.engine.assignments()) == {1}
     assert feeder.engine.drop([1]) == {a.cluster_id}
-    assert feeder.engine._df == {} and feeder.engine._n_docs == 0 and len(feeder.engine) == 0
+    assert feeder.engine._df.as_dict() == {} and feeder.engine._n_docs == 0 and len(feeder.engine) == 0
     feeder.engine.reprofile(a.cluster_id, [])  # no member left in the database
     # Nothing of either is left to find: the same words start a story of their own.
     assert feeder.add(title).signal == "new"
@@ -453,9 +453,10 @@ def test_restore_continues_identically() -> None:
     assert [x.score for x in a] == pytest.approx([y.score for y in b])
 
 
-def _reference_candidates(engine: ClusterEngine, sig: np.ndarray) -> list[int]:
+def _reference_candidates(engine: ClusterEngine, sig: np.ndarray, t: float) -> list[int]:
     """``ClusterEngine._candidates`` written plainly: band hits counted per item, each
-    cluster ranked by its best item's count, then by age."""
+    cluster ranked by its best item's count, then by age; of the best ranked, those an
+    item of time ``t`` may join; items in cluster order, then in arrival order."""
     s = engine.settings
     lsh = engine._lsh
     hits: Counter[int] = Counter()
@@ -469,7 +470,11 @@ def _reference_candidates(engine: ClusterEngine, sig: np.ndarray) -> list[int]:
         c = items[seq].cluster
         best[c] = max(best.get(c, 0), n)
     keep = sorted(best, key=lambda c: (-best[c], engine._clusters[c].order))[: s.max_candidate_clusters]
-    return [seq for seq in sorted(hits) if items[seq].cluster in keep]
+    keep = [c for c in keep if engine._time_ok(engine._clusters[c], t)]
+    return sorted(
+        (seq for seq in hits if items[seq].cluster in keep),
+        key=lambda q: (engine._clusters[items[q].cluster].order, q),
+    )
 
 
 def test_candidates_rank_clusters_by_their_best_item_through_expiry_and_merges() -> None:
@@ -485,11 +490,14 @@ def test_candidates_rank_clusters_by_their_best_item_through_expiry_and_merges()
     for n, r in enumerate(rows):
         f = engine.features(r["title"], r["text"])
         sig = signature(f.tokens)
-        want = _reference_candidates(engine, sig)
-        got = engine._candidates(sig)
-        assert [it.seq for it in got] == want
+        t = float(r["published"])
+        want = _reference_candidates(engine, sig, t)
+        seqs, orders, firsts = engine._candidates(sig, t)
+        assert seqs.tolist() == want
+        assert orders.tolist() == [engine._clusters[engine._items[q].cluster].order for q in want]
+        assert firsts == [i for i, o in enumerate(orders.tolist()) if i == 0 or o != orders[i - 1]]
         ranked += len({engine._items[q].cluster for q in want}) == settings.max_candidate_clusters
-        merged += bool(engine.add(n, float(r["published"]), f, sig, new_cluster=lambda: next(ids)).merged)
+        merged += bool(engine.add(n, t, f, sig, new_cluster=lambda: next(ids)).merged)
     # Every path was taken: ranking, merges, and the dense array's compaction after expiry.
     assert ranked > 50 and merged > 0 and engine._seq_base > 0
     assert len(engine) < len(rows)

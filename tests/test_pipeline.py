@@ -870,7 +870,12 @@ def _profiles(agg: Aggregator) -> dict[object, object]:
         )
         for c in engine._clusters.values()
     }
-    return {"clusters": clusters, "items": engine.assignments(), "df": engine._df, "docs": engine._n_docs}
+    return {
+        "clusters": clusters,
+        "items": engine.assignments(),
+        "df": engine._df.as_dict(),
+        "docs": engine._n_docs,
+    }
 
 
 def _assert_as_rebuilt(poller: Aggregator, site: Aggregator, settings: Settings) -> None:
