@@ -11,6 +11,7 @@ import math
 import multiprocessing
 import os
 import secrets
+import signal
 import socket
 import sqlite3
 import threading
@@ -118,6 +119,21 @@ class CorrectionError(ValueError):
 
 class JobError(RuntimeError):
     """A background job cannot start now."""
+
+
+def _submit(pool: ProcessPoolExecutor, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """``pool.submit``, with SIGINT blocked in this thread meanwhile.
+
+    A submit may start a worker process, which inherits this thread's signal mask: a
+    Ctrl-C while the worker is still importing (before ``prepare.worker_started`` makes
+    it ignore SIGINT) then stays pending instead of killing it with a traceback.  This
+    process gets the signal when the mask is restored, or at once in another thread.
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _page(limit: int, offset: int) -> tuple[int, int]:
@@ -653,7 +669,8 @@ class Aggregator:
             if workers is None:
                 return None
             try:
-                fut = workers.submit(
+                fut = _submit(
+                    workers,
                     prepare,
                     result.body,
                     result.final_url or feed.url,
@@ -817,7 +834,7 @@ class Aggregator:
         pool = self._workers()
         if pool is None:
             return False
-        pool.submit(int).result()  # wait until a worker is up
+        _submit(pool, int).result()  # wait until a worker is up
         return True
 
     def _workers(self) -> ProcessPoolExecutor | None:

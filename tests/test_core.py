@@ -724,3 +724,28 @@ def test_stopping_ends_the_fetches_under_way(agg: Aggregator, feed_server: FeedS
     assert out["reports"] == []  # nothing stored: the feed stays due
     (feed,) = agg.feeds()
     assert feed.polls == 0
+
+
+def test_a_ctrl_c_while_a_worker_boots_does_not_kill_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C reaches the whole process group, the parse workers too. One still importing
+    (before it set SIGINT aside) died of it with a traceback, and the poller lost its
+    pool. A worker is now started with SIGINT blocked."""
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    spawn = ProcessPoolExecutor._spawn_process  # type: ignore[attr-defined]
+
+    def spawn_then_interrupt(self: ProcessPoolExecutor) -> None:
+        known = set(self._processes)  # type: ignore[attr-defined]
+        spawn(self)
+        for pid in set(self._processes) - known:  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGINT)  # (it is still starting Python)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "_spawn_process", spawn_then_interrupt)
+    cfg = tmp_path / "int.toml"
+    cfg.write_text('[storage]\ndb_path = "i.db"\n[feeds]\nopml = ""\n[fetch]\nparse_workers = 1\n')
+    with Aggregator(load_settings(cfg)) as agg:
+        assert agg.start_workers()  # (BrokenProcessPool before)
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == set()  # this thread's mask is back
