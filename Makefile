@@ -13,6 +13,8 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@# The clustering kernels compiled once now, into numba's cache (seconds), not at the first update.
+	$(BIN)/python -c 'from aggregator.cluster import compile_kernels; compile_kernels()'
 	touch $(STAMP)
 
 ## make run: install, poll the bundled demo feeds, serve http://127.0.0.1:8000 until Ctrl-C

@@ -41,7 +41,7 @@ from typing import Any
 import numba  # type: ignore[import-untyped]
 import numpy as np
 
-__all__ = ["CentroidTables", "TermCounts", "jit", "term_hashes", "weigh"]
+__all__ = ["CentroidTables", "TermCounts", "jit", "stable_argsort", "term_hashes", "weigh"]
 
 _EMPTY = 0  # key of an empty slot; a term hashing to 0 is keyed 1 instead
 
@@ -459,6 +459,40 @@ def _refill(keys: np.ndarray, counts: np.ndarray, old_keys: np.ndarray, old_coun
 
 
 @jit
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """The indexes that sort ``keys`` ascending, equal keys in index order (a bottom-up
+    merge sort: ``np.argsort(kind="stable")``, which numba takes seconds to compile)."""
+    n = keys.shape[0]
+    idx = np.arange(n)
+    tmp = np.empty(n, np.int64)
+    width = 1
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            i, j, k = lo, mid, lo
+            while i < mid and j < hi:
+                if keys[idx[j]] < keys[idx[i]]:
+                    tmp[k] = idx[j]
+                    j += 1
+                else:
+                    tmp[k] = idx[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                tmp[k] = idx[i]
+                i += 1
+                k += 1
+            while j < hi:
+                tmp[k] = idx[j]
+                j += 1
+                k += 1
+        idx, tmp = tmp, idx
+        width *= 2
+    return idx
+
+
+@jit
 def weigh(
     counts: np.ndarray, ws: np.ndarray, log_n: float, power: float, top: int, cap: float, two: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -467,8 +501,9 @@ def weigh(
     heaviest kept (ties to the earlier term) when there are more; the largest lowered so
     that none holds more than ``cap`` of the length (``_cap_top_terms``); L2-normalised.
     Returns the indexes of the terms kept, in the vector's order, and their weights (none
-    when the length is 0, before or after the cap).  ``two`` is 2.0, passed in so that ``x ** two`` stays the libm
-    ``pow`` Python computes rather than becoming ``x * x``, which rounds differently."""
+    when the length is 0, before or after the cap).  ``two`` is 2.0, passed in so that
+    ``x ** two`` stays the libm ``pow`` Python computes rather than becoming ``x * x``,
+    which rounds differently."""
     n = ws.shape[0]
     xs = np.empty(n)
     norm2 = 0.0
@@ -477,29 +512,42 @@ def weigh(
         norm2 += xs[i] * xs[i]
     if norm2 <= 0.0:
         return np.zeros(0, np.int64), np.zeros(0)
+    # (Explicit loops: numba compiles them in a fraction of the time array expressions take.)
     idx = np.arange(n)
     if n > top:  # the lightest terms barely move a cosine
-        idx = np.argsort(-xs, kind="mergesort")[:top]
-        xs = xs[idx]
+        neg = np.empty(n)
+        for i in range(n):
+            neg[i] = -xs[i]
+        idx = stable_argsort(neg)[:top]
+        kept = np.empty(top)
         norm2 = 0.0
-        for i in range(xs.shape[0]):
-            norm2 += xs[i] * xs[i]
+        for i in range(top):
+            kept[i] = xs[idx[i]]
+            norm2 += kept[i] * kept[i]
+        xs = kept
     if cap < 1.0:
         norm2 = _cap_top(xs, norm2, cap, two)
         if norm2 <= 0.0:  # all weight was in the capped terms, the rest is 0 (or rounding below)
             return np.zeros(0, np.int64), np.zeros(0)
     inv = 1.0 / math.sqrt(norm2)
-    return idx, xs * inv
+    for i in range(xs.shape[0]):
+        xs[i] *= inv
+    return idx, xs
 
 
 @jit
 def _cap_top(xs: np.ndarray, norm2: float, cap: float, two: float) -> float:
     """``aggregator.cluster._cap_top_terms`` on an array, in place."""
-    if xs.max() ** two <= cap * cap * norm2:
-        return norm2
-    ranked = np.argsort(-xs, kind="mergesort")
-    rest = norm2
     n = xs.shape[0]
+    top = xs[0]
+    neg = np.empty(n)
+    for i in range(n):
+        top = max(top, xs[i])
+        neg[i] = -xs[i]
+    if top**two <= cap * cap * norm2:
+        return norm2
+    ranked = stable_argsort(neg)
+    rest = norm2
     for k in range(1, n + 1):
         rest -= xs[ranked[k - 1]] ** two
         if k * cap * cap >= 1.0 or k == n:

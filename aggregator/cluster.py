@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 from datasketch import MinHashLSH
 
-from aggregator.centroids import CentroidTables, TermCounts, jit, term_hashes, weigh
+from aggregator.centroids import CentroidTables, TermCounts, jit, stable_argsort, term_hashes, weigh
 from aggregator.fingerprint import Features, features_for
 from aggregator.settings import ClusterSettings
 
@@ -158,7 +158,7 @@ def _rank(
     cluster), then only the clusters whose span with ``t`` stays within ``window``
     (``spans``: the centroid tables' rows by cluster order - ``sbase``); as item seqs
     and their cluster orders, sorted by order, then seq, and where each cluster starts."""
-    flat = np.sort(flat)
+    flat = flat[stable_argsort(flat)]
     n = flat.shape[0]
     seqs = np.empty(n, np.int64)
     counts = np.empty(n, np.int64)
@@ -176,7 +176,7 @@ def _rank(
             seqs[m], counts[m], orders[m] = q, j - i, o
             m += 1
         i = j
-    by = np.argsort(orders[:m], kind="mergesort")  # stable: seqs stay ascending
+    by = stable_argsort(orders[:m])  # seqs stay ascending
     seqs, counts, orders = seqs[:m][by], counts[:m][by], orders[:m][by]
     # One group per cluster: its first index and its best count.
     starts = np.empty(m + 1, np.int64)
@@ -190,7 +190,7 @@ def _rank(
     starts[g] = m
     keep = np.ones(g, np.bool_)
     if g > limit:
-        rank = np.argsort(-best[:g], kind="mergesort")  # groups are in order: ties to the older
+        rank = stable_argsort(-best[:g])  # groups are in order: ties to the older
         keep[:] = False
         keep[rank[:limit]] = True
     for x in range(g):
@@ -1000,3 +1000,24 @@ class ClusterEngine:
         del self._clusters[gone.cid]
         self._mirror(keep)
         return keep, gone
+
+
+def compile_kernels() -> None:
+    """Compile every compiled kernel of the engine (or load it from numba's cache) by
+    clustering a few made-up items: ``make`` runs this at install, so that the first
+    update of a fresh install does not wait seconds for the compiler."""
+    from aggregator.fingerprint import signature
+
+    words = " ".join(f"word{i} Name{i % 7}" for i in range(120))  # more terms than max_terms
+    texts = [
+        ("Harbour council approves new ferry terminal", f"The council approved the terminal. {words}"),
+        ("Harbour council approves new ferry terminal", f"The council approved the terminal. {words}"),
+        ("Council backs ferry terminal plan", f"Councillors backed the plan for a terminal. {words} extra"),
+    ]
+    engine = ClusterEngine(ClusterSettings())
+    ids = iter(range(1, 100))
+    for n, (title, text) in enumerate(texts):
+        feats = engine.features(title, text)
+        engine.add(n, 1000.0 + n, feats, signature(feats.tokens), new_cluster=lambda: next(ids))
+    counts = TermCounts()
+    counts.add(np.arange(1, 2000, dtype=np.int64), 1)  # (its rebuild)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.centroids import CentroidTables, TermCounts, term_hashes, weigh
+from aggregator.centroids import CentroidTables, TermCounts, stable_argsort, term_hashes, weigh
 from aggregator.cluster import ClusterEngine, _dot_capped, _other_protagonist, _shared_terms
 from aggregator.fingerprint import signature
 from aggregator.settings import ClusterSettings
@@ -289,3 +289,13 @@ def test_compiled_scores_are_the_python_formula_to_the_bit() -> None:
             assert best == want_best
         engine.add(n, t, f, signature(f.tokens), new_cluster=lambda: next(ids))
     assert checked > 2000 and mismatched > 0 and joined > 10
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    keys=st.lists(st.integers(-5, 5), max_size=300)
+    | st.lists(st.sampled_from([-1.5, 0.0, 2.0, 0.25]), max_size=300)
+)
+def test_stable_argsort_is_numpys_stable_argsort(keys: list[float]) -> None:
+    arr = np.array(keys, np.float64 if any(isinstance(k, float) for k in keys) else np.int64)
+    assert stable_argsort(arr).tolist() == np.argsort(arr, kind="stable").tolist()

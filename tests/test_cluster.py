@@ -549,3 +549,42 @@ def test_dev_precision_goal(dev_scores: dict[str, dict[str, float]], dataset: st
 @pytest.mark.parametrize("dataset", sorted(F1_GOALS))
 def test_dev_f1_goal(dev_scores: dict[str, dict[str, float]], dataset: str) -> None:
     assert dev_scores[dataset]["f1"] >= F1_GOALS[dataset], dev_scores[dataset]
+
+
+_KERNEL_USE = """
+import json
+from numba.core.registry import CPUDispatcher
+import aggregator.centroids as C, aggregator.cluster as K
+from aggregator.fingerprint import signature
+from aggregator.settings import ClusterSettings
+from tests.conftest import dev_rows
+
+engine = K.ClusterEngine(ClusterSettings())
+ids = iter(range(1, 10**6))
+for n, r in enumerate(dev_rows("uci", 400)):
+    f = engine.features(r["title"], r["text"] + " " + r["title"] * 40)
+    engine.add(n, float(r["published"]), f, signature(f.tokens), new_cluster=lambda: next(ids))
+stats = [v.stats for m in (C, K) for v in vars(m).values() if isinstance(v, CPUDispatcher)]
+print(json.dumps([sum(s.cache_hits.values()) for s in stats] + [-sum(s.cache_misses.values()) for s in stats]))
+"""
+
+
+@pytest.mark.slow
+def test_compile_kernels_leaves_nothing_for_an_update_to_compile(tmp_path: Path) -> None:
+    """``make`` runs ``compile_kernels`` at install; an engine at work afterwards finds
+    every kernel it calls in numba's cache (a fresh install's first update waited 10 s)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    warm = [sys.executable, "-c", "from aggregator.cluster import compile_kernels; compile_kernels()"]
+    subprocess.run(warm, env=env, cwd=ROOT, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _KERNEL_USE],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    counts = json.loads(out.stdout)
+    hits, misses = counts[: len(counts) // 2], counts[len(counts) // 2 :]
+    assert sum(hits) >= 8 and not any(misses)  # (a miss is a compilation)
