@@ -787,7 +787,17 @@ def test_deleting_a_rule(admin: Admin, demo_agg: Aggregator) -> None:
     admin.post(f"/admin/items/{detail.members[-1].id}/pin")
     (rule,) = demo_agg.correction_rules()
     page = admin.get("/admin/rules")
-    assert f'action="/admin/rules/{rule.id}/delete"' in page
+    # The list links to a page that asks first: one click deleted an admin's correction.
+    assert f'href="/admin/rules/{rule.id}/delete"' in page and "action=" not in page.split("<table")[1]
+    ask = admin.get(f"/admin/rules/{rule.id}/delete")
+    assert (
+        f"Delete rule #{rule.id}?" in ask
+        and "Canonical item" in ask
+        and f'action="/admin/rules/{rule.id}/delete"' in ask
+    )
+    assert "chooses its canonical item again" in ask and str(escape(detail.members[-1].title)) in ask
+    assert demo_agg.correction_rules() == [rule]  # (asking deletes nothing)
+    admin.get("/admin/rules/999999/delete", status=404)
     running = jobs_store.create(demo_agg.db, "recluster", {}, "bob", time.time())
     r = admin.post(f"/admin/rules/{rule.id}/delete")  # (was a 500)
     assert "Cannot delete it: a re-clustering is running" in admin.follow(r)

@@ -761,11 +761,30 @@ def rules() -> str:
 RULES_PER_PAGE = 100  # 30,000 rules made a 19 MB page that took 2.6 s
 
 
-@bp.post("/rules/<int:rule_id>/delete")
+RULE_EFFECTS = {
+    "must": "the two items may be put in different stories again",
+    "cannot": "the two items may be put in one story again",
+    "pin": "the story chooses its canonical item again by the settings",
+}
+
+
+@bp.route("/rules/<int:rule_id>/delete", methods=["GET", "POST"])
 def delete_rule(rule_id: int) -> ResponseReturnValue:
+    """Asks first (GET), then deletes (POST): a deleted rule is gone, an admin's
+    correction with it."""
     agg = get_aggregator()
-    if agg.correction_rule(rule_id) is None:
+    rule = agg.correction_rule(rule_id)
+    if rule is None:
         abort(404, description="There is no such rule.")
+    if request.method == "GET":
+        ids = [rule.item_a] + ([rule.item_b] if rule.item_b is not None else [])
+        return render_template(
+            "admin/delete_rule.html",
+            rule=rule,
+            items=agg.items_by_id(ids),
+            names=RULE_NAMES,
+            effect=RULE_EFFECTS.get(rule.kind, "the stories are made again without it"),
+        )
     try:
         agg.delete_rule(rule_id)
     except CorrectionError as exc:
