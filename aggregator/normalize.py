@@ -367,11 +367,14 @@ def shared_sentences(items: Sequence[tuple[str, str]]) -> frozenset[str]:
     """
     carriers: dict[str, list[frozenset[str]]] = {}
     for title, text in items:
-        keys = {_key(p) for p in _SENTENCE_END.split(text)}
-        keys = {k for k in keys if len(k.split()) >= MIN_SHARED_SENTENCE_WORDS}
-        whole = _key(text)
-        if len(whole.split()) >= 2:
-            keys.add(whole)
+        keys = set()  # (the _key of each sentence long enough, each text split once)
+        for sentence in _SENTENCE_END.split(text):
+            words = sentence.casefold().split()
+            if len(words) >= MIN_SHARED_SENTENCE_WORDS:
+                keys.add(" ".join(words))
+        words = text.casefold().split()
+        if len(words) >= 2:
+            keys.add(" ".join(words))
         words = frozenset(_HEADLINE_WORD.findall(title.casefold()))
         for k in keys:
             carriers.setdefault(k, []).append(words)

@@ -310,3 +310,56 @@ def test_updates_of_one_story_keep_the_sentences_they_share() -> None:
     ]
     assert shared_sentences(items) == frozenset()
     assert shared_sentences([*items, ("Volcano erupts on remote island", fact)]) == {fact.casefold()}
+
+
+def _reference_shared(items: list[tuple[str, str]]) -> frozenset[str]:
+    """``shared_sentences`` as first written: every sentence's key made, then filtered."""
+    from aggregator.normalize import (
+        _HEADLINE_WORD,
+        _SENTENCE_END,
+        MIN_SHARED_SENTENCE_WORDS,
+        _key,
+        _unrelated,
+    )
+
+    carriers: dict[str, list[frozenset[str]]] = {}
+    for title, text in items:
+        keys = {_key(p) for p in _SENTENCE_END.split(text)}
+        keys = {k for k in keys if len(k.split()) >= MIN_SHARED_SENTENCE_WORDS}
+        whole = _key(text)
+        if len(whole.split()) >= 2:
+            keys.add(whole)
+        words = frozenset(_HEADLINE_WORD.findall(title.casefold()))
+        for k in keys:
+            carriers.setdefault(k, []).append(words)
+    return frozenset(k for k, heads in carriers.items() if len(heads) > 1 and _unrelated(heads))
+
+
+_SENTENCES = st.lists(
+    st.sampled_from(
+        [
+            "We and our partners use cookies on this site to improve it.",
+            "The council closed the pool on Monday after the storm.",
+            "Short one.",
+            "ÉTÉ Straße ﬁnal words appear here in this sentence, six or more!",
+            "",
+            "\n",
+        ]
+    )
+    | st.text(alphabet=" .!?…\nabcßİΣ", max_size=40),
+    max_size=6,
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Pool shuts", "Train derails", "Pool shuts again"]), _SENTENCES.map(" ".join)
+        ),
+        max_size=6,
+    )
+)
+def test_shared_sentences_keeps_its_first_definition(items: list[tuple[str, str]]) -> None:
+    from aggregator.normalize import shared_sentences
+
+    assert shared_sentences(items) == _reference_shared(items)
