@@ -109,6 +109,10 @@ class _BandedLSH(MinHashLSH):  # type: ignore[misc]
     ``MinHashLSH.insert``'s (tested); ``remove`` and the rest are inherited.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._band_dicts: list[dict[bytes, set[int]]] = [t._dict for t in self.hashtables]
+
     def band_keys(self, hashvalues: np.ndarray) -> list[bytes]:
         raw = hashvalues[: self.b * self.r].byteswap().tobytes()
         step = len(raw) // self.b
@@ -121,10 +125,6 @@ class _BandedLSH(MinHashLSH):  # type: ignore[misc]
         self.keys._dict[key].extend(hs)
         for h, table in zip(hs, self._band_dicts, strict=True):
             table[h].add(key)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._band_dicts: list[dict[bytes, set[int]]] = [t._dict for t in self.hashtables]
 
     def band_hits(self, hashvalues: np.ndarray, max_bucket: int) -> np.ndarray:
         """The keys sharing a band with ``hashvalues``, once per band shared (buckets
@@ -196,8 +196,11 @@ def _rank(
     for x in range(g):
         if keep[x]:
             row = orders[starts[x]] - sbase
-            first, last = spans[row, 1], spans[row, 2]
-            keep[x] = max(t, last) - min(t, first) <= window
+            if 0 <= row < spans.shape[0]:  # (a cluster with members in the index has its row)
+                first, last = spans[row, 1], spans[row, 2]
+                keep[x] = max(t, last) - min(t, first) <= window
+            else:
+                keep[x] = False
     out = np.zeros(m, np.bool_)
     firsts = np.empty(g, np.int64)  # where each cluster kept starts in the output
     n_kept = 0
