@@ -108,21 +108,31 @@ def _dots(
 ) -> np.ndarray:
     out = np.empty(offs.shape[0])
     for t in range(offs.shape[0]):
-        off = offs[t]
-        mask = caps[t] - 1
-        total = 0.0
-        top = 0.0
-        for i in range(hs.shape[0]):
-            s = _slot(keys, off, mask, hs[i])
-            if keys[s] != _EMPTY:
-                p = ws[i] * vals[s]
-                total += p
-                if p > top:
-                    top = p
-        if share_cap < 1.0 and total > 0.0 and top > share_cap * total:
-            total = (total - top) / (1.0 - share_cap)
-        out[t] = total
+        out[t] = _dot_in(keys, vals, offs[t], caps[t] - 1, hs, ws, share_cap)[0]
     return out
+
+
+@jit
+def _dot_in(
+    keys: np.ndarray, vals: np.ndarray, off: int, mask: int, hs: np.ndarray, ws: np.ndarray, share_cap: float
+) -> tuple[float, int]:
+    """The sum of ``ws[i] * table[hs[i]]`` over the table at ``off`` (``mask``: its
+    capacity - 1), added in the order of ``hs``, in which the largest product counts for
+    at most ``share_cap`` of the result; and how many keys of ``hs`` the table holds."""
+    total = 0.0
+    top = 0.0
+    shared = 0
+    for i in range(hs.shape[0]):
+        s = _slot(keys, off, mask, hs[i])
+        if keys[s] != _EMPTY:
+            shared += 1
+            p = ws[i] * vals[s]
+            total += p
+            if p > top:
+                top = p
+    if share_cap < 1.0 and total > 0.0 and top > share_cap * total:
+        total = (total - top) / (1.0 - share_cap)
+    return total, shared
 
 
 @jit
@@ -151,25 +161,10 @@ def _scores(
         i = idx[j]
         if i < 0 or i >= caps.shape[0] or caps[i] == 0 or spans[i, 0] <= 0:  # no terms
             continue
-        norm2 = spans[i, 0]
-        if norm2 <= 0:
-            continue
-        norm = math.sqrt(norm2)
+        norm = math.sqrt(spans[i, 0])
         off = offs[i]
         mask = caps[i] - 1
-        total = 0.0
-        top = 0.0
-        shared = 0
-        for m in range(hs.shape[0]):
-            s = _slot(keys, off, mask, hs[m])
-            if keys[s] != _EMPTY:
-                shared += 1
-                p = ws[m] * vals[s]
-                total += p
-                if p > top:
-                    top = p
-        if share_cap < 1.0 and total > 0.0 and top > share_cap * total:
-            total = (total - top) / (1.0 - share_cap)
+        total, shared = _dot_in(keys, vals, off, mask, hs, ws, share_cap)
         dot = total if math.isnan(pre[j]) else pre[j]
         gap = max(max(0.0, t - spans[i, 2]), spans[i, 1] - t) - grace * 3600.0
         decay = math.exp(-(gap / (half_life * 3600.0)) * _LN2) if gap > 0 else 1.0  # as cluster._decay
