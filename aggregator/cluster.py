@@ -280,7 +280,6 @@ class _Item:
     item_id: int
     cluster: int
     time: float
-    n_tokens: int
     indexed: bool
     keys: np.ndarray  # of its terms, for the windowed document frequencies
 
@@ -371,7 +370,6 @@ class ClusterEngine:
         self._window = s.time_window_hours * 3600.0
         self._keep = horizon_seconds(s)  # items stay indexed this long after the newest one
         self._df = TermCounts()  # document frequencies by term key, over the window
-        self._weighed: tuple[dict[str, float], np.ndarray] | None = None  # terms and keys just counted
         self._n_docs = 0
         self._seq = 0
         self._clock = -math.inf
@@ -432,17 +430,17 @@ class ClusterEngine:
             raise ValueError(f"item {item_id} was already added")
         t = self._advance_clock(time)
         feats = _shared(feats)
-        vec = self._vectorize(feats)
+        vec, keys = self._vectorize(feats)
         if self._keep_vectors:
             self._fresh[item_id] = vec
         index = bool(vec) and bool(feats.tokens)
         if force is not None:
             cluster = self._clusters.get(force) or self._new_cluster(force)
-            self._attach(item_id, cluster, vec, t, signature, feats, index=index)
+            self._attach(item_id, cluster, vec, t, signature, feats, keys, index=index)
             return Decision(cluster.cid, 1.0, "forced")
         if not vec:
             cluster = self._new_cluster(new_cluster())
-            self._attach(item_id, cluster, vec, t, signature, feats, index=False)
+            self._attach(item_id, cluster, vec, t, signature, feats, keys, index=False)
             return Decision(cluster.cid, 0.0, "empty")
 
         s = self.settings
@@ -468,7 +466,7 @@ class ClusterEngine:
                 if j >= s.near_copy_jaccard:
                     dup = items[int(rows[k]) + self._seq_base]
                     c = by_id[dup.cluster]
-                    self._attach(item_id, c, vec, t, signature, feats, index=True)
+                    self._attach(item_id, c, vec, t, signature, feats, keys, index=True)
                     return Decision(c.cid, j, "near-copy", dup.item_id)
 
         threshold = self.join_threshold(len(vec))
@@ -498,13 +496,13 @@ class ClusterEngine:
         scored = [(float(scores[j]), clusters[j]) for j in np.flatnonzero(passed).tolist()]
         if not scored:
             cluster = self._new_cluster(new_cluster())
-            self._attach(item_id, cluster, vec, t, signature, feats, index=True)
+            self._attach(item_id, cluster, vec, t, signature, feats, keys, index=True)
             return Decision(cluster.cid, best_below, "new")
 
         scored.sort(key=lambda sc: -sc[0])  # stable: ties keep the older cluster
         score, target = scored[0]
         matched = self._closest(seqs[orders == target.order], signature)
-        self._attach(item_id, target, vec, t, signature, feats, index=True)
+        self._attach(item_id, target, vec, t, signature, feats, keys, index=True)
         merged: list[int] = []
         group = {target.cid}  # what the item's cluster is made of by now
         for _, other in scored[1:]:
@@ -539,9 +537,9 @@ class ClusterEngine:
             return None
         t = self._advance_clock(time)
         feats = _shared(feats)
-        vec = self._vectorize(feats)
+        vec, keys = self._vectorize(feats)
         cluster = self._clusters.get(cluster_id) or self._new_cluster(cluster_id)
-        self._attach(item_id, cluster, vec, t, signature, feats, index=bool(vec) and bool(feats.tokens))
+        self._attach(item_id, cluster, vec, t, signature, feats, keys, index=bool(vec) and bool(feats.tokens))
         return vec
 
     def pop_vectors(self) -> dict[int, dict[str, float]]:
@@ -569,7 +567,7 @@ class ClusterEngine:
         self._df.add(f.keys, 1)
         vec: dict[str, float] = {intern(t): x for t, x in frozen["v"].items()}
         cluster = self._clusters.get(cluster_id) or self._new_cluster(cluster_id)
-        self._attach(item_id, cluster, vec, t, signature, f, index=bool(vec) and f.n_tokens > 0)
+        self._attach(item_id, cluster, vec, t, signature, f, f.keys, index=bool(vec) and f.n_tokens > 0)
 
     def freeze(self, feats: Features, vector: dict[str, float]) -> dict[str, Any]:
         """What :meth:`restore_frozen` needs of an item, JSON-ready, tagged with the settings."""
@@ -760,14 +758,13 @@ class ClusterEngine:
         self._df.add(it.keys, -1)
         self._n_docs -= 1
 
-    def _vectorize(self, feats: Features) -> dict[str, float]:
+    def _vectorize(self, feats: Features) -> tuple[dict[str, float], np.ndarray]:
         """The item's vector (compiled: ``centroids.weigh``), counting its terms in the
-        document frequencies; its terms' keys are kept for :meth:`_attach`."""
+        document frequencies; and the keys of its terms, to count them out later."""
         self._n_docs += 1
         weights = feats.weights
         n = len(weights)
         keys = term_hashes(weights, n)
-        self._weighed = (weights, keys)
         s = self.settings
         idx, xs = weigh(
             self._df.add(keys, 1),
@@ -779,11 +776,11 @@ class ClusterEngine:
             2.0,
         )
         if not len(idx):
-            return {}
+            return {}, keys
         terms = list(weights)
         vec = dict(zip([terms[i] for i in idx.tolist()], xs.tolist(), strict=True))
         self._item_arrays = (vec, keys[idx], xs)
-        return vec
+        return vec, keys
 
     def _candidates(self, signature: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Items sharing a band with ``signature``, from its most promising clusters only,
@@ -895,9 +892,12 @@ class ClusterEngine:
         t: float,
         signature: np.ndarray,
         feats: Features | _Frozen,
+        keys: np.ndarray,
         *,
         index: bool,
     ) -> None:
+        """Put the item in cluster ``c``; ``keys``: of all its terms (the document
+        frequencies count them out when it leaves the window)."""
         seq = self._seq
         self._seq += 1
         cen = c.centroid
@@ -916,17 +916,8 @@ class ClusterEngine:
         c.live += 1
         c.add_time(t)
         c.members.append(seq)
-        if isinstance(feats, _Frozen):
-            n_tokens, keys = feats.n_tokens, feats.keys
-        else:
-            weighed = self._weighed
-            n_tokens = len(feats.tokens)
-            if weighed is not None and weighed[0] is feats.weights:
-                keys = weighed[1]
-            else:
-                keys = term_hashes(feats.weights, len(feats.weights))
-            self._weighed = None
-        self._items[seq] = _Item(seq, item_id, c.cid, t, n_tokens, index, keys)
+        n_tokens = feats.n_tokens if isinstance(feats, _Frozen) else len(feats.tokens)
+        self._items[seq] = _Item(seq, item_id, c.cid, t, index, keys)
         self._set_order(seq, c.order)
         i = seq - self._seq_base
         self._seq_sigs[i] = signature

@@ -114,7 +114,7 @@ def test_engine_tables_mirror_its_centroids_through_merges_and_expiry() -> None:
     # Scoring a fresh item: the compiled dot products agree with the dict ones.
     for r in rows[-50:]:
         f = engine.features(r["title"], r["text"])
-        vec = engine._vectorize(f)
+        vec, _ = engine._vectorize(f)
         hs, ws = engine._arrays(vec)
         for cap in (engine.share_cap(len(vec)), 1.0):
             orders = [c for c in live if len(vec) <= len(c.centroid)]
@@ -252,8 +252,8 @@ def test_compiled_scores_are_the_python_formula_to_the_bit() -> None:
         f = engine.features(r["title"], r["text"])
         t = float(r["published"])
         if n % 20 == 19:
-            vec = engine._vectorize(f)  # (its counts taken back below: the engine is left as it was)
-            engine._df.add(engine._weighed[1], -1)
+            vec, keys = engine._vectorize(f)  # (its counts taken back below: the engine is left as it was)
+            engine._df.add(keys, -1)
             engine._n_docs -= 1
             live = sorted((c for c in engine._clusters.values() if c.norm2 > 0), key=lambda c: c.order)
             cap, threshold = engine.share_cap(len(vec)), engine.join_threshold(len(vec))
