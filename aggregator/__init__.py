@@ -10,7 +10,8 @@ Public facade::
         print(story.canonical.title, story.outlets)
 """
 
-from aggregator.core import Aggregator, FeedError
+from typing import TYPE_CHECKING, Any
+
 from aggregator.models import (
     ClusterDetail,
     ClusterSummary,
@@ -21,6 +22,21 @@ from aggregator.models import (
     UpdateReport,
 )
 from aggregator.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from aggregator.core import Aggregator, FeedError
+
+
+def __getattr__(name: str) -> Any:
+    """``Aggregator`` and ``FeedError`` are imported on first use: a parse worker process
+    imports ``aggregator.prepare``, which needs neither the facade nor the cluster
+    engine (numba) behind it, and started in 1.2 s with them."""
+    if name in ("Aggregator", "FeedError"):
+        from aggregator import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module 'aggregator' has no attribute {name!r}")
+
 
 __all__ = [
     "Aggregator",

@@ -28,13 +28,16 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import Stemmer
 import xxhash
-from datasketch import LeanMinHash
 
 from aggregator.settings import ClusterSettings
+
+if TYPE_CHECKING:
+    from datasketch import LeanMinHash
 
 __all__ = [
     "SEED",
@@ -419,6 +422,8 @@ def signature(tokens: Iterable[str], num_perm: int = 128) -> np.ndarray:
 
 def lean_minhash(sig: np.ndarray) -> LeanMinHash:
     """A datasketch sketch around a stored signature, for the LSH index."""
+    from datasketch import LeanMinHash  # (imported here: the package takes 0.5 s to import)
+
     return LeanMinHash(seed=SEED, hashvalues=sig, scheme="affine32")
 
 

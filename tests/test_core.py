@@ -749,3 +749,16 @@ def test_a_ctrl_c_while_a_worker_boots_does_not_kill_it(
     with Aggregator(load_settings(cfg)) as agg:
         assert agg.start_workers()  # (BrokenProcessPool before)
         assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == set()  # this thread's mask is back
+
+
+def test_a_parse_worker_starts_without_the_engine() -> None:
+    """A worker process imports ``aggregator.prepare``; with the facade, numba and
+    datasketch (scipy) behind it, it started in 1.2 s, and a worker stopped for a slow
+    feed is started again mid-update."""
+    import subprocess
+    import sys
+
+    heavy = ("aggregator.core", "aggregator.cluster", "numba", "datasketch", "scipy")
+    code = f"import sys, aggregator.prepare; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
