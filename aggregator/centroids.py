@@ -152,8 +152,9 @@ def _scores(
     name: int,
     cold: bool,
 ) -> tuple[np.ndarray, np.ndarray, float]:
+    """:meth:`CentroidTables.scores` on the arrays (``spans`` rows: squared norm, first
+    time, last time; ``tops``: main name keys; ``idx``: the handles' indexes)."""
     share_cap, half_life, grace, mismatch, absent_item, absent_cluster, threshold = rule
-    # (the cluster's span row: squared norm, first time, last time)
     scores = np.zeros(idx.shape[0])
     passed = np.zeros(idx.shape[0], np.bool_)
     best_below = 0.0
