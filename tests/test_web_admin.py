@@ -679,7 +679,14 @@ def test_apply_then_revert(admin: Admin, demo_agg: Aggregator) -> None:
     r = admin.post("/admin/apply", {"preview": preview_id})
     assert "The settings changed since this preview" in admin.follow(r)
     assert len(demo_agg.jobs()) == 2
-    # back to config.toml, in one click
+    # back to config.toml: the history links to a page that asks first, showing what changes
+    # (one click re-grouped every story)
+    assert 'href="/admin/revert?version=0"' in admin.get("/admin/history")
+    ask = admin.get("/admin/revert?version=0")
+    assert "cluster.join_threshold_long 0.02 0.4" in text_of(ask) and 'name="version" value="0"' in ask
+    assert len(demo_agg.jobs()) == 2 and demo_agg.admin_overrides() != {}  # (asking changes nothing)
+    admin.get("/admin/revert?version=99", status=404)
+    admin.get("/admin/revert?version=x", status=400)
     revert_id = job_id_of(admin.post("/admin/revert", {"version": 0}))
     assert wait_job(demo_agg, revert_id).state == "done"
     assert "Back to config.toml alone" in text_of(admin.get(f"/admin/jobs/{revert_id}"))
@@ -691,11 +698,14 @@ def test_apply_then_revert(admin: Admin, demo_agg: Aggregator) -> None:
     assert "Version 2 in force by alice" in history and "revert to version 0" in history
     assert "cluster.join_threshold_long 0.02 0.4" in history
     # and to version 1 again
+    ask = admin.get("/admin/revert?version=1")
+    assert "Revert to version 1?" in ask and "cluster.join_threshold_long 0.4 0.02" in text_of(ask)
     again = job_id_of(admin.post("/admin/revert", {"version": 1}))
     assert wait_job(demo_agg, again).state == "done"
     latest = demo_agg.settings_history()[0]
     assert latest.id == 3 and latest.reverts == 1 and latest.overrides["cluster.join_threshold_long"] == 0.02
-    assert 'aria-label="Revert to version 3"' not in admin.get("/admin/history")  # the one in force
+    assert 'aria-label="Revert to version 3…"' not in admin.get("/admin/history")  # the one in force
+    assert 'aria-label="Revert to version 2…"' in admin.get("/admin/history")
     admin.post("/admin/revert", {"version": 99}, status=404)
 
 

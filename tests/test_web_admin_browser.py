@@ -109,7 +109,16 @@ def test_log_in_preview_a_lower_threshold_and_apply_it(
     expect(
         version.get_by_role("row", name=re.compile(r"cluster\.join_threshold_long\s+0\.4\s+0\.02"))
     ).to_be_visible()
+    # going back to config.toml asks first, showing what would change
+    page.get_by_role("link", name="Back to config.toml…").click()
+    page.wait_for_url("**/admin/revert?version=0")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Back to config.toml?")
+    expect(
+        page.get_by_role("row", name=re.compile(r"cluster\.join_threshold_long\s+0\.02\s+0\.4"))
+    ).to_be_visible()
     expect(page.get_by_role("button", name="Back to config.toml")).to_be_visible()
+    page.get_by_role("link", name="Keep the settings in force").click()
+    page.wait_for_url("**/admin/history")
 
     # and the settings form shows what is in force now
     page.get_by_role("navigation", name="Admin").get_by_role("link", name="Settings").click()

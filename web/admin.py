@@ -517,9 +517,23 @@ def history() -> str:
     )
 
 
-@bp.post("/revert")
+@bp.route("/revert", methods=["GET", "POST"])
 def revert() -> ResponseReturnValue:
+    """Asks first (GET ``?version=N``, 0: config.toml alone), showing the settings that
+    would change, then reverts (POST): a revert groups every story again."""
     agg = get_aggregator()
+    if request.method == "GET":
+        version = whole_number(request.args.get("version", ""), "version", 0, 2**62)
+        target = agg.get_settings_version(version) if version else None
+        if version and target is None:
+            abort(404, description="There is no such settings version.")
+        current = agg.admin_overrides()
+        wanted = target.overrides if target is not None else {}
+        return render_template(
+            "admin/revert.html",
+            version=version,
+            changes=_version_changes(current, wanted, agg.base_settings),
+        )
     version = _form_int("version", 0)
     if version and agg.get_settings_version(version) is None:
         abort(404, description="There is no such settings version.")
