@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import difflib
 import functools
+import itertools
 import re
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 __all__ = ["Reworded", "TextDiff", "WordOp", "diff_texts", "sentences", "word_diff"]
 
@@ -180,62 +183,71 @@ def word_diff(a: str, b: str) -> list[WordOp]:
     return ops
 
 
-class _Block:
-    """The variant sentences of one changed block, indexed by word for finding rewordings."""
+def _rewordings(
+    ka: Sequence[tuple[str, ...]], i_range: range, kb: Sequence[tuple[str, ...]], j_range: range
+) -> list[int | None]:
+    """For each canonical sentence ``ka[i]`` of a changed block, in order, the variant
+    sentence ``kb[j]`` (``j`` in ``j_range``, not taken by an earlier one) that rewords
+    it: the most similar by difflib's ratio, at least :data:`REWORD_RATIO` (of equally
+    similar ones the first), or None.
 
-    def __init__(self, kb: Sequence[tuple[str, ...]], js: range) -> None:
-        self.kb = kb
-        self.free = set(js)
-        self.counts = {j: Counter(kb[j]) for j in js}
-        self.lengths = {j: len(kb[j]) for j in js}
-        postings: dict[str, list[int]] = {}
-        for j in js:
-            for w in self.counts[j]:
-                postings.setdefault(w, []).append(j)
-        # Words in many sentences ("the", "said") are not indexed; each sentence's
-        # count of them still bounds how much they can add to a match.
-        limit = max(8, len(js) // 8)
-        self.common = {w for w, js_ in postings.items() if len(js_) > limit}
-        self.index = {w: js_ for w, js_ in postings.items() if w not in self.common}
-        self.n_common = {j: sum(n for w, n in self.counts[j].items() if w in self.common) for j in js}
-        # One matcher per variant sentence: difflib indexes its second sequence once.
-        self.matchers: dict[int, difflib.SequenceMatcher[str]] = {}
+    The words two sentences share bound difflib's ratio from above (``2 * shared /
+    (len_a + len_b)``), so only pairs whose bound can win are compared in full; the
+    shared-word counts of every pair of the block come from one matrix product per
+    repeat count (``min(a, b)`` is the number of ``k >= 1`` with ``a >= k`` and ``b >= k``).
+    """
+    js = list(j_range)
+    if not js:
+        return [None] * len(i_range)
+    ids: defaultdict[str, int] = defaultdict(itertools.count().__next__)
+    word_id = ids.__getitem__
+    cols_b = list(map(word_id, itertools.chain.from_iterable(kb[j] for j in js)))
+    cols_a = list(map(word_id, itertools.chain.from_iterable(ka[i] for i in i_range)))
+    n_words, nb, na = max(1, len(ids)), len(js), len(i_range)
+    len_b = np.array([len(kb[j]) for j in js], dtype=np.int64)
+    len_a = np.array([len(ka[i]) for i in i_range], dtype=np.int64)
 
-    def best_match(self, key: tuple[str, ...]) -> int | None:
-        """The free sentence most like ``key``, if similar enough to be a rewording; it is taken."""
-        mine = Counter(key)
-        common = self.common
-        mine_common = sum(n for w, n in mine.items() if w in common)
-        shared: dict[int, int] = {}
-        free, counts, index = self.free, self.counts, self.index
-        for w, n in mine.items():
-            for j in index.get(w, ()):
-                if j in free:
-                    shared[j] = shared.get(j, 0) + min(n, counts[j][w])
-        # Shared words bound difflib's ratio from above: only promising pairs are compared in full.
-        bounds = []
-        n_key, lengths, n_common = len(key), self.lengths, self.n_common
-        for j in free:
-            m = shared.get(j, 0) + min(mine_common, n_common[j])
-            total = n_key + lengths[j]
-            bound = 2 * m / total if total else 0.0
-            if bound >= REWORD_RATIO:
-                bounds.append((bound, j))
-        bounds.sort(key=lambda x: (-x[0], x[1]))
-        best, best_ratio = None, REWORD_RATIO
-        for bound, j in bounds:
-            if bound < best_ratio:
-                break
-            matcher = self.matchers.get(j)
+    def counts(cols: list[int], lengths: np.ndarray) -> np.ndarray:
+        rows = np.repeat(np.arange(len(lengths)) * n_words, lengths)
+        flat = np.bincount(np.array(cols, dtype=np.int64) + rows, minlength=len(lengths) * n_words)
+        return flat.reshape(len(lengths), n_words)
+
+    a, b = counts(cols_a, len_a), counts(cols_b, len_b)
+    shared = np.zeros((na, nb))
+    for k in range(1, min(int(a.max(initial=0)), int(b.max(initial=0))) + 1):
+        shared += (a >= k).astype(np.float64) @ (b >= k).astype(np.float64).T
+    total = (len_a[:, None] + len_b[None, :]).astype(np.float64)
+    bound = np.divide(2 * shared, total, out=np.zeros_like(shared), where=total > 0)
+    rows_ok, cols_ok = np.nonzero(bound >= REWORD_RATIO)
+    if not rows_ok.size:
+        return [None] * na
+    candidates: dict[int, list[tuple[float, int]]] = {}
+    for r, c, upper in zip(rows_ok.tolist(), cols_ok.tolist(), bound[rows_ok, cols_ok].tolist(), strict=True):
+        candidates.setdefault(r, []).append((-upper, c))
+    free = [True] * nb
+    # One matcher per variant sentence: difflib indexes its second sequence once.
+    matchers: dict[int, difflib.SequenceMatcher[str]] = {}
+    out: list[int | None] = []
+    for r, i in enumerate(i_range):
+        best, best_ratio = -1, REWORD_RATIO
+        for neg_upper, c in sorted(candidates.get(r, ())):
+            if -neg_upper < best_ratio:
+                break  # no later candidate can be as similar
+            if not free[c]:
+                continue
+            matcher = matchers.get(c)
             if matcher is None:
-                matcher = self.matchers[j] = difflib.SequenceMatcher(None, b=self.kb[j], autojunk=False)
-            matcher.set_seq1(key)
-            r = matcher.ratio()
-            if r >= best_ratio and (best is None or r > best_ratio):
-                best, best_ratio = j, r
-        if best is not None:
-            self.free.discard(best)
-        return best
+                matcher = matchers[c] = difflib.SequenceMatcher(None, b=kb[js[c]], autojunk=False)
+            matcher.set_seq1(ka[i])
+            ratio = matcher.ratio()
+            if ratio > best_ratio or (ratio == best_ratio and (best < 0 or c < best)):
+                best, best_ratio = c, ratio
+        if best < 0:
+            out.append(None)
+        else:
+            free[best] = False
+            out.append(js[best])
+    return out
 
 
 def diff_texts(canonical: str, variant: str) -> TextDiff:
@@ -251,14 +263,14 @@ def diff_texts(canonical: str, variant: str) -> TextDiff:
         if tag == "equal":
             same += i2 - i1
             continue
-        block = _Block(kb, range(j1, j2))
-        for i in range(i1, i2):
-            best = block.best_match(ka[i])
-            if best is None:
+        taken: set[int] = set()
+        for i, j in zip(range(i1, i2), _rewordings(ka, range(i1, i2), kb, range(j1, j2)), strict=True):
+            if j is None:
                 removed.append(i)
             else:
-                reworded.append((i, best))
-        added.extend(sorted(block.free))
+                reworded.append((i, j))
+                taken.add(j)
+        added.extend(j for j in range(j1, j2) if j not in taken)
     # A sentence that only moved is not news: count it as shared.
     added_keys: dict[tuple[str, ...], list[int]] = {}
     for j in sorted(added):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -12,6 +13,7 @@ from flask import Flask
 from markupsafe import Markup, escape
 
 from aggregator.storage.search import HIGHLIGHT_END, HIGHLIGHT_START
+from web.diff import WordOp
 
 ALLOWED_TAGS = {
     "a",
@@ -167,6 +169,30 @@ def highlight(snippet: str | None) -> Markup:
     return Markup("".join(out))
 
 
+# One side of a word diff: the words of both texts, and those of this side only marked.
+_SIDE_MARKS = {
+    "before": ("del", '<del><span class="vh">[changed:] </span>', "</del>"),
+    "after": ("add", '<ins><span class="vh">[new:] </span>', "</ins>"),
+}
+
+
+def diff_side(ops: Iterable[WordOp], which: str) -> Markup:
+    """One side of a word diff (:func:`web.diff.word_diff`), escaped: ``"before"`` gives
+    the canonical words with the changed ones struck (``<del>``), ``"after"`` the
+    variant's with the new ones marked (``<ins>``); each mark says so to screen readers.
+
+    (A filter, not a template macro: a big story's page shows hundreds of these, and a
+    macro call per word run was a fifth of its rendering time.)"""
+    kind, start, end = _SIDE_MARKS[which]
+    out: list[str] = []
+    for op in ops:
+        if op.kind == "same":
+            out.append(str(escape(op.text)))
+        elif op.kind == kind:
+            out.append(f"{start}{escape(op.text)}{end}")
+    return Markup(" ".join(out))
+
+
 _EMAIL_NAME = re.compile(r"^\s*\S+@\S+\s*\((.+)\)\s*$")
 
 
@@ -207,6 +233,7 @@ def register(app: Flask) -> None:
         iso=iso,
         safe_url=safe_url,
         highlight=highlight,
+        diff_side=diff_side,
         plural=plural,
         percent=percent,
         author_name=author_name,
