@@ -1118,8 +1118,9 @@ class Aggregator:
         jobs_store.interrupt(self.db, self._dead_jobs(), now, "the process running it stopped")
         jobs_store.interrupt_stale(self.db, now - STALE_JOB_SECONDS, now)
 
-    def jobs(self, limit: int = 20) -> list[Job]:
-        return jobs_store.latest(self.db, limit=limit)
+    def jobs(self, limit: int = 20, kind: str | None = None) -> list[Job]:
+        """The latest jobs, newest first (of one ``kind`` only, if given)."""
+        return jobs_store.latest(self.db, kind, limit=limit)
 
     def _no_reclustering(self) -> None:
         """Corrections wait for a running settings change or recluster: its swap would

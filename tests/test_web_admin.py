@@ -27,7 +27,7 @@ from tests.conftest import FeedServer, Route, rss
 from tests.test_web import seed_story, text_of
 from tests.test_web_security import audit, hostile_feed
 from web import create_app
-from web.admin import shown
+from web.admin import shown, took
 
 PASSWORD = "correct horse battery staple"
 LOWER = {"cluster.join_threshold_long": "0.02", "cluster.join_threshold_short": "0.01"}
@@ -765,10 +765,18 @@ def test_corrections_survive_a_recluster(admin: Admin, demo_agg: Aggregator) -> 
     rules = text_of(admin.get("/admin/rules"))
     for kind in ("same story", "different stories", "canonical item"):
         assert kind in rules
-    # a re-clustering keeps every correction
+    # a re-clustering asks first, then keeps every correction
+    assert 'href="/admin/recluster"' in admin.get("/admin/")
+    ask = text_of(admin.get("/admin/recluster"))
+    assert "Re-cluster everything?" in ask and "3 correction rules" in ask
+    assert (
+        f"Every stored item ({demo_agg.counts()['items']:,})" in ask and "The last re-clustering" not in ask
+    )
+    assert [r.id for r in demo_agg.correction_rules()] and cluster_of(demo_agg, lone["item_id"]) == target
     job_id = job_id_of(admin.post("/admin/recluster"))
     assert wait_job(demo_agg, job_id).state == "done"
     assert "reclustered 44 items" in admin.get(f"/admin/jobs/{job_id}")
+    assert f"The last re-clustering, job #{job_id} " in text_of(admin.get("/admin/recluster"))
     assert cluster_of(demo_agg, moved.id) != cluster_of(demo_agg, partner.id)
     merged = cluster_of(demo_agg, lone["item_id"])
     assert merged == cluster_of(demo_agg, partner.id)
@@ -1106,3 +1114,20 @@ def test_corrections_come_a_page_at_a_time(admin: Admin, demo_agg: Aggregator) -
     ids = {m.id for m in story.members}
     expected = {r.id for r in demo_agg.correction_rules() if r.item_a in ids or r.item_b in ids}
     assert {r.id for r in demo_agg.rules_for_items(ids)} == expected and expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        (0.2, "1 second"),
+        (40, "40 seconds"),
+        (89.4, "89 seconds"),
+        (95, "2 minutes"),
+        (59 * 60, "59 minutes"),
+        (3600, "1 hour"),
+        (80 * 60, "1 hour 20 minutes"),
+        (3 * 3600 + 60, "3 hours 1 minute"),
+    ],
+)
+def test_how_long_a_job_took_in_words(seconds: float, said: str) -> None:
+    assert took(seconds) == said

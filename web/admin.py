@@ -545,10 +545,36 @@ def revert() -> ResponseReturnValue:
     return _see_other("admin.job", job_id=job_id)
 
 
-@bp.post("/recluster")
+def took(seconds: float) -> str:
+    """``"40 seconds"``, ``"3 minutes"``, ``"1 hour 20 minutes"``."""
+    s = max(1, round(seconds))
+    if s < 90:
+        return f"{s} second{'s' if s != 1 else ''}"
+    minutes = round(s / 60)
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours, minutes = divmod(minutes, 60)
+    rest = f" {minutes} minute{'s' if minutes != 1 else ''}" if minutes else ""
+    return f"{hours} hour{'s' if hours != 1 else ''}{rest}"
+
+
+@bp.route("/recluster", methods=["GET", "POST"])
 def recluster() -> ResponseReturnValue:
+    """Asks first (GET), saying what a re-clustering does and how long the last one
+    took, then starts it (POST): it groups every stored item again."""
+    agg = get_aggregator()
+    if request.method == "GET":
+        last = next((j for j in agg.jobs(limit=10, kind="recluster") if j.state == "done"), None)
+        return render_template(
+            "admin/recluster.html",
+            counts=agg.counts(),
+            rules=len(agg.correction_rules()),
+            version=agg.settings_version(),
+            last=last,
+            last_took=took(last.updated_at - last.created_at) if last else "",
+        )
     try:
-        job_id = get_aggregator().start_job("recluster", {}, _author())
+        job_id = agg.start_job("recluster", {}, _author())
     except JobError as exc:
         flash(f"Not now: {exc}.", "error")
         return _see_other("admin.index")
