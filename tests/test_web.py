@@ -664,7 +664,11 @@ def test_the_outlet_filter_tells_apart_feeds_of_one_name(agg: Aggregator, feed_s
     agg.add_feed(feed_server.url("/other.xml"))
     agg.update()
     (story,) = agg.clusters()
-    assert story.size == 3 and story.n_feeds == len(story.outlets) == 3  # the count the filters use
-    html = page(create_app(agg.settings, db_path=agg.db_path).test_client(), "/")
+    # Shown once among the story's outlets (it said "3 outlets: Reuters, Reuters, ...");
+    # n_feeds, the count the filters use, counts feeds.
+    assert story.size == 3 and story.n_feeds == 3 and story.outlets == ("Reuters", "Northwire")
+    client = create_app(agg.settings, db_path=agg.db_path).test_client()
+    html = page(client, "/")
     assert "Reuters (world/rss)</option>" in html and "Reuters (asia/rss)</option>" in html
     assert "Northwire</option>" in html
+    assert "2 outlets" in text_of(html) and "2 outlets" in text_of(page(client, f"/story/{story.id}"))

@@ -168,9 +168,11 @@ def _summaries(db: Database, rows: Sequence[Sequence[Any]]) -> list[ClusterSumma
 
 
 def _outlets(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[str]]:
-    """Cluster id -> the names of its outlets (its feeds), first report first.  Two
-    feeds of one outlet under the same name are listed twice, as ``n_feeds``, the count
-    the filters and the coverage order use, counts them."""
+    """Cluster id -> the names of its outlets (its feeds), first report first, each
+    name once: two feeds of one outlet under one name ("Reuters" for its world and its
+    business news) are one outlet to a reader, where "Reuters, Reuters" said nothing.
+    (``n_feeds``, the count the filters and the coverage order use, still counts
+    feeds: it is stored with the story, and names change with the feeds' titles.)"""
     stored = {
         cid: json.loads(outlets) if outlets else []
         for cid, outlets in _select_in(
@@ -184,7 +186,9 @@ def _outlets(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[str]]:
             db, "SELECT id, title, url FROM feeds WHERE id IN ({marks})", feed_ids
         )
     }
-    return {cid: [names[f] for f, _ in pairs if f in names] for cid, pairs in stored.items()}
+    return {
+        cid: list(dict.fromkeys(names[f] for f, _ in pairs if f in names)) for cid, pairs in stored.items()
+    }
 
 
 def detail(db: Database, cluster_id: int) -> ClusterDetail | None:
