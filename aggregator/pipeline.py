@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from sqlite_utils import Database
 
 from aggregator import canonical
@@ -73,8 +74,9 @@ def restart_rows(
     cluster.  With every vector stored, that halves the work of a start-up.
     """
     recent = latest - horizon
-    head = json.dumps({"s": tag})[:-1] + ","  # how ClusterEngine.freeze's JSON begins
-    slow = [r.sort_time for r in rows if r.frozen is None or not r.frozen.startswith(head)]
+    # How ClusterEngine.freeze's JSON begins (compact since orjson; spaced before).
+    heads = tuple(json.dumps({"s": tag}, separators=sep)[:-1] + "," for sep in ((",", ":"), (", ", ": ")))
+    slow = [r.sort_time for r in rows if r.frozen is None or not r.frozen.startswith(heads)]
     start = min(recent, slow[0] - horizon) if slow else recent
     live = {r.cluster_id for r in rows if r.sort_time >= recent and r.cluster_id is not None}
     return [r for r in rows if r.sort_time >= start or r.cluster_id in live], live
@@ -95,15 +97,28 @@ def _canonical_policy(settings: Settings) -> Callable[[Sequence[MemberInfo]], in
     return choose
 
 
+def _frozen_json(frozen: dict[str, Any]) -> str:
+    """``ClusterEngine.freeze``'s record as stored: compact JSON, by orjson (a seventh of
+    json.dumps's time, which was 4 % of an item's time in the pipeline); a term with a
+    lone surrogate (orjson takes UTF-8 only) by json, which escapes it."""
+    try:
+        return orjson.dumps(frozen).decode()
+    except TypeError:
+        return json.dumps(frozen, separators=(",", ":"))
+
+
 def _frozen(raw: str | None, tag: str) -> dict[str, Any] | None:
     """An item's stored arrival vector (``ClusterEngine.freeze``), if usable with the
     settings ``tag``; None if missing, made with other settings, or damaged."""
     if raw is None:
         return None
     try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:  # (a lone surrogate, escaped by json.dumps: orjson does not read it)
+            data = json.loads(raw)
+        except ValueError:
+            return None
     if isinstance(data, dict) and data.get("s") == tag and data.keys() >= _FROZEN_KEYS:
         return data
     return None
@@ -544,7 +559,7 @@ class Pipeline:
             items_store.save_frozen(
                 self.db,
                 [
-                    (i, json.dumps(engine.freeze(feats[k], vectors[i])))
+                    (i, _frozen_json(engine.freeze(feats[k], vectors[i])))
                     for k, (i, _, _) in enumerate(new)
                     if i in vectors
                 ],

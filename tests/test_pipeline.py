@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from aggregator import Aggregator
 from aggregator.settings import Settings, load_settings
@@ -536,15 +540,18 @@ def test_restart_replays_one_horizon_and_live_clusters_exactly(settings) -> None
     assert run(restart=False) == run(restart=True)
 
 
-def test_restart_rows_keep_the_context_of_items_without_a_stored_vector() -> None:
+@pytest.mark.parametrize("encoder", ["json", "stored"])
+def test_restart_rows_keep_the_context_of_items_without_a_stored_vector(encoder: str) -> None:
+    """(Vectors stored before orjson are spaced JSON: both forms count as stored.)"""
     import json
 
-    from aggregator.pipeline import restart_rows
+    from aggregator.pipeline import _frozen_json, restart_rows
     from aggregator.storage.items import IndexRow
 
     hour = 3600.0
     tag = "T"
-    frozen = json.dumps({"s": tag, "v": {}, "t": [], "e": [], "n": 0})
+    encode = json.dumps if encoder == "json" else _frozen_json
+    frozen = encode({"s": tag, "v": {}, "t": [], "e": [], "n": 0})
 
     def row(item_id: int, hours: float, cluster: int, stored: str | None = frozen) -> IndexRow:
         return IndexRow(item_id, cluster, "t", "", hours * hour, None, "new", 1, None, "h", stored)
@@ -555,7 +562,7 @@ def test_restart_rows_keep_the_context_of_items_without_a_stored_vector() -> Non
     assert [r.item_id for r in kept] == [2, 4, 5, 6] and live == {2, 4, 6}  # item 2: cluster 2 lives on
     # An item stored without a usable vector (none, or made under other settings) is
     # vectorised again, from the document frequencies of the horizon before it.
-    for stale in (None, json.dumps({"s": "other", "v": {}, "t": [], "e": [], "n": 0})):
+    for stale in (None, encode({"s": "other", "v": {}, "t": [], "e": [], "n": 0})):
         slow = [*rows[:3], row(4, 31, 4, stale), *rows[4:]]
         kept, _ = restart_rows(slow, 40 * hour, 10 * hour, tag)
         assert [r.item_id for r in kept] == [1, 2, 3, 4, 5, 6]
@@ -1261,3 +1268,31 @@ def test_an_outlet_correcting_a_link_or_capitals_is_an_edit(agg: Aggregator, fee
     (r,) = agg.update([agg.feed(feed.id)])  # type: ignore[list-item]
     assert (r.new_items, r.updated_items) == (0, 0) and agg.clusters()[0].updated_at == updated
     assert agg.db.execute("SELECT count(*) FROM items WHERE shown_hash IS NULL").fetchone()[0] == 0
+
+
+any_text = st.text(st.characters(exclude_categories=()))  # lone surrogates too
+frozen_record = st.fixed_dictionaries(
+    {
+        "s": st.just("tag"),
+        "v": st.dictionaries(any_text, st.floats(allow_nan=False, allow_infinity=False)),
+        "t": st.lists(any_text),
+        "e": st.lists(any_text),
+        "n": st.integers(0, 10_000),
+    }
+)
+
+
+@given(frozen_record)
+@example({"s": "tag", "v": {"caf\udce9": 0.5}, "t": ["caf\udce9"], "e": [], "n": 1})
+def test_a_stored_vector_reads_back_as_it_was(record: dict[str, Any]) -> None:
+    """Bit for bit, any text included (a lone surrogate, which orjson refuses, goes
+    through json); with other settings or damaged it is not used."""
+    from aggregator.pipeline import _frozen, _frozen_json
+
+    raw = _frozen_json(record)
+    back = _frozen(raw, "tag")
+    assert back == record
+    assert back is not None and all(
+        math.copysign(1, back["v"][k]) == math.copysign(1, x) for k, x in record["v"].items()
+    )
+    assert _frozen(raw, "other") is None and _frozen(raw[:-1], "tag") is None
