@@ -1369,3 +1369,15 @@ class Aggregator:
             last = max(last, float(state[2] or 0.0))
         token = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=12).hexdigest()
         return Freshness(token=token, last_modified=last)
+
+    def story_freshness(self, cluster_id: int) -> Freshness:
+        """:meth:`freshness` for one story's page: changes when that story or the name of
+        one of its outlets changes, not when another story or outlet does (falls back to
+        :meth:`freshness` for a story that does not exist)."""
+        version = clusters_store.story_version(self.db, cluster_id)
+        if version is None:
+            return self.freshness()
+        feed_ids = [int(pair[0]) for pair in json.loads(version[8] or "[]")]
+        parts = ["story", cluster_id, version, feeds_store.names_of(self.db, feed_ids)]
+        token = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=12).hexdigest()
+        return Freshness(token=token, last_modified=float(version[7] or 0.0))

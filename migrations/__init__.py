@@ -512,3 +512,29 @@ def m0023_feed_claims(db: Database) -> None:
     # A feed an update has taken to poll, until when: two processes updating at once
     # (the poller and a cron'd `aggregator update`) both fetched every due feed.
     db.execute("ALTER TABLE feeds ADD COLUMN claimed_until REAL")
+
+
+@migrations(name="0024_story_changes")
+def m0024_story_changes(db: Database) -> None:
+    # Each story counts the changes to its members (a member joining, leaving or moving,
+    # a member's shown fields edited), so a story page's ETag follows its own story: with
+    # the site-wide count, every poll that brought any item made every story page stale
+    # and rendered again.  (The story's own summary columns are read with it.)
+    bump = "UPDATE clusters SET changes = changes + 1 WHERE id = {};"
+    db.executescript(
+        f"""
+        ALTER TABLE clusters ADD COLUMN changes INTEGER NOT NULL DEFAULT 0;
+        CREATE TRIGGER story_changes_member_insert AFTER INSERT ON memberships
+            BEGIN {bump.format("new.cluster_id")} END;
+        CREATE TRIGGER story_changes_member_update AFTER UPDATE ON memberships BEGIN
+            {bump.format("old.cluster_id")}
+            {bump.format("new.cluster_id")}
+        END;
+        CREATE TRIGGER story_changes_member_delete AFTER DELETE ON memberships
+            BEGIN {bump.format("old.cluster_id")} END;
+        CREATE TRIGGER story_changes_item_update AFTER UPDATE OF
+            guid, link, canonical_link, title, summary, text, content_html, author, categories,
+            published, updated, sort_time ON items
+            BEGIN {bump.format("(SELECT cluster_id FROM memberships WHERE item_id = new.id)")} END;
+        """
+    )

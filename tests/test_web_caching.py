@@ -23,7 +23,7 @@ from aggregator import Aggregator
 from aggregator.storage import feeds as feeds_store
 from aggregator.storage import versions as versions_store
 from aggregator.storage import write_transaction
-from tests.conftest import serve
+from tests.conftest import FeedServer, Route, rss, serve
 from web import create_app
 from web.caching import CachedPage, PageCache, SharedPages, page_cache
 
@@ -97,6 +97,33 @@ def test_an_edited_item_is_not_served_from_the_cache(client: Any, demo_agg: Aggr
         assert etag != before[url][0] and b"A headline edited in place" in body, url
 
 
+def test_a_members_change_moves_its_story_page_whoever_writes(client: Any, demo_agg: Aggregator) -> None:
+    """Memberships changed without refreshing the stories' summaries (triggers count
+    them, whoever writes): the story pages concerned move, the others stay."""
+    ids = story_ids(client)
+    a, b, other = (demo_agg.cluster(i) for i in ids[-3:])
+    assert a is not None and b is not None and other is not None
+    pages = [f"/story/{c.summary.id}" for c in (a, b, other)]
+    item = a.members[0].id
+    steps = [
+        ("UPDATE memberships SET signal = 'manual' WHERE item_id = ?", [item], {0}),
+        ("UPDATE memberships SET cluster_id = ? WHERE item_id = ?", [b.summary.id, item], {0, 1}),
+        ("DELETE FROM memberships WHERE item_id = ?", [item], {1}),
+        (
+            "INSERT INTO memberships (item_id, cluster_id, score, signal, joined_at) VALUES (?, ?, 1.0, 'manual', 1.0)",
+            [item, a.summary.id],
+            {0},
+        ),
+    ]
+    before = snapshot(client, pages)
+    for sql, params, moved in steps:
+        with write_transaction(demo_agg.db):
+            demo_agg.db.execute(sql, params)
+        after = snapshot(client, pages)
+        assert {k for k, url in enumerate(pages) if after[url][0] != before[url][0]} == moved, sql
+        before = after
+
+
 def test_renamed_added_and_removed_outlets_move_the_etag(client: Any, demo_agg: Aggregator) -> None:
     feed = demo_agg.feeds()[0]
     before = snapshot(client, PAGES)
@@ -138,6 +165,80 @@ def test_a_settings_version_moves_the_etag(client: Any, demo_agg: Aggregator) ->
     demo_agg.apply_settings({"cluster.canonical_policy": "earliest"}, "alice")
     applied = snapshot(client, ["/", "/feed.rss"])
     assert all(applied[u][0] != saved[u][0] for u in applied)
+
+
+def test_a_story_page_stays_cached_while_other_stories_change(
+    agg: Aggregator, feed_server: FeedServer
+) -> None:
+    """A story page's ETag follows its own story: with the site-wide one, every poll that
+    brought any item made every story page stale (rendered again, its diffs computed
+    again).  Whatever changes the story itself still moves it."""
+    quake = "A magnitude 6.1 earthquake struck the mountain province before dawn, killing 14 people."
+    budget = "The city council approved a budget with new money for buses and libraries on Tuesday."
+    stories = {
+        "quake": ("Quake kills 14 in mountain province", quake),
+        "budget": ("Council passes budget", budget),
+    }
+
+    def entry(outlet: int, key: str, extra: str = "") -> dict[str, str]:
+        title, text = stories[key]
+        return {
+            "title": title,
+            "guid": f"{key}-{outlet}",
+            "link": f"https://o{outlet}.test/{key}",
+            "pubDate": "Fri, 25 Oct 2024 14:15:00 GMT",
+            "description": text + extra,
+        }
+
+    for n in (1, 2):
+        feed_server.routes[f"/{n}.xml"] = Route(
+            rss([entry(n, "quake"), entry(n, "budget")], title=f"Outlet {n}")
+        )
+        agg.add_feed(feed_server.url(f"/{n}.xml"))
+    agg.update()
+    by_title = {c.canonical.title: c.id for c in agg.clusters()}
+    quake_id, budget_id = by_title[stories["quake"][0]], by_title[stories["budget"][0]]
+    app = create_app(agg.settings, db_path=agg.db_path)
+    client = app.test_client()
+    pages = [f"/story/{quake_id}", f"/story/{budget_id}", "/"]
+    before = snapshot(client, pages)
+    cache = page_cache(app)
+    assert cache is not None
+    # a third outlet reports the quake: the budget's page is served from the cache
+    feed_server.routes["/3.xml"] = Route(rss([entry(3, "quake")], title="Outlet 3"))
+    agg.add_feed(feed_server.url("/3.xml"))
+    agg.update()
+    assert {c.id: c.size for c in agg.clusters()} == {quake_id: 3, budget_id: 2}
+    hits = cache.hits
+    grown = snapshot(client, pages)
+    assert grown[pages[1]] == before[pages[1]] and cache.hits == hits + 1
+    for url in (pages[0], "/"):
+        assert grown[url][0] != before[url][0], url
+    assert b"Outlet 3" in grown[pages[0]][1]
+    # an outlet edits its version's text (the story's summary stays): that page moves
+    feed_server.routes["/2.xml"] = Route(
+        rss([entry(2, "quake"), entry(2, "budget", " The mayor welcomed the vote.")], title="Outlet 2")
+    )
+    agg.update(agg.feeds()[1:2])
+    edited = snapshot(client, pages)
+    assert edited[pages[0]] == grown[pages[0]]
+    assert (
+        edited[pages[1]][0] != grown[pages[1]][0] and b"The mayor welcomed the vote." in edited[pages[1]][1]
+    )
+    # an item moved out of a story moves that story's page
+    detail = agg.cluster(quake_id)
+    assert detail is not None
+    agg.move_item_out(next(m.id for m in detail.members if m.outlet == "Outlet 2"), "alice")
+    moved = snapshot(client, pages[:2])
+    assert moved[pages[0]][0] != edited[pages[0]][0] and moved[pages[1]] == edited[pages[1]]
+    # a renamed outlet moves the pages of its stories only; an outlet added moves none
+    with write_transaction(agg.db):
+        feeds_store.update_state(agg.db, agg.feeds()[2].id, {"title": "Outlet Three"})
+    renamed = snapshot(client, pages[:2])
+    assert renamed[pages[0]][0] != moved[pages[0]][0] and b"Outlet Three" in renamed[pages[0]][1]
+    assert renamed[pages[1]] == moved[pages[1]]
+    agg.add_feed("https://new.example.org/feed.xml", "A New Outlet")
+    assert snapshot(client, pages[:2]) == renamed
 
 
 def test_host_is_part_of_the_etag(client: Any) -> None:

@@ -3,10 +3,11 @@
 Every public page and merged feed carries an ETag naming its content: the path
 and query, the address it was asked on, the start of this app and
 :meth:`Aggregator.freshness` (a constant-time fingerprint of everything the
-site shows).  Two answers with one ETag have the same body, so each process
-keeps the bodies it rendered by ETag (:class:`PageCache`, least recently used
-out first) and answers from there until the fingerprint moves: a new story, an
-outlet joining one, an edit, a re-clustering, a settings version, a renamed feed.
+site shows; for a story page, :meth:`Aggregator.story_freshness`, of that story
+alone).  Two answers with one ETag have the same body, so each process keeps the
+bodies it rendered by ETag (:class:`PageCache`, least recently used out first)
+and answers from there until the fingerprint moves: a new story, an outlet
+joining one, an edit, a re-clustering, a settings version, a renamed feed.
 """
 
 from __future__ import annotations
@@ -256,14 +257,16 @@ def _snapshot(agg: Aggregator) -> Iterator[None]:
 
 
 def conditional(
-    *, feeds: bool = False
+    *, feeds: bool = False, story: bool = False
 ) -> Callable[[Callable[P, ResponseReturnValue]], Callable[P, ResponseReturnValue]]:
     """Answer 304 when the client's copy is current, else from the page cache, else run the view.
 
     The ETag covers the address asked (scheme, host, path and query), the start
     of this app (so a new release never serves old pages) and
     :meth:`Aggregator.freshness` (with ``feeds``, also every feed's polling
-    state).  Only 200 answers get validators and are cached.
+    state; with ``story``, :meth:`Aggregator.story_freshness` of the view's
+    ``cluster_id`` instead: a story page stays current while other stories
+    change).  Only 200 answers get validators and are cached.
     """
 
     def decorate(view: Callable[P, ResponseReturnValue]) -> Callable[P, ResponseReturnValue]:
@@ -271,7 +274,11 @@ def conditional(
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
             agg = get_reader()
             with _snapshot(agg):
-                fresh = agg.freshness(feeds=feeds)
+                cluster_id = kwargs.get("cluster_id") if story else None
+                if isinstance(cluster_id, int):
+                    fresh = agg.story_freshness(cluster_id)
+                else:
+                    fresh = agg.freshness(feeds=feeds)
                 started: float = current_app.config["AGGREGATOR_STARTED"]
                 # What the views read: the first value of each parameter (a repeated one
                 # sorted would make "?sort=a&sort=b" and "?sort=b&sort=a" one page).

@@ -248,7 +248,7 @@ class VariantView:
 
 
 @bp.get("/story/<int:cluster_id>")
-@conditional()
+@conditional(story=True)
 def story(cluster_id: int) -> str | WerkzeugResponse:
     detail = get_reader().cluster(cluster_id)
     if detail is None:

@@ -352,6 +352,22 @@ def version(db: Database) -> tuple[Any, ...]:
     return tuple(row)
 
 
+def story_version(db: Database, cluster_id: int) -> tuple[Any, ...] | None:
+    """A constant-time fingerprint of what one story's page shows (None: no such story).
+
+    Its stored summary (canonical and pinned item, size, outlets, span, times) and its
+    change counter (migration ``0024_story_changes``: members joining, leaving or
+    moving, members' shown fields edited), with the settings version in force; a
+    re-clustering makes new rows (``created_at``).  Feed names are the caller's.
+    """
+    row = db.execute(
+        "SELECT canonical_item_id, pinned_item_id, size, n_feeds, first_time, last_time, created_at, "
+        "updated_at, outlets, changes, (SELECT max(id) FROM settings_versions) FROM clusters WHERE id = ?",
+        [cluster_id],
+    ).fetchone()
+    return tuple(row) if row is not None else None
+
+
 def partition(db: Database) -> dict[int, int]:
     """Item id -> cluster id, for every clustered item."""
     return dict(db.execute("SELECT item_id, cluster_id FROM memberships").fetchall())

@@ -249,6 +249,19 @@ def names_version(db: Database) -> str:
     return str(row[0] or "")
 
 
+def names_of(db: Database, feed_ids: Sequence[int]) -> str:
+    """:func:`names_version` of some feeds only (a story's)."""
+    ids = sorted(set(feed_ids))
+    if not ids:
+        return ""
+    row = db.execute(
+        "SELECT group_concat(id || ':' || coalesce(title, url), char(10)) FROM "
+        f"(SELECT id, title, url FROM feeds WHERE id IN ({', '.join('?' * len(ids))}) ORDER BY id)",
+        ids,
+    ).fetchone()
+    return str(row[0] or "")
+
+
 def state_version(db: Database) -> tuple[Any, ...]:
     """A cheap fingerprint of every feed's polling state (changes at each poll, and when
     an admin sets a feed's interval, asks for a poll or changes its address)."""
