@@ -214,7 +214,7 @@ class ClusterSummary:
     last_seen: float
     updated_at: float
     created_at: float | None = None  # when the cluster was made
-    n_feeds: int = 0  # how many outlets told it
+    n_feeds: int = 0  # how many outlets told it (by name: feeds under one name are one outlet)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,16 @@ from aggregator import canonical
 from aggregator.cluster import ClusterEngine
 from aggregator.fetch import Fetcher, feed_url_form
 from aggregator.fingerprint import Features, signatures
-from aggregator.models import Entry, Feed, FetchResult, Item, MemberInfo, ParsedFeed, UpdateReport
+from aggregator.models import (
+    Entry,
+    Feed,
+    FetchResult,
+    Item,
+    MemberInfo,
+    ParsedFeed,
+    UpdateReport,
+    outlet_name,
+)
 from aggregator.prepare import Prepared, normalize_entries, prepare
 from aggregator.replay import Evidence, Replayer, article_link, decide, exact_copy_counts
 from aggregator.schedule import PollOutcome, next_poll
@@ -475,6 +484,10 @@ class Pipeline:
         if working and moved and moved != feed.url and feeds_store.get_by_url(self.db, moved) is None:
             fields["url"] = moved
         feeds_store.update_state(self.db, feed.id, fields)
+        title, url = fields.get("title", feed.title), fields.get("url", feed.url)
+        if outlet_name(str(title) if title else None, str(url)) != feed.public_name:
+            # Its stories' outlet counts go by name: two feeds may now share one, or no longer.
+            clusters_store.recount_outlets(self.db, [feed.id])
 
     # -- entries to clusters -----------------------------------------------------------
 

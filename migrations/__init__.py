@@ -538,3 +538,32 @@ def m0024_story_changes(db: Database) -> None:
             BEGIN {bump.format("(SELECT cluster_id FROM memberships WHERE item_id = new.id)")} END;
         """
     )
+
+
+@migrations(name="0025_outlets_by_name")
+def m0025_outlets_by_name(db: Database) -> None:
+    # A story's outlet count (clusters.n_feeds: the filters' "at least N outlets" and the
+    # coverage order) counts outlet names, as the pages list them: two feeds of one
+    # outlet under one name ("Reuters" for its world and its business news) are one.
+    # Only the stories of feeds that share a name with another feed change.
+    import json
+    from collections import Counter
+
+    from aggregator.models import outlet_name
+
+    names = {
+        fid: outlet_name(title, url) for fid, title, url in db.execute("SELECT id, title, url FROM feeds")
+    }
+    uses = Counter(names.values())
+    shared = sorted(fid for fid, name in names.items() if uses[name] > 1)
+    if not shared:
+        return
+    rows = db.execute(
+        "SELECT id, outlets FROM clusters WHERE outlets IS NOT NULL AND id IN (SELECT DISTINCT m.cluster_id "
+        "FROM items i JOIN memberships m ON m.item_id = i.id WHERE i.feed_id IN (SELECT value FROM json_each(?)))",
+        [json.dumps(shared)],
+    ).fetchall()
+    db.conn.executemany(
+        "UPDATE clusters SET n_feeds = ? WHERE id = ?",
+        [(len({names.get(pair[0], pair[0]) for pair in json.loads(outlets)}), cid) for cid, outlets in rows],
+    )

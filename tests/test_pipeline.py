@@ -115,13 +115,17 @@ def test_exact_copies_are_one_story(agg: Aggregator, feed_server: FeedServer) ->
         "pubDate": "Fri, 25 Oct 2024 14:15:00 GMT",
         "description": WIRE,
     }
-    feed_server.routes["/a.xml"] = Route(rss([{**wire, "guid": "a1", "link": "https://a.example/q"}]))
-    feed_server.routes["/b.xml"] = Route(rss([{**wire, "guid": "b1", "link": "https://b.example/q"}]))
+    feed_server.routes["/a.xml"] = Route(
+        rss([{**wire, "guid": "a1", "link": "https://a.example/q"}], title="A")
+    )
+    feed_server.routes["/b.xml"] = Route(
+        rss([{**wire, "guid": "b1", "link": "https://b.example/q"}], title="B")
+    )
     agg.add_feed(feed_server.url("/a.xml"))
     agg.add_feed(feed_server.url("/b.xml"))
     agg.update()
     (c,) = agg.clusters()
-    assert c.size == 2 and c.n_feeds == 2  # (both feeds are named "Test Feed": one outlet name)
+    assert c.size == 2 and c.n_feeds == 2 and c.outlets == ("A", "B")
     detail = agg.cluster(c.id)
     assert detail is not None
     assert sorted(m.signal or "" for m in detail.members) == ["exact-copy", "new"]

@@ -290,8 +290,9 @@ def _item(n: int, length: int) -> Item:
 
 
 class _Summaries:
-    """Outlets ``feed 0``..``feed 3`` and stories of (outlet, time, text length) members,
-    for the tests that compare a cluster summary's shortcuts with a full refresh."""
+    """Feeds 0..3 (feed 3 under feed 0's name: one outlet, two feeds) and stories of
+    (feed, time, text length) members, for the tests that compare a cluster summary's
+    shortcuts with a full refresh."""
 
     QUERY = "SELECT id, canonical_item_id, size, n_feeds, first_time, last_time, outlets FROM clusters ORDER BY id"
 
@@ -300,8 +301,16 @@ class _Summaries:
         self.policy = policy
         self.counter = iter(range(1, 10**6))
         self.feed_ids = [
-            feeds_store.add(db, f"https://f{k}.example/", 1.0, title=f"feed {k}")[0].id for k in range(4)
+            feeds_store.add(db, f"https://f{k}.example/", 1.0, title=f"feed {k % 3}")[0].id for k in range(4)
         ]
+
+    def check_outlet_counts(self) -> None:
+        """Every story's n_feeds is the number of outlet names among its members' feeds."""
+        rows = self.db.execute(
+            "SELECT c.n_feeds, (SELECT count(DISTINCT f.title) FROM memberships m JOIN items i ON i.id = m.item_id "
+            "JOIN feeds f ON f.id = i.feed_id WHERE m.cluster_id = c.id) FROM clusters c WHERE c.size > 0"
+        ).fetchall()
+        assert all(stored == names for stored, names in rows), rows
 
     def choose(self, members: Sequence[MemberInfo]) -> int:
         return canonical.choose(members, self.policy, ["feed 2", "https://f1.example/"])
@@ -378,12 +387,26 @@ def test_migration_0015_gives_stored_stories_the_outlets_a_refresh_gives(tmp_pat
     assert open_database(path).execute(_Summaries.QUERY).fetchall() == refreshed
 
 
+def test_migration_0025_counts_outlets_by_name(tmp_path: Path) -> None:
+    """Stories stored before counted feeds: two of one name were two outlets."""
+    path = tmp_path / "t.db"
+    db = open_database(path)
+    with write_transaction(db):
+        built = _Summaries(db, "earliest")
+        both, _ = built.stories([[(0, 1, 1), (3, 2, 1), (1, 3, 1)], [(1, 1, 1), (2, 2, 1)]], pin=False)
+    refreshed = db.execute(_Summaries.QUERY).fetchall()
+    assert [r[3] for r in refreshed] == [2, 2]  # "feed 0" (feeds 0 and 3) and "feed 1"; "feed 1" and "feed 2"
+    db.execute("UPDATE clusters SET n_feeds = 3 WHERE id = ?", [both])  # as counted before
+    db.execute("DELETE FROM _sqlite_migrations WHERE name = '0025_outlets_by_name'")
+    db.close()
+    assert open_database(path).execute(_Summaries.QUERY).fetchall() == refreshed
+
+
 def test_a_reclustering_remembers_where_the_stories_without_an_id_went(tmp_path: Path) -> None:
     db = open_database(tmp_path / "t.db")
     with write_transaction(db):
-        one, two, three = _Summaries(db, "earliest").stories(
-            [[(0, 1, 1), (1, 1, 1)], [(2, 2, 1)], [(3, 3, 1)]], pin=False
-        )
+        built = _Summaries(db, "earliest")
+        one, two, three = built.stories([[(0, 1, 1), (1, 1, 1)], [(3, 2, 1)], [(2, 3, 1)]], pin=False)
         a, b, c, d = sorted(clusters_store.partition(db))
         # Stories one and two become one (it keeps the id of one); three stays as it was.
         out = clusters_store.replace_all(
@@ -397,6 +420,7 @@ def test_a_reclustering_remembers_where_the_stories_without_an_id_went(tmp_path:
             1.0,
         )
     assert out == {a: one, b: one, c: one, d: three}
+    built.check_outlet_counts()  # (a re-clustering's summaries count outlets by name too)
     assert clusters_store.merged_into(db, two) == one
     assert clusters_store.merged_into(db, one) is None and clusters_store.merged_into(db, three) is None
     with write_transaction(db):
@@ -444,6 +468,7 @@ def test_grow_matches_a_full_refresh(
                 c = fresh.get(target) or fresh.setdefault(target, clusters_store.create(db, 1.0))
             grown.setdefault(c, []).extend(built.store(c, [member]))
         clusters_store.grow(db, grown, built.choose, 2.0)
+        built.check_outlet_counts()
         after_grow = db.execute(_Summaries.QUERY).fetchall()
         clusters_store.refresh_many(db, [*clusters, *fresh.values()], built.choose, 3.0)
         assert after_grow == db.execute(_Summaries.QUERY).fetchall()
@@ -461,7 +486,7 @@ def test_grow_refreshes_a_story_whose_outlet_list_an_older_version_left_behind(t
     grown = db.execute(_Summaries.QUERY).fetchall()
     with write_transaction(db):
         clusters_store.refresh_many(db, [story], built.choose, 2.0)
-    assert grown == db.execute(_Summaries.QUERY).fetchall() and grown[0][3] == 4
+    assert grown == db.execute(_Summaries.QUERY).fetchall() and grown[0][3] == 3  # (feeds 0 and 3: one name)
 
 
 def _stories(db: Database, sizes: list[int]) -> tuple[list[int], list[list[int]]]:
@@ -547,6 +572,7 @@ def test_shrink_matches_a_full_refresh(
             touched = feeds_store.remove(db, built.feed_ids[removed])
             refresh = clusters_store.shrink if how == "shrink" else clusters_store.refresh_many
             refresh(db, touched, built.choose, 2.0)
+            built.check_outlet_counts()
         results.append(db.execute(_Summaries.QUERY).fetchall())
         db.close()
     assert results[0] == results[1]

@@ -664,11 +664,19 @@ def test_the_outlet_filter_tells_apart_feeds_of_one_name(agg: Aggregator, feed_s
     agg.add_feed(feed_server.url("/other.xml"))
     agg.update()
     (story,) = agg.clusters()
-    # Shown once among the story's outlets (it said "3 outlets: Reuters, Reuters, ...");
-    # n_feeds, the count the filters use, counts feeds.
-    assert story.size == 3 and story.n_feeds == 3 and story.outlets == ("Reuters", "Northwire")
+    # One outlet under two feeds: shown and counted once (it said "3 outlets: Reuters,
+    # Reuters, Northwire"), by the pages and by the filters alike.
+    assert story.size == 3 and story.n_feeds == 2 and story.outlets == ("Reuters", "Northwire")
     client = create_app(agg.settings, db_path=agg.db_path).test_client()
     html = page(client, "/")
     assert "Reuters (world/rss)</option>" in html and "Reuters (asia/rss)</option>" in html
     assert "Northwire</option>" in html
     assert "2 outlets" in text_of(html) and "2 outlets" in text_of(page(client, f"/story/{story.id}"))
+    assert f'id="s{story.id}"' in page(client, "/?min_outlets=2")
+    assert f'id="s{story.id}"' not in page(client, "/?min_outlets=3")
+    # The asia feed takes a name of its own at its next poll: three outlets now.
+    feed_server.routes["/asia/rss"] = Route(rss([{**item, "guid": "asia"}], title="Reuters Asia"))
+    agg.update([f for f in agg.feeds() if f.url.endswith("/asia/rss")])
+    (story,) = agg.clusters()
+    assert story.n_feeds == 3 and story.outlets == ("Reuters", "Reuters Asia", "Northwire")
+    assert f'id="s{story.id}"' in page(client, "/?min_outlets=3")

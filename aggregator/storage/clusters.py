@@ -88,6 +88,50 @@ def _outlets_json(outlets: list[list[Any]]) -> str:
     return json.dumps(outlets, separators=(",", ":"))
 
 
+def _feed_names(db: Database, feed_ids: Iterable[int]) -> dict[int, str]:
+    """Feed id -> the outlet name shown for it (:func:`outlet_name`)."""
+    return {
+        feed_id: outlet_name(title, url)
+        for feed_id, title, url in _select_in(
+            db, "SELECT id, title, url FROM feeds WHERE id IN ({marks})", sorted(set(feed_ids))
+        )
+    }
+
+
+def _n_outlets(outlets: Iterable[Sequence[Any]], names: Mapping[int, str]) -> int:
+    """How many outlets a story's outlet list names: feeds under one name are one outlet
+    ("Reuters" for its world and its business news), as the pages list them.  This is
+    ``clusters.n_feeds``, the count the filters and the coverage order use."""
+    return len({names.get(pair[0], pair[0]) for pair in outlets})
+
+
+def recount_outlets(db: Database, feed_ids: Sequence[int]) -> int:
+    """Count again the outlets of the stories ``feed_ids`` reported (after one of them
+    changed its name: two feeds may now share a name, or no longer); returns how many
+    stories changed.  Reads the stories' outlet lists, not their members."""
+    if not feed_ids:
+        return 0
+    cids = [
+        r[0]
+        for r in _select_in(
+            db,
+            "SELECT DISTINCT m.cluster_id FROM items i JOIN memberships m ON m.item_id = i.id "
+            "WHERE i.feed_id IN ({marks})",
+            sorted(set(feed_ids)),
+        )
+    ]
+    stored = {
+        cid: (json.loads(outlets) if outlets else [], n)
+        for cid, outlets, n in _select_in(
+            db, "SELECT id, outlets, n_feeds FROM clusters WHERE id IN ({marks})", cids
+        )
+    }
+    names = _feed_names(db, {pair[0] for pairs, _ in stored.values() for pair in pairs})
+    updates = [(count, cid) for cid, (pairs, n) in stored.items() if (count := _n_outlets(pairs, names)) != n]
+    db.conn.executemany("UPDATE clusters SET n_feeds = ? WHERE id = ?", updates)
+    return len(updates)
+
+
 def clear_all(db: Database) -> None:
     """Forget every cluster (before a full recluster)."""
     db.execute("DELETE FROM memberships")
@@ -170,22 +214,15 @@ def _summaries(db: Database, rows: Sequence[Sequence[Any]]) -> list[ClusterSumma
 def _outlets(db: Database, cluster_ids: Sequence[int]) -> dict[int, list[str]]:
     """Cluster id -> the names of its outlets (its feeds), first report first, each
     name once: two feeds of one outlet under one name ("Reuters" for its world and its
-    business news) are one outlet to a reader, where "Reuters, Reuters" said nothing.
-    (``n_feeds``, the count the filters and the coverage order use, still counts
-    feeds: it is stored with the story, and names change with the feeds' titles.)"""
+    business news) are one outlet to a reader, where "Reuters, Reuters" said nothing
+    (``n_feeds`` counts them so too: :func:`_n_outlets`)."""
     stored = {
         cid: json.loads(outlets) if outlets else []
         for cid, outlets in _select_in(
             db, "SELECT id, outlets FROM clusters WHERE id IN ({marks})", cluster_ids
         )
     }
-    feed_ids = sorted({feed_id for pairs in stored.values() for feed_id, _ in pairs})
-    names = {
-        feed_id: outlet_name(title, url)
-        for feed_id, title, url in _select_in(
-            db, "SELECT id, title, url FROM feeds WHERE id IN ({marks})", feed_ids
-        )
-    }
+    names = _feed_names(db, {feed_id for pairs in stored.values() for feed_id, _ in pairs})
     return {
         cid: list(dict.fromkeys(names[f] for f, _ in pairs if f in names)) for cid, pairs in stored.items()
     }
@@ -513,11 +550,12 @@ def refresh_all(
         kept = current in keep_updated and keep_updated[current] == canonical
         stamp = previous.get(current, now) if kept else now
         outlets = _outlet_list((m.feed_id, m.sort_time) for m in members)
+        names = {m.feed_id: outlet_name(m.feed_title, m.feed_url) for m in members}
         updates.append(
             (
                 canonical,
                 len(members),
-                len(outlets),
+                _n_outlets(outlets, names),
                 members[0].sort_time,
                 members[-1].sort_time,
                 stamp,
@@ -652,7 +690,9 @@ def refresh_many(
         pin = pinned.get(cid)
         canonical = pin if pin in {m.item_id for m in ms} else choose(ms)
         outlets = _outlet_list((m.feed_id, m.sort_time) for m in ms)
-        row = (canonical, len(ms), len(outlets), ms[0].sort_time, ms[-1].sort_time, _outlets_json(outlets))
+        names = {m.feed_id: outlet_name(m.feed_title, m.feed_url) for m in ms}
+        n = _n_outlets(outlets, names)
+        row = (canonical, len(ms), n, ms[0].sort_time, ms[-1].sort_time, _outlets_json(outlets))
         old = before.get(cid)
         stamp = old[6] if old is not None and old[:6] == row else now
         updates.append((*row[:5], stamp, row[5], cid))
@@ -686,6 +726,7 @@ def shrink(db: Database, cluster_ids: Iterable[int], choose: CanonicalPolicy, no
     ):
         by_feed.setdefault(cid, []).append((feed_id, n, first, last))
     updates = []
+    names = _feed_names(db, {r[0] for rows in by_feed.values() for r in rows})
     for cid in kept:
         rows = by_feed.get(cid)
         if not rows:
@@ -693,7 +734,8 @@ def shrink(db: Database, cluster_ids: Iterable[int], choose: CanonicalPolicy, no
         outlets = _outlet_list((feed_id, first) for feed_id, _, first, _ in rows)
         size = sum(n for _, n, _, _ in rows)
         first, last = min(r[2] for r in rows), max(r[3] for r in rows)
-        updates.append((canonical[cid], size, len(outlets), first, last, now, _outlets_json(outlets), cid))
+        n_outlets = _n_outlets(outlets, names)
+        updates.append((canonical[cid], size, n_outlets, first, last, now, _outlets_json(outlets), cid))
     db.conn.executemany(_SET_SUMMARY, updates)
 
 
@@ -726,19 +768,25 @@ def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPoli
     state = {row[0]: row[1:] for row in _select_in(db, sql, ids)}
     olds = {st[4] for st in state.values() if st[4] is not None}
     infos = _member_infos(db, sorted({i for c in ids for i in added[c]} | olds))
+    stored_outlets = {
+        cid: [(f, t) for f, t in json.loads(st[1])] if st[0] and st[1] else [] for cid, st in state.items()
+    }
+    names = _feed_names(
+        db, {f for pairs in stored_outlets.values() for f, _ in pairs} | {m.feed_id for m in infos.values()}
+    )
     updates = []
     full = []
     for cid in ids:
         if cid not in state:
             continue
-        size, stored, first, last, canonical, pinned, n_feeds = state[cid]
+        size, _, first, last, canonical, pinned, n_feeds = state[cid]
         new_ids = sorted(set(added[cid]))
         new = [infos[i] for i in new_ids if i in infos]
         if not new:
             continue
-        before = [(f, t) for f, t in json.loads(stored)] if size and stored else []
+        before = stored_outlets[cid]
         # (an outlet list that disagrees with the count was kept by an older version)
-        if size and (canonical is None or canonical not in infos or len(before) != n_feeds):
+        if size and (canonical is None or canonical not in infos or _n_outlets(before, names) != n_feeds):
             full.append(cid)
             continue
         outlets = _outlet_list([*before, *((m.feed_id, m.sort_time) for m in new)])
@@ -752,7 +800,7 @@ def grow(db: Database, added: Mapping[int, Sequence[int]], choose: CanonicalPoli
             (
                 best,
                 size + len(new),
-                len(outlets),
+                _n_outlets(outlets, names),
                 min(times) if first is None else min(first, *times),
                 max(times) if last is None else max(last, *times),
                 now,
