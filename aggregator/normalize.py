@@ -36,7 +36,6 @@ __all__ = [
     "without_sentences",
 ]
 
-_WS = re.compile(r"\s+")
 # C0/C1 controls except tab/newline, lone surrogates, noncharacters and bidi overrides
 _JUNK = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff\u202a-\u202e\u2066-\u2069]"
@@ -93,8 +92,8 @@ def clean_text(text: str) -> str:
     if not text:
         return ""
     text = unicodedata.normalize("NFKC", text)
-    text = _JUNK.sub(" ", text)
-    text = _WS.sub(" ", text).strip()
+    # (split and join: what \s+ -> " " and strip give, in a third of the time)
+    text = " ".join(_JUNK.sub(" ", text).split())
     return text if any(map(_visible, text)) else ""
 
 
@@ -234,7 +233,7 @@ def link_key(url: str | None) -> str | None:
 def _split(url: str | None) -> tuple[str, str, str, str, str] | None:
     if not url:
         return None
-    url = _WS.sub(" ", _JUNK.sub(" ", url)).strip()
+    url = " ".join(_JUNK.sub(" ", url).split())
     try:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from aggregator.models import Entry
 from aggregator.normalize import (
+    _visible,
     canonical_link,
     clean_text,
     content_hash,
@@ -98,6 +99,25 @@ def test_normalize_entry_drops_unsafe_links_and_fills_title() -> None:
     )
     assert item.link is None and item.canonical_link is None
     assert item.title == "Words here"
+
+
+# clean_text's first definition (regular expressions), which the faster one must equal.
+_WS = re.compile(r"\s+")
+_JUNK = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def clean_text_by_regex(text: str) -> str:
+    if not text:
+        return ""
+    text = _WS.sub(" ", _JUNK.sub(" ", unicodedata.normalize("NFKC", text))).strip()
+    return text if any(map(_visible, text)) else ""
+
+
+@given(st.text(st.characters(exclude_categories=())))
+def test_clean_text_collapses_whitespace_as_its_regex_did(s: str) -> None:
+    assert clean_text(s) == clean_text_by_regex(s)
 
 
 def test_summarize() -> None:
