@@ -1174,23 +1174,46 @@ class Aggregator:
 
     def move_item_out(self, item_id: int, author: str) -> int:
         """Take an item out of its story into a story of its own; remembered as cannot-links."""
+        return self.split_out([item_id], author)
+
+    def split_out(self, item_ids: Collection[int], author: str) -> int:
+        """Take some items of one story out into a new story of their own (undoing a
+        wrong merge, or a story that was two); returns the new story's id.
+
+        Remembered as cannot-links between each item taken and each item left, and
+        must-links among the items taken (they stay one story); merges that lose
+        items keep the rest of their items together.  An item taken stops being the
+        story's pinned canonical item.
+        """
+        moved = set(item_ids)
+        if not moved:
+            raise CorrectionError("no items were chosen")
         with self._writing():
             self._no_reclustering()
-            current = clusters_store.clusters_of(self.db, [item_id]).get(item_id)
-            if current is None:
+            where = clusters_store.clusters_of(self.db, sorted(moved))
+            if len(where) < len(moved):
                 raise CorrectionError("no such item")
-            others = [i for i in clusters_store.member_ids(self.db, [current])[current] if i != item_id]
+            (current, *others_clusters) = set(where.values())
+            if others_clusters:
+                raise CorrectionError("the items are in different stories")
+            others = [i for i in clusters_store.member_ids(self.db, [current])[current] if i not in moved]
             if not others:
-                raise CorrectionError("the item is already alone in its story")
+                one = len(moved) == 1
+                raise CorrectionError(
+                    "the item is already alone in its story" if one else "every item of the story was chosen"
+                )
             now = self.clock()
             merges = rules_store.must_groups(self.db)
-            rules_store.add(self.db, "cannot", [(item_id, o) for o in others], author, now)
-            self._keep_merges(merges, {item_id}, author)
-            rules_store.unpin_cluster(self.db, [item_id])  # it is no longer the story's canonical item
+            rules_store.add(self.db, "cannot", [(i, o) for i in sorted(moved) for o in others], author, now)
+            self._keep_merges(merges, moved, author)
+            if len(moved) > 1:
+                self._tie(moved, author)
+            rules_store.unpin_cluster(self.db, sorted(moved))  # no longer the story's canonical item
             new = clusters_store.create(self.db, now)
-            clusters_store.add_member(self.db, item_id, new, 1.0, "manual", None, now)
+            clusters_store.add_members(self.db, [(i, new, 1.0, "manual", None) for i in sorted(moved)], now)
             self.pipeline.refresh_clusters({current, new}, now)
-            self.pipeline.item_moved(item_id, current, new)
+            for i in sorted(moved):
+                self.pipeline.item_moved(i, current, new)
         return new
 
     def pin_canonical(self, item_id: int, author: str) -> None:

@@ -1131,3 +1131,43 @@ def test_corrections_come_a_page_at_a_time(admin: Admin, demo_agg: Aggregator) -
 )
 def test_how_long_a_job_took_in_words(seconds: float, said: str) -> None:
     assert took(seconds) == said
+
+
+def test_checked_items_move_out_together_and_stay_so(admin: Admin, demo_agg: Aggregator) -> None:
+    """A wrong merge undone from the story's page: the items checked leave together for a
+    new story, which re-clustering keeps (together, and apart from the items left)."""
+    target = seed_story(demo_agg)
+    whale = next(r for r in demo_agg.export_rows() if "whale" in r["title"].lower())
+    source = whale["cluster_id"]
+    demo_agg.merge_clusters(target, source, "alice")
+    merged = demo_agg.cluster(target)
+    assert merged is not None and len(merged.members) >= 3
+    page = admin.get(f"/admin/story/{target}")
+    assert f'<form id="split-form" class="row" method="post" action="/admin/story/{target}/split">' in page
+    for m in merged.members:
+        assert f'name="item" value="{m.id}" form="split-form"' in page
+    stay = [m.id for m in merged.members if m.id != whale["item_id"]]
+    taken = [whale["item_id"], stay.pop()]  # the whale's item and one item of the story it joined
+    # wrong choices change nothing
+    for chosen, said in (
+        ([], "Check the items to move out first."),
+        ([m.id for m in merged.members], "Cannot move them out: every item of the story was chosen."),
+        ([taken[0], 999999], "Cannot move them out: item 999999 is not in this story."),
+    ):
+        r = admin.post(f"/admin/story/{target}/split", {"item": [str(i) for i in chosen]})
+        assert said in text_of(admin.follow(r))
+    admin.post(f"/admin/story/{target}/split", {"item": ["two"]}, status=400)
+    admin.post("/admin/story/999999/split", {"item": [str(taken[0])]}, status=404)
+    assert cluster_of(demo_agg, taken[0]) == cluster_of(demo_agg, stay[0]) == target
+    r = admin.post(f"/admin/story/{target}/split", {"item": [str(i) for i in taken]})
+    new = cluster_of(demo_agg, taken[0])
+    said = f"Moved 2 items out into story #{new}. Re-clustering will keep them together, and apart from"
+    assert said in text_of(admin.follow(r))
+    assert new != target and cluster_of(demo_agg, taken[1]) == new
+    assert all(cluster_of(demo_agg, i) == target for i in stay)
+    job_id = job_id_of(admin.post("/admin/recluster"))
+    assert wait_job(demo_agg, job_id).state == "done"
+    after = cluster_of(demo_agg, taken[0])
+    assert cluster_of(demo_agg, taken[1]) == after
+    assert all(cluster_of(demo_agg, i) != after for i in stay)
+    assert len({cluster_of(demo_agg, i) for i in stay}) == 1

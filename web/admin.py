@@ -51,6 +51,7 @@ from aggregator.storage.jobs import Job
 from aggregator.storage.versions import SettingsVersion
 from aggregator.tuning import apply_overrides
 from web import cookies_secure, get_aggregator, whole_number
+from web.filters import plural
 
 __all__ = ["bp"]
 
@@ -763,6 +764,47 @@ def move_out(item_id: int) -> ResponseReturnValue:
     if item.cluster_id is None:
         return _see_other("admin.stories")
     return _see_other("admin.story", cluster_id=item.cluster_id)
+
+
+# At most this many items are taken out of a story at once (a form's worth).
+MAX_SPLIT_ITEMS = 1000
+
+
+@bp.post("/story/<int:cluster_id>/split")
+def split(cluster_id: int) -> ResponseReturnValue:
+    """Take the checked items of a story out together into a new story (a wrong merge
+    undone, or a story that was two)."""
+    raw = request.form.getlist("item")
+    if len(raw) > MAX_SPLIT_ITEMS:
+        abort(400, description=f"At most {MAX_SPLIT_ITEMS} items can be moved at once.")
+    chosen = sorted({whole_number(r.strip(), "item", 1, 2**62) for r in raw})
+    agg = get_aggregator()
+    if agg.cluster(cluster_id) is None:
+        abort(404, description="There is no such story: it may have been merged into another one.")
+    found = agg.items_by_id(chosen)
+    elsewhere = [i for i in chosen if i not in found or found[i].cluster_id != cluster_id]
+    if not chosen:
+        flash("Check the items to move out first.", "error")
+    elif elsewhere:
+        flash(f"Cannot move them out: item {elsewhere[0]} is not in this story.", "error")
+    else:
+        try:
+            new = agg.split_out(chosen, _author())
+        except CorrectionError as exc:
+            flash(f"Cannot move them out: {exc}.", "error")
+        else:
+            kept = (
+                "it apart from the items left here"
+                if len(chosen) == 1
+                else "them together, and apart from the items left here"
+            )
+            flash(
+                Markup('Moved {} out into <a href="{}">story #{}</a>. Re-clustering will keep {}.').format(
+                    plural(len(chosen), "item"), url_for("admin.story", cluster_id=new), new, kept
+                ),
+                "notice",
+            )
+    return _see_other("admin.story", cluster_id=cluster_id)
 
 
 @bp.post("/items/<int:item_id>/pin")
