@@ -944,9 +944,11 @@ class Aggregator:
         """What ``changes`` would do to the stories of the last ``hours``, without doing it.
 
         The items of the period are re-clustered in memory with the proposed settings, as
-        applying them re-clusters every item, and the result is compared with the stories
-        stored now (what the site shows: comparing with a re-clustering under the current
-        settings hid what applying changes besides the settings).
+        applying them re-clusters every item (in the order they arrived, as polling
+        placed them: with the settings unchanged, nothing changes), and the result is
+        compared with the stories stored now (what the site shows: comparing with a
+        re-clustering under the current settings hid what applying changes besides the
+        settings).
 
         The replay starts two index horizons before the period, as applying sees the
         period's items with the items before them in the index: started at the period,
@@ -966,7 +968,10 @@ class Aggregator:
         latest = items_store.latest_time(self.db) or self.clock()
         since = latest - hours * 3600
         horizon = max(horizon_seconds(c) for c in (self.settings.cluster, proposed.cluster))
-        rows = list(items_store.index_rows(self.db, since - 2 * horizon, self.settings.cluster.num_perm))
+        start = since - 2 * horizon
+        rows = list(items_store.index_rows(self.db, start, self.settings.cluster.num_perm))
+        poll = items_store.arrival_batches(self.db, start)  # replayed as applying does: as they arrived
+        rows.sort(key=lambda r: (poll.get(r.item_id, r.item_id), r.sort_time, r.item_id))
         if proposed.cluster.num_perm != self.settings.cluster.num_perm:
             rows = [dataclasses.replace(r, signature=None) for r in rows]
         must, cannot = rules.pairs("must"), rules.pairs("cannot")

@@ -698,7 +698,8 @@ class Pipeline:
         settings: Settings | None = None,
         before_swap: Callable[[], None] | None = None,
     ) -> int:
-        """Assign every item again, in time order, with the current settings (or
+        """Assign every item again, in the order items arrived (so that the settings in
+        force remake the stories polling made), with the current settings (or
         ``settings``, then current) and rules.
 
         The work is done in memory first, while the site and the poller carry on;

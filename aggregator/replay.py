@@ -111,7 +111,8 @@ def decide(
 
 @dataclass
 class Replayer:
-    """Re-clusters stored items in memory, in time order, honouring the rules."""
+    """Re-clusters stored items in memory, in the order given (the order they arrived
+    in, for a re-clustering: see ``items.all_item_ids``), honouring the rules."""
 
     settings: Settings
     rules: RuleSet = field(default_factory=RuleSet)
@@ -127,6 +128,7 @@ class Replayer:
         self._next = 1
         self._groups: dict[int, frozenset[int]] = {}  # item -> its must-linked group (see _must_group)
         self._blocks: dict[int, frozenset[int]] = {}  # item -> the items it may never be with
+        self._newest = float("-inf")  # the latest item time placed
 
     def _new_cluster(self) -> int:
         n = self._next
@@ -150,7 +152,7 @@ class Replayer:
         return list(out.values())
 
     def feed(self, rows: Iterable[IndexRow], progress: Callable[[int], None] | None = None) -> None:
-        """Assign ``rows`` (in time order)."""
+        """Assign ``rows``, in their order."""
         done = 0
         for chunk in _chunks(rows, 500):
             feats = [self.engine.features(r.title, r.text) for r in chunk]
@@ -203,9 +205,12 @@ class Replayer:
         # side: item 14, tied to 42 which an admin moved away from item 4, joined 4's
         # story before 42 came, and the tie was lost.
         forbid = frozenset(self.cluster_of(o) for o in self._blocked(row.item_id) if o in placed)
+        # Every placed item it must be with, through any chain of must-links: a merge ties
+        # its items to the earliest by time, which is not the first placed in the order
+        # items arrived (the others went their own ways, then could not all follow).
         must = tuple(
             (o, self.cluster_of(o))
-            for o in sorted(self.rules.must.get(row.item_id, ()))
+            for o in sorted(self._must_group(row.item_id) - {row.item_id})
             if o in placed and self.cluster_of(o) not in forbid
         )
         carriers = self._by_link.get(row.canonical_link or "", [])
@@ -246,8 +251,10 @@ class Replayer:
                 self.members[a.cluster] |= self.members.pop(oc, set())
         if row.canonical_link:
             self._by_link.setdefault(row.canonical_link, []).append((row.item_id, row.feed_id))
-        # (in time order: a copy older than the window can no longer be evidence)
-        oldest = row.sort_time - self.engine.window_seconds
+        # A copy older than the index's horizon behind the newest item can no longer be
+        # evidence (items come in the order they arrived: a late one is at most that old).
+        self._newest = max(self._newest, row.sort_time)
+        oldest = self._newest - self.engine.horizon_seconds - self.engine.window_seconds
         copies = [c for c in self._by_hash.get(row.content_hash, ()) if c[1] >= oldest]
         self._by_hash[row.content_hash] = [*copies, (row.item_id, row.sort_time)]
 

@@ -656,7 +656,7 @@ def test_preview_shows_a_merge_when_the_threshold_is_lowered(admin: Admin, demo_
 
 
 def test_apply_then_revert(admin: Admin, demo_agg: Aggregator) -> None:
-    demo_agg.recluster()  # the baseline: the whole archive clustered in time order
+    demo_agg.recluster()  # the baseline: the whole archive clustered again
     original = groups(demo_agg)
     preview_id, _ = preview(admin, demo_agg, LOWER)
     r = admin.post("/admin/apply", {"preview": preview_id, "note": "  try   lower  "})

@@ -251,8 +251,24 @@ def _index_row(r: Sequence[Any], num_perm: int) -> IndexRow:
     )
 
 
+# The order items arrived in: poll by poll (a poll stores a feed's new items at one
+# time, ``first_seen``, under consecutive ids), each poll's items in time order, as the
+# pipeline placed them.  A re-clustering replayed in this order remakes the stories
+# polling made.  A poll is known by its first id (its ids are consecutive, so the
+# first id among any of its items orders the polls the same way).
+_BATCH = "min(id) OVER (PARTITION BY feed_id, first_seen)"
+
+
 def all_item_ids(db: Database) -> list[int]:
-    return [r[0] for r in db.execute("SELECT id FROM items ORDER BY sort_time, id")]
+    """Every item, in the order it arrived (poll by poll, each poll's items by time)."""
+    sql = f"SELECT id FROM (SELECT id, sort_time, {_BATCH} AS batch FROM items) ORDER BY batch, sort_time, id"
+    return [r[0] for r in db.execute(sql)]
+
+
+def arrival_batches(db: Database, since: float) -> dict[int, int]:
+    """Item id -> the poll it arrived with (its first item id), for the items with
+    ``sort_time >= since``: sort by (poll, sort time, id) for the order they arrived."""
+    return dict(db.execute(f"SELECT id, {_BATCH} FROM items WHERE sort_time >= ?", [since]).fetchall())
 
 
 def count(db: Database) -> int:
