@@ -251,8 +251,9 @@ class Replayer:
                 self.members[a.cluster] |= self.members.pop(oc, set())
         if row.canonical_link:
             self._by_link.setdefault(row.canonical_link, []).append((row.item_id, row.feed_id))
-        # A copy older than the index's horizon behind the newest item can no longer be
-        # evidence (items come in the order they arrived: a late one is at most that old).
+        # A copy can no longer be evidence once it is a window older than anything the
+        # index still holds (its horizon behind the newest item): items come in the order
+        # they arrived, so a late one may be older than the item before it.
         self._newest = max(self._newest, row.sort_time)
         oldest = self._newest - self.engine.horizon_seconds - self.engine.window_seconds
         copies = [c for c in self._by_hash.get(row.content_hash, ()) if c[1] >= oldest]
