@@ -105,6 +105,12 @@ def _n_outlets(outlets: Iterable[Sequence[Any]], names: Mapping[int, str]) -> in
     return len({names.get(pair[0], pair[0]) for pair in outlets})
 
 
+def _members_outlets(members: Sequence[MemberInfo]) -> tuple[list[list[Any]], int]:
+    """A story's outlet list (:func:`_outlet_list`) and outlet count from its members."""
+    outlets = _outlet_list((m.feed_id, m.sort_time) for m in members)
+    return outlets, _n_outlets(outlets, {m.feed_id: outlet_name(m.feed_title, m.feed_url) for m in members})
+
+
 def recount_outlets(db: Database, feed_ids: Sequence[int]) -> int:
     """Count again the outlets of the stories ``feed_ids`` reported (after one of them
     changed its name: two feeds may now share a name, or no longer); returns how many
@@ -549,13 +555,12 @@ def refresh_all(
         canonical = pin if pin in ids else choose(members)
         kept = current in keep_updated and keep_updated[current] == canonical
         stamp = previous.get(current, now) if kept else now
-        outlets = _outlet_list((m.feed_id, m.sort_time) for m in members)
-        names = {m.feed_id: outlet_name(m.feed_title, m.feed_url) for m in members}
+        outlets, n_outlets = _members_outlets(members)
         updates.append(
             (
                 canonical,
                 len(members),
-                _n_outlets(outlets, names),
+                n_outlets,
                 members[0].sort_time,
                 members[-1].sort_time,
                 stamp,
@@ -689,10 +694,8 @@ def refresh_many(
             continue
         pin = pinned.get(cid)
         canonical = pin if pin in {m.item_id for m in ms} else choose(ms)
-        outlets = _outlet_list((m.feed_id, m.sort_time) for m in ms)
-        names = {m.feed_id: outlet_name(m.feed_title, m.feed_url) for m in ms}
-        n = _n_outlets(outlets, names)
-        row = (canonical, len(ms), n, ms[0].sort_time, ms[-1].sort_time, _outlets_json(outlets))
+        outlets, n_outlets = _members_outlets(ms)
+        row = (canonical, len(ms), n_outlets, ms[0].sort_time, ms[-1].sort_time, _outlets_json(outlets))
         old = before.get(cid)
         stamp = old[6] if old is not None and old[:6] == row else now
         updates.append((*row[:5], stamp, row[5], cid))
