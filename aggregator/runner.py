@@ -37,9 +37,20 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
 
 
 def _ignore(handlers: dict[signal.Signals, Any]) -> None:
-    """Once stopping: further stop signals change nothing (the old handlers come back at the end)."""
+    """Once stopping: further stop signals change nothing (see :func:`_restore`)."""
     for s in handlers:
         signal.signal(s, signal.SIG_IGN)
+
+
+def _restore(handlers: dict[signal.Signals, Any], stopped: bool) -> None:
+    """The stop signals' old handlers back, unless a stop signal ended the run: the
+    process is on its way out, and a second signal arriving after the clean-up (an
+    impatient second SIGTERM, Ctrl-C reaching the whole process group) killed it
+    with the default handler (exit -15) instead of the clean exit it was making."""
+    if stopped:
+        return
+    for s, h in handlers.items():
+        signal.signal(s, h)
 
 
 class _SkippedTicks(logging.Filter):
@@ -70,6 +81,7 @@ def run_poller(settings: Settings, db_path: Path) -> None:
     # Stop signals are handled from the start: the index rebuild takes half a minute at a
     # million items, and a SIGTERM meanwhile killed the poller without its clean-up.
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopped = False
     agg: Aggregator | None = None
     beat: Aggregator | None = None
     scheduler = BackgroundScheduler(timezone="UTC")
@@ -129,6 +141,7 @@ def run_poller(settings: Settings, db_path: Path) -> None:
         while True:
             time.sleep(3600)
     except (_Stop, KeyboardInterrupt):
+        stopped = True
         log.info("poller stopping")
     finally:
         _ignore(previous)  # a second Ctrl-C or SIGTERM must not cut the shutdown short
@@ -141,8 +154,7 @@ def run_poller(settings: Settings, db_path: Path) -> None:
             beat.close()
         if agg is not None:
             agg.close()
-        for s, h in previous.items():
-            signal.signal(s, h)
+        _restore(previous, stopped)
 
 
 def _now_dt() -> datetime:
@@ -238,6 +250,7 @@ def run_all(config_path: Path | None, db_path: Path, host: str, port: int) -> in
     web = subprocess.Popen([*base, "serve", *opts, "--host", host, "--port", str(port)])
     children = [poller, web]
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopped = False
     code = 0
     try:
         while all(c.poll() is None for c in children):
@@ -246,6 +259,7 @@ def run_all(config_path: Path | None, db_path: Path, host: str, port: int) -> in
         print("a process stopped unexpectedly; stopping the other", file=sys.stderr)
     except (_Stop, KeyboardInterrupt):
         code = 0
+        stopped = True
     finally:
         _ignore(previous)
         for c in children:
@@ -258,6 +272,5 @@ def run_all(config_path: Path | None, db_path: Path, host: str, port: int) -> in
             except subprocess.TimeoutExpired:
                 c.kill()
                 c.wait()
-        for s, h in previous.items():
-            signal.signal(s, h)
+        _restore(previous, stopped)
     return code

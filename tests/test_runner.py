@@ -160,3 +160,43 @@ def test_a_poller_whose_opml_lists_no_feed_starts_and_says_why(tmp_path: Path) -
     text = log_path.read_text()
     assert code == 0 and "poller started" in text and "Traceback" not in text
     assert f"feeds.opml ({not_opml}) was not read" in text and "no feeds subscribed" in text
+
+
+@pytest.mark.slow
+def test_a_stopped_poller_leaves_further_stop_signals_ignored(tmp_path: Path) -> None:
+    """Stopped by a signal, the poller does not give SIGTERM its default handler back:
+    a second SIGTERM arriving after its clean-up (the one ``aggregator run`` or an
+    impatient operator sends) killed the exiting process (exit -15, not 0)."""
+    import os
+    import threading
+
+    from aggregator.runner import run_poller
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[storage]\ndb_path = "p.db"\n[feeds]\nopml = ""\n[fetch]\nparse_workers = 0\n'
+        "[schedule]\ntick_seconds = 3600\n"
+    )
+    settings = load_settings(cfg)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop_when_up() -> None:
+        deadline = time.monotonic() + 60
+        with Aggregator(settings) as agg:
+            while time.monotonic() < deadline and not agg.poller_running():
+                time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    stopper = threading.Thread(target=stop_when_up)
+    stopper.start()
+    try:
+        run_poller(settings, settings.db_path)
+        stopper.join(10)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGTERM)  # late: changes nothing
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    with Aggregator(settings) as agg:
+        assert not agg.poller_running()  # it cleaned up
